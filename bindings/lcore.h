@@ -1,0 +1,27 @@
+/* lcore.h: what the binding files share: the registration hook of each
+ * Lua-visible part of coproc.core, and coproc error raising. */
+#ifndef CP_LCORE_H
+#define CP_LCORE_H
+
+#include <lua.h>
+#include <lauxlib.h>
+
+/* Each binding file adds its functions/types to the module table at index t. */
+void cp_l_codec_open(lua_State *L, int t);
+void cp_l_messenger_open(lua_State *L, int t);
+void cp_l_process_open(lua_State *L, int t);
+void cp_l_monitor_open(lua_State *L, int t);
+
+/* [-0, +1, m] Push a coproc error object of class cls (e.g. "WorkerDied")
+ * with a formatted message. Extra fields can be set on it before raising.
+ * The object is made by the Lua constructor registered with
+ * core.set_error_factory (lua/coproc/errors.lua); before that, a plain table
+ * {class = cls, message = msg}. */
+void cp_l_pusherror(lua_State *L, const char *cls, const char *fmt, ...);
+/* Push the error and raise it. Never returns. */
+int  cp_l_error(lua_State *L, const char *cls, const char *fmt, ...);
+/* Raise the error object on top of the stack, after it passed through the
+ * factory (call after setting extra fields on a cp_l_pusherror table). */
+int  cp_l_raise(lua_State *L);
+
+#endif

@@ -1,0 +1,2 @@
+/* placeholder: replaced by the coproc-lua interpreter */
+int main(void) { return 0; }

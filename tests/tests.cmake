@@ -1,0 +1,51 @@
+# Test registration: C unit tests, busted specs, examples. Included from the
+# top-level CMakeLists.txt.
+
+set(CP_LUA_PATH "${PROJECT_SOURCE_DIR}/lua/?.lua;${PROJECT_SOURCE_DIR}/lua/?/init.lua;${PROJECT_SOURCE_DIR}/tests/?.lua;;")
+set(CP_LUA_CPATH "${PROJECT_BINARY_DIR}/?.so;;")
+set(CP_TEST_ENV "LUA_PATH=${CP_LUA_PATH}" "LUA_CPATH=${CP_LUA_CPATH}" "LUA_PATH_5_4=${CP_LUA_PATH}" "LUA_CPATH_5_4=${CP_LUA_CPATH}"
+  "COPROC_LUA=$<TARGET_FILE:coproc-lua>" "COPROC_SOURCE_DIR=${PROJECT_SOURCE_DIR}" "COPROC_BUILD_DIR=${PROJECT_BINARY_DIR}")
+
+set(CP_RUNNER "")
+if(COPROC_VALGRIND)
+  find_program(VALGRIND_EXE valgrind REQUIRED)
+  set(CP_RUNNER ${VALGRIND_EXE} --error-exitcode=99 --leak-check=no --trace-children=no -q)
+endif()
+if(COPROC_SANITIZE)
+  # A stock lua5.4 loading an ASan-built module needs the runtime preloaded.
+  execute_process(COMMAND ${CMAKE_C_COMPILER} -print-file-name=libasan.so
+    OUTPUT_VARIABLE CP_ASAN_LIB OUTPUT_STRIP_TRAILING_WHITESPACE)
+  list(APPEND CP_TEST_ENV "CP_ASAN_PRELOAD=${CP_ASAN_LIB}"
+    "ASAN_OPTIONS=detect_leaks=0:abort_on_error=0" "UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")
+endif()
+
+# C unit tests: tests/c/test_<name>.c, linked against the core only.
+file(GLOB C_TESTS CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/c/test_*.c)
+foreach(src ${C_TESTS})
+  get_filename_component(name ${src} NAME_WE)
+  add_executable(${name} ${src})
+  target_link_libraries(${name} PRIVATE coproc_c)
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests/c)
+  add_test(NAME c/${name} COMMAND ${CP_RUNNER} $<TARGET_FILE:${name}>)
+  set_tests_properties(c/${name} PROPERTIES TIMEOUT 120)
+endforeach()
+
+# busted specs: one ctest per spec file, run by the stock lua5.4.
+file(GLOB SPECS CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/spec/*_spec.lua)
+foreach(spec ${SPECS})
+  get_filename_component(name ${spec} NAME_WE)
+  add_test(NAME spec/${name}
+    COMMAND ${PROJECT_SOURCE_DIR}/tests/run_lua.sh ${CP_RUNNER} ${BUSTED_EXE} --lua=${LUA_EXE} -o utfTerminal ${spec}
+    WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(spec/${name} PROPERTIES TIMEOUT 300 ENVIRONMENT "${CP_TEST_ENV}")
+endforeach()
+
+# Examples: each examples/*.lua runs under coproc-lua and must exit 0.
+file(GLOB EXAMPLES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/examples/*.lua)
+foreach(ex ${EXAMPLES})
+  get_filename_component(name ${ex} NAME_WE)
+  add_test(NAME example/${name}
+    COMMAND ${PROJECT_SOURCE_DIR}/tests/run_lua.sh ${CP_RUNNER} $<TARGET_FILE:coproc-lua> ${ex}
+    WORKING_DIRECTORY ${PROJECT_BINARY_DIR})
+  set_tests_properties(example/${name} PROPERTIES TIMEOUT 300 ENVIRONMENT "${CP_TEST_ENV}")
+endforeach()
