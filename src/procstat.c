@@ -1,0 +1,295 @@
+/* procstat.c: see procstat.h. */
+#include "procstat.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+long cp_procstat_hz(void)
+{
+    static long hz;
+    if (!hz) {
+        hz = sysconf(_SC_CLK_TCK);
+        if (hz <= 0) hz = 100;
+    }
+    return hz;
+}
+
+long cp_procstat_pagesize(void)
+{
+    static long ps;
+    if (!ps) {
+        ps = sysconf(_SC_PAGESIZE);
+        if (ps <= 0) ps = 4096;
+    }
+    return ps;
+}
+
+/* Parse an unsigned decimal at *p, skipping leading spaces; advances *p. */
+static int next_ull(const char **p, const char *end, unsigned long long *v)
+{
+    const char *q = *p;
+    while (q < end && *q == ' ') q++;
+    if (q >= end || !isdigit((unsigned char)*q)) {
+        /* Negative fields (priority, nice) are skipped as words. */
+        if (q < end && *q == '-') {
+            while (q < end && *q != ' ') q++;
+            *p = q;
+            *v = 0;
+            return 0;
+        }
+        return -1;
+    }
+    unsigned long long x = 0;
+    while (q < end && isdigit((unsigned char)*q)) x = x * 10 + (unsigned)(*q++ - '0');
+    *p = q;
+    *v = x;
+    return 0;
+}
+
+int cp_procstat_parse_stat(const char *text, size_t n, cp_procsample *s)
+{
+    const char *end = text + n;
+    /* "pid (comm) state ppid ...": comm may hold spaces and parentheses, so
+     * it ends at the LAST ')'. */
+    const char *open = memchr(text, '(', n);
+    const char *close = NULL;
+    for (const char *q = end; q > text; q--)
+        if (q[-1] == ')') { close = q - 1; break; }
+    if (!open || !close || close < open) return -1;
+
+    const char *p = text;
+    unsigned long long v;
+    if (next_ull(&p, open, &v)) return -1;
+    s->pid = (pid_t)v;
+    size_t cl = (size_t)(close - open - 1);
+    if (cl > sizeof s->name - 1) cl = sizeof s->name - 1;
+    memcpy(s->name, open + 1, cl);
+    s->name[cl] = '\0';
+
+    p = close + 1;
+    while (p < end && *p == ' ') p++;
+    if (p >= end) return -1;
+    s->state = *p++;
+    /* Fields 4.. after the state; we want 4 ppid, 14 utime, 15 stime,
+     * 22 starttime, 23 vsize, 24 rss (pages). */
+    unsigned long long f[25] = {0};
+    for (int i = 4; i <= 24; i++)
+        if (next_ull(&p, end, &f[i])) return -1;
+    s->ppid = (pid_t)f[4];
+    s->cpu_ticks = f[14] + f[15];
+    s->start = f[22];
+    s->vms = f[23];
+    s->rss = f[24] * (unsigned long long)cp_procstat_pagesize();
+    return 0;
+}
+
+/* Value in kB of the line starting with key (key includes the ':'), in bytes;
+ * -1 when absent. */
+static long long smaps_field(const char *text, size_t n, const char *key)
+{
+    size_t kl = strlen(key);
+    const char *end = text + n;
+    const char *p = text;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol) eol = end;
+        if ((size_t)(eol - p) > kl && memcmp(p, key, kl) == 0) {
+            const char *q = p + kl;
+            unsigned long long v;
+            if (next_ull(&q, eol, &v)) return -1;
+            return (long long)v * 1024;
+        }
+        p = eol + 1;
+    }
+    return -1;
+}
+
+int cp_procstat_parse_smaps(const char *text, size_t n, cp_procsample *s)
+{
+    long long pss = smaps_field(text, n, "Pss:");
+    if (pss < 0) return -1;
+    long long pc = smaps_field(text, n, "Private_Clean:");
+    long long pd = smaps_field(text, n, "Private_Dirty:");
+    long long ph = smaps_field(text, n, "Private_Hugetlb:");
+    s->pss = pss;
+    s->uss = (pc > 0 ? pc : 0) + (pd > 0 ? pd : 0) + (ph > 0 ? ph : 0);
+    return 0;
+}
+
+long cp_procstat_pread(int fd, char *buf, size_t cap)
+{
+    if (cap < 2) { errno = EINVAL; return -1; }
+    size_t got = 0;
+    for (;;) {
+        ssize_t r = pread(fd, buf + got, cap - 1 - got, (off_t)got);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (r == 0) break;
+        got += (size_t)r;
+        if (got == cap - 1) break; /* truncated: callers size buffers for the fields they need */
+    }
+    buf[got] = '\0';
+    return (long)got;
+}
+
+static long read_path(const char *path, char *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    long n = cp_procstat_pread(fd, buf, cap);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return n;
+}
+
+int cp_procstat_read(pid_t pid, cp_procsample *s, int with_smaps)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    long n = read_path(path, buf, sizeof buf);
+    if (n < 0) return -1;
+    if (n == 0) { errno = ESRCH; return -1; }
+    if (cp_procstat_parse_stat(buf, (size_t)n, s)) { errno = EPROTO; return -1; }
+    s->pss = s->uss = -1;
+    if (with_smaps) {
+        snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
+        n = read_path(path, buf, sizeof buf);
+        if (n > 0) cp_procstat_parse_smaps(buf, (size_t)n, s);
+    }
+    return 0;
+}
+
+int cp_procstat_exists(pid_t pid)
+{
+    if (pid <= 0) return 0;
+    char path[64];
+    struct stat st;
+    snprintf(path, sizeof path, "/proc/%d", (int)pid);
+    return stat(path, &st) == 0;
+}
+
+/* A growable pid list. */
+typedef struct { pid_t *v; size_t n, cap; } pidvec;
+
+static int pv_push(pidvec *a, pid_t p)
+{
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 64;
+        pid_t *v = realloc(a->v, cap * sizeof *v);
+        if (!v) return -1;
+        a->v = v;
+        a->cap = cap;
+    }
+    a->v[a->n++] = p;
+    return 0;
+}
+
+static long emit(pidvec *found, pid_t *out, size_t cap)
+{
+    size_t k = found->n < cap ? found->n : cap;
+    if (k) memcpy(out, found->v, k * sizeof *out);
+    long r = (long)found->n;
+    free(found->v);
+    return r;
+}
+
+static int is_pid_name(const char *s)
+{
+    if (!*s) return 0;
+    for (; *s; s++)
+        if (!isdigit((unsigned char)*s)) return 0;
+    return 1;
+}
+
+long cp_procstat_descendants(pid_t root, pid_t prune, pid_t *out, size_t cap)
+{
+    DIR *d = opendir("/proc");
+    if (!d) return -1;
+    /* Collect (pid, ppid) for every process, then walk down from root. */
+    pidvec pids = {0}, ppids = {0}, found = {0};
+    struct dirent *e;
+    char path[300], buf[512];
+    int oom = 0;
+    while ((e = readdir(d))) {
+        if (!is_pid_name(e->d_name)) continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        long n = read_path(path, buf, sizeof buf);
+        cp_procsample s;
+        if (n <= 0 || cp_procstat_parse_stat(buf, (size_t)n, &s)) continue; /* vanished */
+        if (pv_push(&pids, s.pid) || pv_push(&ppids, s.ppid)) { oom = 1; break; }
+    }
+    closedir(d);
+    /* Breadth-first: found doubles as the queue. */
+    pid_t parent = root;
+    for (size_t qi = 0; !oom; qi++) {
+        for (size_t i = 0; i < pids.n; i++)
+            if (ppids.v[i] == parent && pids.v[i] != prune && pids.v[i] != root)
+                if (pv_push(&found, pids.v[i])) { oom = 1; break; }
+        if (qi >= found.n) break;
+        parent = found.v[qi];
+    }
+    free(pids.v);
+    free(ppids.v);
+    if (oom) { free(found.v); errno = ENOMEM; return -1; }
+    return emit(&found, out, cap);
+}
+
+/* Append the pids listed in one children file (space-separated). */
+static int add_children(const char *path, pid_t prune, pidvec *found, char *buf, size_t cap)
+{
+    long n = read_path(path, buf, cap);
+    if (n <= 0) return 0; /* gone, or no children */
+    const char *p = buf, *end = buf + n;
+    unsigned long long v;
+    while (p < end) {
+        while (p < end && !isdigit((unsigned char)*p)) p++;
+        if (p >= end || next_ull(&p, end, &v)) break;
+        if ((pid_t)v != prune && pv_push(found, (pid_t)v)) return -1;
+    }
+    return 0;
+}
+
+long cp_procstat_descendants_fast(pid_t root, pid_t prune, pid_t *out, size_t cap)
+{
+    static int have = -1; /* is there a children file at all? */
+    char path[320];
+    if (have < 0) {
+        snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
+        have = access(path, R_OK) == 0;
+    }
+    if (!have) return -2;
+    pidvec found = {0};
+    char buf[4096];
+    pid_t parent = root;
+    for (size_t qi = 0;; qi++) {
+        snprintf(path, sizeof path, "/proc/%d/task", (int)parent);
+        DIR *d = opendir(path);
+        if (d) {
+            struct dirent *e;
+            while ((e = readdir(d))) {
+                if (!is_pid_name(e->d_name)) continue;
+                snprintf(path, sizeof path, "/proc/%d/task/%s/children", (int)parent, e->d_name);
+                if (add_children(path, prune, &found, buf, sizeof buf)) {
+                    closedir(d);
+                    free(found.v);
+                    errno = ENOMEM;
+                    return -1;
+                }
+            }
+            closedir(d);
+        }
+        if (qi >= found.n) break;
+        parent = found.v[qi];
+    }
+    return emit(&found, out, cap);
+}

@@ -1,0 +1,155 @@
+/* proctrack.c: see proctrack.h. */
+#include "proctrack.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void entry_close(cp_proctrack_entry *e)
+{
+    if (e->stat_fd >= 0) close(e->stat_fd);
+    if (e->smaps_fd >= 0) close(e->smaps_fd);
+    e->stat_fd = e->smaps_fd = -1;
+}
+
+static long find(const cp_proctrack *t, pid_t pid)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (t->e[i].pid == pid) return (long)i;
+    return -1;
+}
+
+/* Open and identify pid; appends it. 0 added, 1 gone already, -1 ENOMEM. */
+static int add(cp_proctrack *t, pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 1;
+    cp_procsample s;
+    long n = cp_procstat_pread(fd, t->buf, sizeof t->buf);
+    if (n <= 0 || cp_procstat_parse_stat(t->buf, (size_t)n, &s)) {
+        close(fd);
+        return 1;
+    }
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 16;
+        cp_proctrack_entry *e = realloc(t->e, cap * sizeof *e);
+        if (!e) { close(fd); return -1; }
+        t->e = e;
+        t->cap = cap;
+    }
+    cp_proctrack_entry *e = &t->e[t->n++];
+    memset(e, 0, sizeof *e);
+    e->pid = pid;
+    e->start = s.start;
+    e->stat_fd = fd;
+    e->pss = e->uss = -1;
+    memcpy(e->name, s.name, sizeof e->name);
+    /* smaps_rollup needs ptrace-read access; without it PSS/USS stay unknown. */
+    snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
+    e->smaps_fd = open(path, O_RDONLY | O_CLOEXEC);
+    return 0;
+}
+
+static void drop(cp_proctrack *t, size_t i)
+{
+    entry_close(&t->e[i]);
+    /* Keep order (root first, then discovery order) for stable output. */
+    memmove(&t->e[i], &t->e[i + 1], (t->n - i - 1) * sizeof *t->e);
+    t->n--;
+}
+
+int cp_proctrack_init(cp_proctrack *t, pid_t root, int include_children, pid_t prune)
+{
+    memset(t, 0, sizeof *t);
+    t->root = root;
+    t->prune = prune;
+    t->include_children = include_children;
+    int r = add(t, root);
+    if (r) {
+        cp_proctrack_free(t);
+        errno = r < 0 ? ENOMEM : ESRCH;
+        return -1;
+    }
+    if (cp_proctrack_rescan(t) < 0) {
+        cp_proctrack_free(t);
+        errno = ENOMEM;
+        return -1;
+    }
+    return 0;
+}
+
+void cp_proctrack_free(cp_proctrack *t)
+{
+    for (size_t i = 0; i < t->n; i++) entry_close(&t->e[i]);
+    free(t->e);
+    free(t->scan);
+    t->e = NULL;
+    t->scan = NULL;
+    t->n = t->cap = t->scan_cap = 0;
+}
+
+long cp_proctrack_rescan(cp_proctrack *t)
+{
+    long m = 0;
+    if (t->include_children) {
+        for (;;) {
+            m = cp_procstat_descendants_fast(t->root, t->prune, t->scan, t->scan_cap);
+            if (m == -2) m = cp_procstat_descendants(t->root, t->prune, t->scan, t->scan_cap);
+            if (m < 0) return -1;
+            if ((size_t)m <= t->scan_cap) break;
+            size_t cap = (size_t)m + 16;
+            pid_t *s = realloc(t->scan, cap * sizeof *s);
+            if (!s) return -1;
+            t->scan = s;
+            t->scan_cap = cap;
+        }
+    }
+    /* Drop the tracked processes that left the tree (exited, or re-parented
+     * away); the root stays until it is gone. */
+    for (size_t i = 0; i < t->n;) {
+        int keep = t->e[i].pid == t->root;
+        for (long k = 0; !keep && k < m; k++) keep = t->scan[k] == t->e[i].pid;
+        if (keep) i++;
+        else drop(t, i);
+    }
+    for (long k = 0; k < m; k++)
+        if (find(t, t->scan[k]) < 0 && add(t, t->scan[k]) < 0) return -1;
+    return (long)t->n;
+}
+
+size_t cp_proctrack_sample(cp_proctrack *t, cp_procsample *out, size_t cap,
+                           int with_smaps, size_t *vanished)
+{
+    size_t k = 0, gone = 0;
+    for (size_t i = 0; i < t->n && k < cap;) {
+        cp_proctrack_entry *e = &t->e[i];
+        cp_procsample *s = &out[k];
+        long n = cp_procstat_pread(e->stat_fd, t->buf, sizeof t->buf);
+        if (n <= 0 || cp_procstat_parse_stat(t->buf, (size_t)n, s) || s->start != e->start) {
+            drop(t, i);
+            gone++;
+            continue;
+        }
+        if (with_smaps && e->smaps_fd >= 0) {
+            cp_procsample m;
+            n = cp_procstat_pread(e->smaps_fd, t->buf, sizeof t->buf);
+            if (n > 0 && cp_procstat_parse_smaps(t->buf, (size_t)n, &m) == 0) {
+                e->pss = m.pss;
+                e->uss = m.uss;
+            } else if (s->state == 'Z' || n == 0) {
+                e->pss = e->uss = 0; /* a zombie has no memory left */
+            }
+        }
+        s->pss = e->pss;
+        s->uss = e->uss;
+        k++;
+        i++;
+    }
+    if (vanished) *vanished = gone;
+    return k;
+}

@@ -1,0 +1,52 @@
+/* proctrack.h: the set of processes a monitor samples: a root pid and
+ * (optionally) its descendants, each with its /proc files kept open so a
+ * sample costs one pread per file and no directory scan. No Lua here.
+ *
+ * A kept-open /proc/<pid>/stat descriptor refers to that process, not to the
+ * number: once the process is reaped the read fails with ESRCH, so a reused
+ * pid can never be mistaken for the old process. The tree is rescanned only
+ * when asked (cp_proctrack_rescan): the caller does it every few samples and
+ * whenever a tracked process vanished. */
+#ifndef CP_PROCTRACK_H
+#define CP_PROCTRACK_H
+
+#include "procstat.h"
+
+typedef struct cp_proctrack_entry {
+    pid_t pid;
+    unsigned long long start; /* start ticks: identity together with pid */
+    int stat_fd;              /* /proc/<pid>/stat */
+    int smaps_fd;             /* /proc/<pid>/smaps_rollup, -1 if unreadable */
+    long long pss, uss;       /* last smaps values, carried between smaps reads */
+    char name[17];
+} cp_proctrack_entry;
+
+typedef struct cp_proctrack {
+    pid_t root;
+    pid_t prune;            /* subtree left out (the monitor itself), 0: none */
+    int include_children;
+    cp_proctrack_entry *e;  /* tracked processes, root first when alive */
+    size_t n, cap;
+    pid_t *scan;            /* scratch for rescans */
+    size_t scan_cap;
+    char buf[2048];         /* read buffer reused by every sample */
+} cp_proctrack;
+
+/* Start tracking root (and its descendants when include_children), leaving
+ * out the subtree of prune (> 0). Opens the files and scans once. Returns 0,
+ * or -1 with errno ESRCH when root does not exist (ENOMEM on allocation). */
+int  cp_proctrack_init(cp_proctrack *t, pid_t root, int include_children, pid_t prune);
+void cp_proctrack_free(cp_proctrack *t);
+
+/* Re-read the tree: new descendants are added (their files opened), gone
+ * ones closed and dropped. Returns the number tracked, or -1 on ENOMEM. */
+long cp_proctrack_rescan(cp_proctrack *t);
+
+/* Sample every tracked process into out (cap entries; pass cap >= t->n).
+ * pss/uss are re-read when with_smaps, otherwise the last values are
+ * repeated. A process that is gone is dropped and counted in *vanished.
+ * Returns the number of samples written. */
+size_t cp_proctrack_sample(cp_proctrack *t, cp_procsample *out, size_t cap,
+                           int with_smaps, size_t *vanished);
+
+#endif

@@ -1,0 +1,202 @@
+/* test_procstat.c: /proc parsing, reading, descendant scans and the tracked
+ * set (src/procstat.c, src/proctrack.c). */
+#include "procstat.h"
+#include "proctrack.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int failures;
+#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c); failures++; } } while (0)
+
+static void test_parse_stat(void)
+{
+    /* comm with spaces and parentheses: the name ends at the last ')'. */
+    const char *t = "4242 (my (odd) name) S 17 4242 4242 0 -1 4194560 120 0 0 0 "
+                    "30 12 0 0 20 0 1 0 987654 12345678 300 18446744073709551615 "
+                    "1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n";
+    cp_procsample s;
+    memset(&s, 0, sizeof s);
+    CHECK(cp_procstat_parse_stat(t, strlen(t), &s) == 0);
+    CHECK(s.pid == 4242);
+    CHECK(strcmp(s.name, "my (odd) name") == 0);
+    CHECK(s.state == 'S');
+    CHECK(s.ppid == 17);
+    CHECK(s.cpu_ticks == 42);
+    CHECK(s.start == 987654);
+    CHECK(s.vms == 12345678);
+    CHECK(s.rss == 300ull * (unsigned long long)cp_procstat_pagesize());
+    CHECK(cp_procstat_parse_stat("12 (x) S 1 2", 12, &s) == -1); /* truncated */
+    CHECK(cp_procstat_parse_stat("garbage", 7, &s) == -1);
+}
+
+static void test_parse_smaps(void)
+{
+    const char *t = "55f0-7ffc ---p 00000000 00:00 0   [rollup]\n"
+                    "Rss:                1692 kB\nPss:                 395 kB\n"
+                    "Pss_Dirty:           112 kB\nShared_Clean:       1520 kB\n"
+                    "Private_Clean:        60 kB\nPrivate_Dirty:       112 kB\n"
+                    "Private_Hugetlb:        0 kB\n";
+    cp_procsample s;
+    s.pss = s.uss = -1;
+    CHECK(cp_procstat_parse_smaps(t, strlen(t), &s) == 0);
+    CHECK(s.pss == 395 * 1024);          /* not Pss_Dirty */
+    CHECK(s.uss == (60 + 112) * 1024);
+    CHECK(cp_procstat_parse_smaps("Rss: 1 kB\n", 10, &s) == -1);
+}
+
+static void test_read_self(void)
+{
+    cp_procsample s;
+    CHECK(cp_procstat_read(getpid(), &s, 1) == 0);
+    CHECK(s.pid == getpid());
+    CHECK(s.ppid == getppid());
+    CHECK(s.rss > 0 && s.vms >= s.rss);
+    CHECK(s.pss > 0 && s.uss > 0 && (unsigned long long)s.uss <= s.rss);
+    CHECK(strstr(s.name, "test_procstat") == s.name || strlen(s.name) == 15);
+    CHECK(cp_procstat_exists(getpid()));
+    /* pid_max is at most 2^22, so this pid cannot exist. */
+    CHECK(!cp_procstat_exists(1 << 23));
+    errno = 0;
+    CHECK(cp_procstat_read(1 << 23, &s, 0) == -1 && errno == ENOENT);
+}
+
+/* A child that touches mb megabytes, reports, then waits to be killed;
+ * with grandchild it first forks one more sleeper under itself. */
+static pid_t spawn(int mb, int grandchild, pid_t *gc_out)
+{
+    int p[2];
+    if (pipe(p)) abort();
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[0]);
+        pid_t gc = 0;
+        if (grandchild) {
+            gc = fork();
+            if (gc == 0) { for (;;) pause(); }
+        }
+        if (mb) {
+            char *m = malloc((size_t)mb << 20);
+            if (!m) _exit(3);
+            volatile char *v = m; /* volatile: the stores must happen */
+            for (size_t i = 0; i < ((size_t)mb << 20); i += 4096) v[i] = 1;
+        }
+        if (write(p[1], &gc, sizeof gc) != sizeof gc) _exit(4);
+        for (;;) pause();
+    }
+    close(p[1]);
+    pid_t gc = 0;
+    if (read(p[0], &gc, sizeof gc) != sizeof gc) abort();
+    close(p[0]);
+    if (gc_out) *gc_out = gc;
+    return pid;
+}
+
+static void reap(pid_t pid)
+{
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
+static int contains(const pid_t *v, long n, pid_t x)
+{
+    for (long i = 0; i < n; i++)
+        if (v[i] == x) return 1;
+    return 0;
+}
+
+static void test_child_memory_and_tree(void)
+{
+    pid_t gc = 0;
+    pid_t a = spawn(48, 1, &gc);
+    pid_t b = spawn(0, 0, NULL);
+    cp_procsample s;
+    CHECK(cp_procstat_read(a, &s, 1) == 0);
+    CHECK(s.rss >= 48ull << 20);
+    CHECK(s.uss >= 48ll << 20);
+    CHECK(s.ppid == getpid());
+
+    pid_t out[64];
+    long n = cp_procstat_descendants(getpid(), 0, out, 64);
+    CHECK(n == 3);
+    CHECK(contains(out, n, a) && contains(out, n, b) && contains(out, n, gc));
+    long nf = cp_procstat_descendants_fast(getpid(), 0, out, 64);
+    if (nf != -2) {
+        CHECK(nf == 3);
+        CHECK(contains(out, nf, a) && contains(out, nf, b) && contains(out, nf, gc));
+    }
+    /* Pruning a leaves out its grandchild too. */
+    n = cp_procstat_descendants(getpid(), a, out, 64);
+    CHECK(n == 1 && out[0] == b);
+    nf = cp_procstat_descendants_fast(getpid(), a, out, 64);
+    CHECK(nf == -2 || (nf == 1 && out[0] == b));
+    /* A too-small array still gets the full count. */
+    CHECK(cp_procstat_descendants(getpid(), 0, out, 1) == 3);
+
+    /* The tracked set: self + 3, then one exits between samples. */
+    cp_proctrack t;
+    CHECK(cp_proctrack_init(&t, getpid(), 1, 0) == 0);
+    CHECK(t.n == 4 && t.e[0].pid == getpid());
+    cp_procsample smp[16];
+    size_t gone = 99;
+    size_t k = cp_proctrack_sample(&t, smp, 16, 1, &gone);
+    CHECK(k == 4 && gone == 0);
+    unsigned long long total = 0;
+    for (size_t i = 0; i < k; i++) total += smp[i].rss;
+    CHECK(total >= 48ull << 20);
+    reap(b);
+    k = cp_proctrack_sample(&t, smp, 16, 0, &gone);
+    CHECK(k == 3 && gone == 1);
+    for (size_t i = 0; i < k; i++) CHECK(smp[i].pid != b);
+    CHECK(smp[0].pss > 0); /* carried over from the last smaps read */
+    /* A new child appears only after a rescan. */
+    pid_t c = spawn(0, 0, NULL);
+    k = cp_proctrack_sample(&t, smp, 16, 0, &gone);
+    CHECK(k == 3);
+    CHECK(cp_proctrack_rescan(&t) == 4);
+    k = cp_proctrack_sample(&t, smp, 16, 0, &gone);
+    CHECK(k == 4 && smp[3].pid == c);
+    /* A zombie is still sampled until reaped; after reaping it is gone. */
+    kill(c, SIGKILL);
+    siginfo_t si;
+    waitid(P_PID, (id_t)c, &si, WEXITED | WNOWAIT);
+    k = cp_proctrack_sample(&t, smp, 16, 1, &gone);
+    CHECK(k == 4 && smp[3].state == 'Z' && smp[3].pss == 0);
+    waitpid(c, NULL, 0);
+    k = cp_proctrack_sample(&t, smp, 16, 1, &gone);
+    CHECK(k == 3 && gone == 1);
+    cp_proctrack_free(&t);
+
+    /* Without children only the root is tracked. */
+    CHECK(cp_proctrack_init(&t, a, 0, 0) == 0);
+    CHECK(t.n == 1);
+    cp_proctrack_free(&t);
+    /* Root with a pruned subtree. */
+    CHECK(cp_proctrack_init(&t, getpid(), 1, a) == 0);
+    CHECK(t.n == 1);
+    cp_proctrack_free(&t);
+
+    kill(gc, SIGKILL); /* a's child: re-parented and reaped by init */
+    reap(a);
+    errno = 0;
+    CHECK(cp_proctrack_init(&t, a, 1, 0) == -1 && errno == ESRCH);
+}
+
+int main(void)
+{
+    test_parse_stat();
+    test_parse_smaps();
+    test_read_self();
+    test_child_memory_and_tree();
+    if (failures) {
+        fprintf(stderr, "%d failure(s)\n", failures);
+        return 1;
+    }
+    puts("test_procstat: ok");
+    return 0;
+}
