@@ -23,19 +23,15 @@ void cp_buf_compact(cp_buf *b)
 int cp_buf_reserve(cp_buf *b, size_t n)
 {
     if (b->cap - b->len >= n) return 0;
-    /* Reclaim consumed space first when that alone is enough. */
-    if (b->start && b->cap - (b->len - b->start) >= n) {
-        cp_buf_compact(b);
-        return 0;
-    }
-    size_t need = b->len - b->start + n;
+    /* Never compacts: offsets taken before a reserve stay valid (encoders
+     * keep marks across appends). Owners call cp_buf_compact at safe points. */
+    size_t need = b->len + n;
     if (need < n) return -1; /* overflow */
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need) {
         if (cap > SIZE_MAX / 2) return -1;
         cap *= 2;
     }
-    cp_buf_compact(b);
     char *p = realloc(b->data, cap);
     if (!p) return -1;
     b->data = p;

@@ -19,7 +19,8 @@ typedef struct cp_buf {
 #define CP_BUF_INIT {NULL, 0, 0, 0}
 
 void cp_buf_free(cp_buf *b);
-/* Make room for n more bytes after len; returns 0 or -1 on out of memory. */
+/* Make room for n more bytes after len; returns 0 or -1 on out of memory.
+ * Never moves start/len, so absolute offsets (marks) stay valid. */
 int  cp_buf_reserve(cp_buf *b, size_t n);
 int  cp_buf_append(cp_buf *b, const void *p, size_t n);
 /* Bytes not yet consumed. */

@@ -1,0 +1,20 @@
+/* lmessenger.h: the coproc.Messenger userdata, shared with the process
+ * binding (which makes messengers for new workers). */
+#ifndef CP_LMESSENGER_H
+#define CP_LMESSENGER_H
+
+#include <lua.h>
+#include "messenger.h"
+
+#define CP_MESSENGER_MT "coproc.Messenger"
+
+typedef struct l_messenger {
+    cp_messenger m;
+} l_messenger;
+
+/* [-0, +1, m] Push a new, closed messenger userdata. */
+l_messenger *cp_l_messenger_push(lua_State *L);
+/* Flush m, waiting at most timeout seconds (worker exit path). */
+void cp_l_messenger_drain(l_messenger *lm, double timeout);
+
+#endif

@@ -1,0 +1,77 @@
+--- coproc.errors: error classes. Every error coproc raises is a table with
+-- `class`, `message` and, for remote errors, `traceback`; `tostring` gives one
+-- readable line; `coproc.is(err, Class)` tests the class (and its parents).
+local core = require "coproc.core"
+
+local M = {}
+
+local Error = {}
+Error.__index = Error
+Error.__name = "coproc.Error"
+
+function Error.__tostring(e)
+  local cls = rawget(e, "class")
+  local name = type(cls) == "table" and cls.name or tostring(cls)
+  return name .. ": " .. tostring(rawget(e, "message"))
+end
+
+local classes = {}
+
+--- Define an error class. `parent` defaults to the root class coproc.Error.
+function M.define(name, parent)
+  local cls = setmetatable({ name = name, parent = parent or M.Error }, {
+    __tostring = function(c) return "coproc." .. c.name end,
+    -- Calling a class makes an error object: Timeout("msg", {fields}).
+    __call = function(c, message, fields)
+      local e = fields or {}
+      e.class, e.message = c, message or c.name
+      return setmetatable(e, Error)
+    end,
+  })
+  classes[name] = cls
+  M[name] = cls
+  return cls
+end
+
+M.Error = M.define("Error")
+M.Error.parent = nil
+
+--- true when err is a coproc error of class cls or of a subclass of it.
+function M.is(err, cls)
+  if type(err) ~= "table" or getmetatable(err) ~= Error then return false end
+  if cls == nil then return true end
+  local c = err.class
+  while c do
+    if c == cls then return true end
+    c = c.parent
+  end
+  return false
+end
+
+--- Raise an error of class cls with a message (level as in `error`).
+function M.raise(cls, message, fields)
+  error(cls(message, fields), 0)
+end
+
+M.define "ResourceRequestedClose"
+M.define "WorkerError"
+M.define "WorkerDied"
+M.define "Timeout"
+M.define "EncodeError"
+M.define "ProtocolError"
+M.define "WorkerIsAlreadyAliveError"
+M.define "WorkerIsAlreadyDeadError"
+M.define "WorkerIsDeadError"
+M.define "Cancelled"
+
+M.ErrorMeta = Error
+
+-- The C core raises plain {class = "Name", message = ...} tables through
+-- this factory, which gives them their class and metatable.
+core.set_error_factory(function(t)
+  local cls = classes[t.class] or M.Error
+  t.class = cls
+  return setmetatable(t, Error)
+end)
+
+return M

@@ -1,0 +1,68 @@
+/* loop.c: see loop.h. */
+#include "loop.h"
+
+#include <time.h>
+#include <unistd.h>
+
+static struct ev_loop *g_loop;
+static pid_t g_loop_pid;
+static volatile sig_atomic_t g_interrupt;
+
+struct ev_loop *cp_loop(void)
+{
+    pid_t me = getpid();
+    if (g_loop && g_loop_pid == me) return g_loop;
+    /* In a forked child the inherited loop shares its epoll instance with
+     * the parent: drop our copy of it and start over. */
+    if (g_loop) ev_loop_destroy(g_loop);
+    g_loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    g_loop_pid = me;
+    return g_loop;
+}
+
+double cp_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void cp_loop_interrupt(void) { g_interrupt = 1; }
+
+int cp_loop_take_interrupt(void)
+{
+    if (!g_interrupt) return 0;
+    g_interrupt = 0;
+    return 1;
+}
+
+static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    *(int *)w->data = 1;
+    ev_break(loop, EVBREAK_ONE);
+}
+
+int cp_loop_wait(int (*ready)(void *ud), void *ud, double timeout)
+{
+    if (ready(ud)) return 1;
+    if (timeout == 0) return 0;
+    struct ev_loop *loop = cp_loop();
+    int expired = 0;
+    ev_timer timer;
+    if (timeout > 0) {
+        ev_now_update(loop);
+        ev_timer_init(&timer, on_timeout, timeout, 0.);
+        timer.data = &expired;
+        ev_timer_start(loop, &timer);
+    }
+    int rc;
+    for (;;) {
+        if (cp_loop_take_interrupt()) { rc = -1; break; }
+        ev_run(loop, EVRUN_ONCE);
+        if (ready(ud)) { rc = 1; break; }
+        if (expired) { rc = 0; break; }
+    }
+    if (timeout > 0) ev_timer_stop(loop, &timer);
+    return rc;
+}

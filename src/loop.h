@@ -1,0 +1,26 @@
+/* loop.h: the per-process libev loop all messengers of a process share, and
+ * the interrupt flag that makes blocking waits give up (Ctrl-C). */
+#ifndef CP_LOOP_H
+#define CP_LOOP_H
+
+#include <ev.h>
+#include <signal.h>
+
+/* The loop of the calling process; made on first use, and made anew in a
+ * forked child (the parent's epoll set is never touched by the child). */
+struct ev_loop *cp_loop(void);
+
+/* Monotonic time in seconds. */
+double cp_now(void);
+
+/* Async-signal-safe: the next (or current) blocking wait returns early. */
+void cp_loop_interrupt(void);
+/* Consume the interrupt flag: 1 if an interrupt was pending. */
+int  cp_loop_take_interrupt(void);
+
+/* Run the loop until ready(ud) is true, timeout seconds pass (< 0: no
+ * limit), or an interrupt arrives. Returns 1 ready, 0 timed out, -1
+ * interrupted. ready() is checked before blocking. */
+int cp_loop_wait(int (*ready)(void *ud), void *ud, double timeout);
+
+#endif

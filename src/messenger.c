@@ -1,0 +1,379 @@
+/* messenger.c: see messenger.h. */
+#include "messenger.h"
+#include "loop.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define READ_CHUNK (64u << 10)
+
+static cp_messenger *g_all;   /* open messengers of this process */
+static pid_t g_all_pid;
+
+static void link_in(cp_messenger *m)
+{
+    if (g_all_pid != getpid()) { g_all = NULL; g_all_pid = getpid(); }
+    m->prev = NULL;
+    m->next = g_all;
+    if (g_all) g_all->prev = m;
+    g_all = m;
+}
+
+static void link_out(cp_messenger *m)
+{
+    if (m->prev) m->prev->next = m->next;
+    else if (g_all == m) g_all = m->next;
+    if (m->next) m->next->prev = m->prev;
+    m->prev = m->next = NULL;
+}
+
+void cp_messenger_init(cp_messenger *m)
+{
+    memset(m, 0, sizeof *m);
+    m->fd = -1;
+    m->state = CP_M_CLOSED;
+    m->max_frame = CP_FRAME_MAX_DEFAULT;
+}
+
+/* Drop buffers and queues; leave the struct reusable-as-closed. */
+static void release(cp_messenger *m)
+{
+    for (int i = 0; i < CP_CHAN_BUCKETS; i++) {
+        cp_chan *c = m->buckets[i];
+        while (c) {
+            cp_chan *next = c->next;
+            cp_pqueue_clear(&c->q);
+            free(c);
+            c = next;
+        }
+        m->buckets[i] = NULL;
+    }
+    cp_pqueue_clear(&m->special);
+    cp_buf_free(&m->in);
+    cp_buf_free(&m->out);
+    m->queued = 0;
+}
+
+static void stop_watchers(cp_messenger *m)
+{
+    if (m->owner != getpid()) return; /* the loop they sit in is not ours */
+    struct ev_loop *loop = cp_loop();
+    ev_io_stop(loop, &m->rw);
+    ev_io_stop(loop, &m->ww);
+    ev_io_stop(loop, &m->pw);
+}
+
+/* The connection is over: keep what was queued, stop watching. */
+static void set_down(cp_messenger *m, int state)
+{
+    if (m->state != CP_M_OPEN) return;
+    m->state = state;
+    stop_watchers(m);
+    /* Nothing unsent can reach a peer that is gone. */
+    m->out.start = m->out.len = 0;
+}
+
+static void on_readable(struct ev_loop *loop, ev_io *w, int revents);
+static void on_writable(struct ev_loop *loop, ev_io *w, int revents);
+static void on_peer_exit(struct ev_loop *loop, ev_io *w, int revents);
+
+int cp_messenger_open(cp_messenger *m, int fd, int fifo, cp_proc *peer)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -1;
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    m->fd = fd;
+    m->fifo = fifo;
+    m->peer = peer;
+    m->state = CP_M_OPEN;
+    m->owner = getpid();
+    struct ev_loop *loop = cp_loop();
+    ev_io_init(&m->rw, on_readable, fd, EV_READ);
+    ev_io_init(&m->ww, on_writable, fd, EV_WRITE);
+    m->rw.data = m->ww.data = m->pw.data = m;
+    ev_io_start(loop, &m->rw);
+    if (peer && peer->pidfd >= 0) {
+        ev_io_init(&m->pw, on_peer_exit, peer->pidfd, EV_READ);
+        m->pw.data = m;
+        ev_io_start(loop, &m->pw);
+    }
+    link_in(m);
+    return 0;
+}
+
+void cp_messenger_close(cp_messenger *m)
+{
+    if (m->state == CP_M_CLOSED && m->fd < 0) return;
+    if (m->state == CP_M_OPEN) stop_watchers(m);
+    if (m->owner == getpid()) link_out(m);
+    if (m->fd >= 0) close(m->fd);
+    m->fd = -1;
+    m->state = CP_M_CLOSED;
+    release(m);
+}
+
+void cp_messenger_forget_all(void)
+{
+    if (g_all_pid != getpid()) {
+        /* Inherited list: every entry belongs to the parent. */
+        for (cp_messenger *m = g_all, *next; m; m = next) {
+            next = m->next;
+            if (m->fd >= 0) close(m->fd);
+            m->fd = -1;
+            m->state = CP_M_CLOSED;
+            m->prev = m->next = NULL;
+            release(m);
+        }
+        g_all = NULL;
+        g_all_pid = getpid();
+    }
+}
+
+cp_chan *cp_messenger_chan(cp_messenger *m, const char *key, size_t len, int create)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)key[i]) * 16777619u;
+    cp_chan **slot = &m->buckets[h % CP_CHAN_BUCKETS];
+    for (cp_chan *c = *slot; c; c = c->next)
+        if (c->keylen == len && memcmp(c->key, key, len) == 0) return c;
+    if (!create) return NULL;
+    cp_chan *c = calloc(1, sizeof *c + len);
+    if (!c) return NULL;
+    c->keylen = len;
+    memcpy(c->key, key, len);
+    c->next = *slot;
+    *slot = c;
+    return c;
+}
+
+long cp_messenger_flush_nb(cp_messenger *m)
+{
+    if (m->state != CP_M_OPEN) return -1;
+    m->last_write = cp_now();
+    while (cp_buf_size(&m->out)) {
+        ssize_t n = send(m->fd, cp_buf_head(&m->out), cp_buf_size(&m->out), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) { cp_buf_consume(&m->out, (size_t)n); continue; }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!ev_is_active(&m->ww)) ev_io_start(cp_loop(), &m->ww);
+            return (long)cp_buf_size(&m->out);
+        }
+        m->write_errno = n < 0 ? errno : EPIPE;
+        cp_messenger_pump(m);     /* keep whatever the peer sent before going */
+        set_down(m, CP_M_EOF);
+        return -1;
+    }
+    if (ev_is_active(&m->ww)) ev_io_stop(cp_loop(), &m->ww);
+    return 0;
+}
+
+static int out_below_half(void *ud)
+{
+    cp_messenger *m = ud;
+    return m->state != CP_M_OPEN || cp_buf_size(&m->out) <= CP_HIGH_WATER / 2;
+}
+
+int cp_messenger_sent(cp_messenger *m, cp_chan *c, unsigned flags)
+{
+    if (m->state != CP_M_OPEN) return -1;
+    m->messages_sent++;
+    if (c) {
+        if (flags & CP_FLAG_REQUEST) c->requests_sent++;
+        if (flags & CP_FLAG_REPLY) c->replies_sent++;
+    }
+    if (ev_is_active(&m->ww)) {
+        /* Socket full: the loop drains it. Past the high-water mark, wait
+         * (reading meanwhile) so a sender cannot outrun its peer forever. */
+        if (cp_buf_size(&m->out) > CP_HIGH_WATER) cp_loop_wait(out_below_half, m, -1);
+        return m->state == CP_M_OPEN ? 0 : -1;
+    }
+    if (cp_buf_size(&m->out) >= CP_FLUSH_BYTES || cp_now() - m->last_write >= CP_CORK_SECONDS)
+        if (cp_messenger_flush_nb(m) > (long)CP_HIGH_WATER) cp_loop_wait(out_below_half, m, -1);
+    return m->state == CP_M_OPEN ? 0 : -1;
+}
+
+void cp_messenger_flush_all(void)
+{
+    if (g_all_pid != getpid()) return;
+    for (cp_messenger *m = g_all; m; m = m->next)
+        if (m->state == CP_M_OPEN && cp_buf_size(&m->out) && !ev_is_active(&m->ww))
+            cp_messenger_flush_nb(m);
+}
+
+static int out_done(void *ud)
+{
+    cp_messenger *m = ud;
+    return m->state != CP_M_OPEN || cp_buf_size(&m->out) == 0;
+}
+
+int cp_messenger_flush(cp_messenger *m, double timeout)
+{
+    if (cp_messenger_flush_nb(m) < 0) return -2;
+    int rc = cp_loop_wait(out_done, m, timeout);
+    if (rc == 1 && m->state != CP_M_OPEN) return -2;
+    return rc;
+}
+
+/* Queue every whole frame at the head of m->in. */
+static void parse_frames(cp_messenger *m)
+{
+    for (;;) {
+        cp_frame f;
+        const char *err = NULL;
+        int rc = cp_frame_parse(cp_buf_head(&m->in), cp_buf_size(&m->in), m->max_frame, &f, &err);
+        if (rc == CP_FRAME_NEED_MORE) return;
+        if (rc == CP_FRAME_BAD) {
+            m->error = err;
+            set_down(m, CP_M_BROKEN);
+            m->in.start = m->in.len = 0;
+            return;
+        }
+        double prio = m->fifo ? 0.0 : f.priority;
+        cp_msg *msg = cp_msg_new(f.kind, f.flags, prio, f.payload, f.payload_len);
+        cp_pqueue *q = &m->special;
+        if (msg && f.kind == CP_KIND_DATA) {
+            cp_chan *c = cp_messenger_chan(m, f.chan, f.chan_len, 1);
+            q = c ? &c->q : NULL;
+        }
+        if (msg && f.kind != CP_KIND_DATA) msg->priority = 0;
+        if (!msg || !q || (msg->seq = ++m->seq, cp_pqueue_push(q, msg))) {
+            cp_msg_free(msg);
+            m->error = "out of memory while queueing a message";
+            set_down(m, CP_M_BROKEN);
+            return;
+        }
+        m->queued++;
+        m->messages_received++;
+        cp_buf_consume(&m->in, f.total);
+    }
+}
+
+void cp_messenger_pump(cp_messenger *m)
+{
+    for (int round = 0; round < 64 && m->state == CP_M_OPEN; round++) {
+        /* Size the read for a large frame whose length is already known. */
+        size_t want = READ_CHUNK;
+        size_t have = cp_buf_size(&m->in);
+        if (have >= CP_FRAME_PREFIX) {
+            const unsigned char *p = (const unsigned char *)cp_buf_head(&m->in);
+            size_t total = CP_FRAME_PREFIX + ((size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3]);
+            if (total <= m->max_frame + CP_FRAME_PREFIX && total > have + want) want = total - have;
+        }
+        if (m->in.start && m->in.cap - m->in.len < want) cp_buf_compact(&m->in);
+        if (cp_buf_reserve(&m->in, want)) {
+            m->error = "out of memory while reading";
+            set_down(m, CP_M_BROKEN);
+            return;
+        }
+        size_t room = m->in.cap - m->in.len;
+        ssize_t n = read(m->fd, m->in.data + m->in.len, room);
+        if (n > 0) {
+            m->in.len += (size_t)n;
+            parse_frames(m);
+            if ((size_t)n < room) return; /* drained for now */
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        /* EOF or a hard error: a partial frame left behind is lost with it. */
+        set_down(m, CP_M_EOF);
+        return;
+    }
+}
+
+static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop; (void)revents;
+    cp_messenger_pump(w->data);
+}
+
+static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop; (void)revents;
+    cp_messenger_flush_nb(w->data);
+}
+
+static void on_peer_exit(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    cp_messenger *m = w->data;
+    ev_io_stop(loop, w);
+    if (m->peer) cp_proc_poll(m->peer);
+    /* Take what it wrote before dying, then treat the connection as over
+     * even if a grandchild still holds the socket. */
+    cp_messenger_pump(m);
+    set_down(m, CP_M_EOF);
+}
+
+cp_msg *cp_messenger_pop(cp_messenger *m, cp_chan *c)
+{
+    cp_msg *msg = c ? cp_pqueue_pop(&c->q) : NULL;
+    if (!msg) return NULL;
+    m->queued--;
+    if (msg->flags & CP_FLAG_REPLY) c->replies_received++;
+    if (msg->flags & CP_FLAG_REQUEST) c->requests_received++;
+    return msg;
+}
+
+cp_msg *cp_messenger_pop_special(cp_messenger *m)
+{
+    cp_msg *msg = cp_pqueue_pop(&m->special);
+    if (msg) m->queued--;
+    return msg;
+}
+
+int cp_messenger_exhausted(const cp_messenger *m, const cp_chan *c)
+{
+    return m->state != CP_M_OPEN && (!c || c->q.n == 0) && m->special.n == 0;
+}
+
+int cp_messenger_ready(const cp_messenger *m, const cp_chan *c)
+{
+    return m->special.n || (c && c->q.n) || m->state != CP_M_OPEN;
+}
+
+int cp_messenger_ready_any(const cp_messenger *m)
+{
+    return m->queued || m->state != CP_M_OPEN;
+}
+
+struct wait_one { cp_messenger *m; cp_chan *c; int any; };
+
+static int one_ready(void *ud)
+{
+    struct wait_one *w = ud;
+    return w->any ? cp_messenger_ready_any(w->m) : cp_messenger_ready(w->m, w->c);
+}
+
+int cp_messenger_wait(cp_messenger *m, cp_chan *c, int any, double timeout)
+{
+    cp_messenger_flush_all();
+    struct wait_one w = {m, c, any};
+    return cp_loop_wait(one_ready, &w, timeout);
+}
+
+struct wait_many { cp_messenger **ms; int n; };
+
+static int many_ready(void *ud)
+{
+    struct wait_many *w = ud;
+    for (int i = 0; i < w->n; i++)
+        if (cp_messenger_ready_any(w->ms[i])) return 1;
+    return 0;
+}
+
+int cp_messenger_wait_many(cp_messenger **ms, int n, int *ready, double timeout)
+{
+    cp_messenger_flush_all();
+    struct wait_many w = {ms, n};
+    int rc = cp_loop_wait(many_ready, &w, timeout);
+    if (rc <= 0) return rc;
+    int count = 0;
+    for (int i = 0; i < n; i++) count += ready[i] = cp_messenger_ready_any(ms[i]) ? 1 : 0;
+    return count;
+}

@@ -1,0 +1,40 @@
+/* pqueue.h: a priority queue of received messages for one channel.
+ *
+ * Lower priority value comes out first; among equal priorities, the order of
+ * arrival (FIFO). A binary heap keyed on (priority, sequence number). */
+#ifndef CP_PQUEUE_H
+#define CP_PQUEUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* One received message: header fields and its payload bytes (raw msgpack). */
+typedef struct cp_msg {
+    double   priority;
+    uint64_t seq;
+    int      kind;
+    unsigned flags;
+    size_t   len;
+    char     data[];
+} cp_msg;
+
+cp_msg *cp_msg_new(int kind, unsigned flags, double priority, const char *payload, size_t len);
+void    cp_msg_free(cp_msg *m);
+
+typedef struct cp_pqueue {
+    cp_msg **heap;
+    size_t   n, cap;
+} cp_pqueue;
+
+#define CP_PQUEUE_INIT {NULL, 0, 0}
+
+/* Takes ownership of m. Returns 0, or -1 on out of memory (m not taken). */
+int     cp_pqueue_push(cp_pqueue *q, cp_msg *m);
+/* Removes and returns the first message, or NULL when empty. */
+cp_msg *cp_pqueue_pop(cp_pqueue *q);
+static inline cp_msg *cp_pqueue_peek(const cp_pqueue *q) { return q->n ? q->heap[0] : NULL; }
+static inline size_t  cp_pqueue_size(const cp_pqueue *q) { return q->n; }
+/* Frees every message and the heap. */
+void    cp_pqueue_clear(cp_pqueue *q);
+
+#endif
