@@ -31,6 +31,22 @@ static l_messenger *check(lua_State *L, int i)
     return luaL_checkudata(L, i, CP_MESSENGER_MT);
 }
 
+/* Hot-path check for methods registered with the metatable as upvalue 1:
+ * one pointer comparison instead of a registry lookup by name. */
+static l_messenger *check_hot(lua_State *L, int i)
+{
+    l_messenger *lm = lua_touserdata(L, i);
+    if (lm && lua_getmetatable(L, i)) {
+        int ok = lua_rawequal(L, -1, lua_upvalueindex(1));
+        lua_pop(L, 1);
+        if (ok) {
+            if (lm->m.state == CP_M_CLOSED) luaL_error(L, "attempt to use a closed messenger");
+            return lm;
+        }
+    }
+    return luaL_checkudata(L, i, CP_MESSENGER_MT);
+}
+
 /* A messenger that can still be used for receiving (queued messages of a
  * dead peer remain readable). */
 static cp_messenger *check_usable(lua_State *L, int i)
@@ -112,7 +128,8 @@ static double get_priority(lua_State *L, int data, int i)
     double p = INFINITY;
     if (!lua_isnoneornil(L, i)) p = luaL_checknumber(L, i);
     else if (lua_type(L, data) == LUA_TTABLE) {
-        lua_getfield(L, data, "priority");
+        lua_pushvalue(L, lua_upvalueindex(2)); /* "priority", interned once */
+        lua_gettable(L, data);
         if (lua_type(L, -1) == LUA_TNUMBER) p = lua_tonumber(L, -1);
         lua_pop(L, 1);
     }
@@ -254,7 +271,7 @@ static void send_one(lua_State *L, cp_messenger *m, int kind, int data, cp_chan 
 
 static int send_with(lua_State *L, unsigned flags)
 {
-    cp_messenger *m = check_usable(L, 1);
+    cp_messenger *m = &check_hot(L, 1)->m;
     chankey k;
     check_channel(L, 3, &k);
     double prio = get_priority(L, 2, 4);
@@ -330,7 +347,7 @@ send:;
 
 static int l_receive_blocking(lua_State *L)
 {
-    cp_messenger *m = check_usable(L, 1);
+    cp_messenger *m = &check_hot(L, 1)->m;
     cp_chan *c = get_chan(L, m, 2, 1);
     double timeout = opt_timeout(L, 3);
     for (;;) {
@@ -580,7 +597,12 @@ void cp_l_messenger_open(lua_State *L, int t)
 {
     if (luaL_newmetatable(L, CP_MESSENGER_MT)) {
         luaL_setfuncs(L, meta, 0);
-        luaL_newlib(L, methods);
+        /* Methods get upvalues: 1 the metatable (fast self check), 2 the
+         * interned key "priority". */
+        luaL_newlibtable(L, methods);
+        lua_pushvalue(L, -2);
+        lua_pushliteral(L, "priority");
+        luaL_setfuncs(L, methods, 2);
         lua_setfield(L, -2, "__index");
     }
     lua_getfield(L, -1, "__index");

@@ -190,7 +190,7 @@ static _Noreturn void child_main(lua_State *L, int fresh, int fifo, const char *
         luaL_requiref(W, "coproc.core", cp_core_open, 0); /* registers the metatables */
         lua_pop(W, 1);
         l_messenger *lm = cp_l_messenger_push(W);
-        if (cp_messenger_open(&lm->m, 3, fifo, NULL)) _exit(72);
+        if (cp_messenger_open(&lm->m, CP_CHILD_FD, fifo, NULL)) _exit(72);
         lua_pushlstring(W, payload, plen);
         code = run_worker(W, "main_fresh", 1);
         cp_l_messenger_drain(lm, 10.0);
@@ -198,7 +198,7 @@ static _Noreturn void child_main(lua_State *L, int fresh, int fifo, const char *
     } else {
         reseed(L);
         l_messenger *lm = cp_l_messenger_push(L);
-        if (cp_messenger_open(&lm->m, 3, fifo, NULL)) _exit(72);
+        if (cp_messenger_open(&lm->m, CP_CHILD_FD, fifo, NULL)) _exit(72);
         lua_pushvalue(L, 1);
         lua_pushvalue(L, 2);
         code = run_worker(L, "run", 2);

@@ -123,7 +123,8 @@ void cp_messenger_forget_all(void)
         /* Inherited list: every entry belongs to the parent. */
         for (cp_messenger *m = g_all, *next; m; m = next) {
             next = m->next;
-            if (m->fd >= 0) close(m->fd);
+            /* fd CP_CHILD_FD is by now the child's own connection. */
+            if (m->fd >= 0 && m->fd != CP_CHILD_FD) close(m->fd);
             m->fd = -1;
             m->state = CP_M_CLOSED;
             m->prev = m->next = NULL;
@@ -169,6 +170,7 @@ long cp_messenger_flush_nb(cp_messenger *m)
         return -1;
     }
     if (ev_is_active(&m->ww)) ev_io_stop(cp_loop(), &m->ww);
+    m->frames_pending = 0;
     return 0;
 }
 
@@ -192,7 +194,11 @@ int cp_messenger_sent(cp_messenger *m, cp_chan *c, unsigned flags)
         if (cp_buf_size(&m->out) > CP_HIGH_WATER) cp_loop_wait(out_below_half, m, -1);
         return m->state == CP_M_OPEN ? 0 : -1;
     }
-    if (cp_buf_size(&m->out) >= CP_FLUSH_BYTES || cp_now() - m->last_write >= CP_CORK_SECONDS)
+    /* The clock is read for a lone message (first in the buffer) and every
+     * 16th one of a burst: cheap enough, and bursts still go out often. */
+    size_t pending = cp_buf_size(&m->out);
+    int check_clock = m->frames_pending++ == 0 || (m->frames_pending & 15) == 0;
+    if (pending >= CP_FLUSH_BYTES || (check_clock && cp_now() - m->last_write >= CP_CORK_SECONDS))
         if (cp_messenger_flush_nb(m) > (long)CP_HIGH_WATER) cp_loop_wait(out_below_half, m, -1);
     return m->state == CP_M_OPEN ? 0 : -1;
 }

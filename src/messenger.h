@@ -51,7 +51,7 @@ typedef struct cp_messenger {
     size_t      max_frame;
     cp_buf      in, out;
     double      last_write;   /* cp_now() of the last write attempt */
-    double      first_pending;/* cp_now() when out became non-empty */
+    unsigned    frames_pending; /* frames appended since out was last empty */
     cp_chan    *buckets[CP_CHAN_BUCKETS];
     cp_pqueue   special;      /* CLOSE and ERROR frames jump every queue */
     size_t      queued;       /* messages in all queues (special included) */
@@ -70,7 +70,7 @@ int  cp_messenger_open(cp_messenger *m, int fd, int fifo, cp_proc *peer);
 /* Idempotent: flush nothing, drop queues, close the fd. */
 void cp_messenger_close(cp_messenger *m);
 /* In a forked child: close every inherited messenger without touching the
- * parent's loop. */
+ * parent's loop (never closing CP_CHILD_FD, the child's own connection). */
 void cp_messenger_forget_all(void);
 
 /* Channel record for the key bytes; created when create is set (NULL on OOM

@@ -25,16 +25,16 @@ static int before(const cp_msg *a, const cp_msg *b)
     return a->seq < b->seq;
 }
 
-int cp_pqueue_push(cp_pqueue *q, cp_msg *m)
+static int heap_push(cp_pqueue *q, cp_msg *m)
 {
-    if (q->n == q->cap) {
-        size_t cap = q->cap ? q->cap * 2 : 16;
+    if (q->hn == q->hcap) {
+        size_t cap = q->hcap ? q->hcap * 2 : 16;
         cp_msg **h = realloc(q->heap, cap * sizeof *h);
         if (!h) return -1;
         q->heap = h;
-        q->cap = cap;
+        q->hcap = cap;
     }
-    size_t i = q->n++;
+    size_t i = q->hn++;
     while (i > 0) {
         size_t parent = (i - 1) / 2;
         if (!before(m, q->heap[parent])) break;
@@ -45,12 +45,11 @@ int cp_pqueue_push(cp_pqueue *q, cp_msg *m)
     return 0;
 }
 
-cp_msg *cp_pqueue_pop(cp_pqueue *q)
+static cp_msg *heap_pop(cp_pqueue *q)
 {
-    if (!q->n) return NULL;
     cp_msg *top = q->heap[0];
-    cp_msg *last = q->heap[--q->n];
-    size_t i = 0, n = q->n;
+    cp_msg *last = q->heap[--q->hn];
+    size_t i = 0, n = q->hn;
     for (;;) {
         size_t c = 2 * i + 1;
         if (c >= n) break;
@@ -63,10 +62,58 @@ cp_msg *cp_pqueue_pop(cp_pqueue *q)
     return top;
 }
 
+static int ring_push(cp_pqueue *q, cp_msg *m)
+{
+    if (q->rn == q->rcap) {
+        size_t cap = q->rcap ? q->rcap * 2 : 16;
+        cp_msg **r = malloc(cap * sizeof *r);
+        if (!r) return -1;
+        for (size_t i = 0; i < q->rn; i++) r[i] = q->ring[(q->rhead + i) & (q->rcap - 1)];
+        free(q->ring);
+        q->ring = r;
+        q->rcap = cap;
+        q->rhead = 0;
+    }
+    q->ring[(q->rhead + q->rn) & (q->rcap - 1)] = m;
+    q->rn++;
+    return 0;
+}
+
+int cp_pqueue_push(cp_pqueue *q, cp_msg *m)
+{
+    int rc;
+    if (q->rn == 0) {
+        q->ring_prio = m->priority;
+        rc = ring_push(q, m);
+    } else if (m->priority == q->ring_prio) {
+        rc = ring_push(q, m);   /* same priority, later arrival: FIFO order holds */
+    } else {
+        rc = heap_push(q, m);
+    }
+    if (rc == 0) q->n++;
+    return rc;
+}
+
+cp_msg *cp_pqueue_pop(cp_pqueue *q)
+{
+    if (!q->n) return NULL;
+    cp_msg *m;
+    if (q->rn && (!q->hn || before(q->ring[q->rhead], q->heap[0]))) {
+        m = q->ring[q->rhead];
+        q->rhead = (q->rhead + 1) & (q->rcap - 1);
+        q->rn--;
+    } else {
+        m = heap_pop(q);
+    }
+    q->n--;
+    return m;
+}
+
 void cp_pqueue_clear(cp_pqueue *q)
 {
-    for (size_t i = 0; i < q->n; i++) cp_msg_free(q->heap[i]);
+    for (size_t i = 0; i < q->hn; i++) cp_msg_free(q->heap[i]);
+    for (size_t i = 0; i < q->rn; i++) cp_msg_free(q->ring[(q->rhead + i) & (q->rcap - 1)]);
     free(q->heap);
-    q->heap = NULL;
-    q->n = q->cap = 0;
+    free(q->ring);
+    memset(q, 0, sizeof *q);
 }

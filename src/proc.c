@@ -72,18 +72,18 @@ static void child_setup(pid_t parent, int fd, int close_fds)
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
 
-    if (fd != 3) {
-        if (dup2(fd, 3) < 0) _exit(1);
+    if (fd != CP_CHILD_FD) {
+        if (dup2(fd, CP_CHILD_FD) < 0) _exit(1);
         close(fd);
     }
-    fcntl(3, F_SETFD, FD_CLOEXEC);
+    fcntl(CP_CHILD_FD, F_SETFD, FD_CLOEXEC);
     if (close_fds) {
 #ifdef SYS_close_range
-        if (syscall(SYS_close_range, 4u, ~0u, 0u) != 0)
+        if (syscall(SYS_close_range, CP_CHILD_FD + 1u, ~0u, 0u) != 0)
 #endif
         {
             long max = sysconf(_SC_OPEN_MAX);
-            for (long i = 4; i < (max > 0 && max < 65536 ? max : 65536); i++) close((int)i);
+            for (long i = CP_CHILD_FD + 1; i < (max > 0 && max < 65536 ? max : 65536); i++) close((int)i);
         }
     }
 }
@@ -113,7 +113,7 @@ pid_t cp_proc_spawn(cp_proc *p, int *fd_out, int close_fds)
     if (pid == 0) {
         close(sv[0]);
         child_setup(parent, sv[1], close_fds);
-        *fd_out = 3;
+        *fd_out = CP_CHILD_FD;
         return 0;
     }
     close(sv[1]);
@@ -199,7 +199,7 @@ void cp_proc_forget_all(void)
     if (g_procs_pid == getpid()) return;
     for (cp_proc *p = g_procs, *next; p; p = next) {
         next = p->next;
-        if (p->pidfd >= 0) close(p->pidfd);
+        if (p->pidfd >= 0 && p->pidfd != CP_CHILD_FD) close(p->pidfd);
         p->pidfd = -1;
         p->reaped = 1;          /* not ours to reap or signal */
         p->status = 0;

@@ -8,6 +8,9 @@
 
 #include <sys/types.h>
 
+/* The fd number of a worker's end of its connection. */
+#define CP_CHILD_FD 3
+
 typedef struct cp_proc {
     pid_t pid;
     int   pidfd;       /* -1 when unavailable or closed */
@@ -41,7 +44,8 @@ void cp_proc_release(cp_proc *p);
 /* Terminate and reap every live child this process made (Ctrl-C, exit). */
 void cp_proc_terminate_all(double grace);
 /* In a freshly forked child: forget (without signalling) every proc inherited
- * from the parent, closing their pidfds. */
+ * from the parent, closing their pidfds (but never CP_CHILD_FD, which by then
+ * is the child's own connection). */
 void cp_proc_forget_all(void);
 
 /* Exit code (>= 0), or -signal when killed, or INT_MIN while running. */
