@@ -1,0 +1,83 @@
+--- Helpers for the pool specs (on LUA_PATH as tests/?.lua): a module whose
+-- functions pool workers can require by name, a FIFO gate that holds a
+-- worker inside a task until the test opens it, and process checks.
+local M = {}
+
+function M.square(x) return x * x end
+function M.add(a, b) return a + b end
+M.nested = { twice = function(x) return 2 * x end }
+
+--- A gate: gate.wait (a function to ship to a worker) blocks in the worker
+-- until the host calls gate:open(). A named pipe, opened read-write on both
+-- sides so neither open blocks and the line written stays buffered while the
+-- host holds its end.
+function M.gate()
+  local path = os.tmpname()
+  os.remove(path)
+  assert(os.execute("mkfifo " .. path), "mkfifo failed")
+  local host = assert(io.open(path, "r+"))
+  local g = { path = path }
+  g.wait = function(...)
+    local f = assert(io.open(path, "r+"))
+    local line = f:read("l")
+    f:close()
+    return line, ...
+  end
+  function g.open()
+    host:write("go\n")
+    host:flush()
+  end
+  function g.close()
+    host:close()
+    os.remove(path)
+  end
+  return g
+end
+
+--- Burn about `ms` milliseconds of worker CPU (shipped to workers).
+function M.spin(ms)
+  local t = os.clock() + ms / 1000
+  local n = 0
+  while os.clock() < t do n = n + 1 end
+  return n
+end
+
+--- States of the children of pid (list of single letters), via ps.
+function M.child_states(pid)
+  local p = assert(io.popen("ps -o stat= --ppid " .. pid))
+  local out = {}
+  for line in p:lines() do out[#out + 1] = line:match("%S") end
+  p:close()
+  return out
+end
+
+function M.zombies(pid)
+  local n = 0
+  for _, s in ipairs(M.child_states(pid)) do if s == "Z" then n = n + 1 end end
+  return n
+end
+
+function M.pid_exists(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return false end
+  local st = f:read("a"):match("%) (%a)")
+  f:close()
+  return st ~= "Z" and st ~= "X"
+end
+
+--- Spin until pid is gone or a zombie (after a kill -9, which lands
+-- asynchronously); raises if that takes absurdly long.
+function M.wait_dead(pid)
+  for _ = 1, 1e7 do
+    if not M.pid_exists(pid) then return end
+  end
+  error("process " .. pid .. " is still alive")
+end
+
+function M.range(n)
+  local t = {}
+  for i = 1, n do t[i] = i end
+  return t
+end
+
+return M
