@@ -1,0 +1,1109 @@
+/* codec.c: Lua values <-> msgpack bytes. See codec.h; the wire mapping is
+ * documented in docs/protocol.md ("Values").
+ *
+ * Encoding runs in up to two passes. The plain pass handles data only (nil,
+ * booleans, numbers, strings, tables without metatables) and touches no Lua
+ * table besides the value itself: shared tables are tracked in a small C
+ * pointer set. When it meets a function or a metatable it gives up, the
+ * buffer is cut back, and the rich pass starts over with the name index
+ * (values reachable from package.loaded) at hand. So plain data never pays
+ * for names, and a value is encoded the same way whatever came before it.
+ *
+ * Decoding is one bounds-checked pass. Decoded objects are numbered (kept in
+ * a Lua table) only when the value has back-references: the first one met
+ * without that table makes the decoder start over with it. */
+#include "codec.h"
+
+#include <lauxlib.h>
+#include <msgpack.h>
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+/* msgpack ext types used on the wire (docs/protocol.md). */
+enum {
+    EXT_REF = 1,     /* fixext4: u32 object number met before */
+    EXT_FUNC = 2,    /* ext32: [bytecode, upvalue...] */
+    EXT_UPREF = 3,   /* fixext8: u32 function object number, u32 upvalue index */
+    EXT_NAME = 4,    /* ext32: [module, key|nil] */
+    EXT_GLOBALS = 5, /* fixext1: the globals table of the receiver */
+    EXT_META = 6     /* ext32: [table body, metatable] */
+};
+
+static const char MARKS_KEY = 'm'; /* registry: weak table -> true(array)/false(map) */
+static const char INDEX_KEY = 'i'; /* registry: cached name index */
+
+static void put_be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);  p[3] = (unsigned char)v;
+}
+
+static uint32_t get_be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* [-0, +1, m] Push the weak marks table, creating it on first use. */
+static void push_marks(lua_State *L)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &MARKS_KEY) == LUA_TTABLE) return;
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &MARKS_KEY);
+}
+
+/* ---------------------------------------------------------------------
+ * Pointer set: object address -> number. The first PSET_SMALL entries live
+ * in a list inside the encoder (nothing to clear, most values have few
+ * tables); past that, an open-addressing hash table in a userdata anchored
+ * in a reserved stack slot, so a raised memory error leaks nothing. */
+
+#define PSET_SMALL 8
+
+typedef struct { const void *k; uint64_t v; } pslot;
+
+typedef struct {
+    pslot *s;      /* hash table (cap slots), or NULL while small */
+    size_t cap, n;
+    int anchor;    /* stack slot holding the hash table */
+    pslot small[PSET_SMALL];
+} pset;
+
+static size_t phash(const void *k, size_t cap)
+{
+    uint64_t h = (uint64_t)(uintptr_t)k * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 29) & (cap - 1);
+}
+
+static pslot *pset_probe(pslot *s, size_t cap, const void *k)
+{
+    size_t i = phash(k, cap);
+    while (s[i].k != k && s[i].k != NULL) i = (i + 1) & (cap - 1);
+    return &s[i];
+}
+
+/* The slot of k, or NULL if absent. */
+static pslot *pset_get(pset *ps, const void *k)
+{
+    if (!ps->s) {
+        for (size_t i = 0; i < ps->n; i++)
+            if (ps->small[i].k == k) return &ps->small[i];
+        return NULL;
+    }
+    pslot *s = pset_probe(ps->s, ps->cap, k);
+    return s->k ? s : NULL;
+}
+
+/* [-0, +0, m] Add k (known absent). */
+static void pset_add(lua_State *L, pset *ps, const void *k, uint64_t v)
+{
+    if (!ps->s && ps->n < PSET_SMALL) {
+        ps->small[ps->n++] = (pslot){k, v};
+        return;
+    }
+    if (!ps->s || (ps->n + 1) * 2 > ps->cap) {
+        size_t ncap = ps->s ? ps->cap * 2 : 4 * PSET_SMALL;
+        pslot *ns = lua_newuserdatauv(L, ncap * sizeof *ns, 0);
+        memset(ns, 0, ncap * sizeof *ns);
+        if (ps->s) {
+            for (size_t i = 0; i < ps->cap; i++)
+                if (ps->s[i].k) *pset_probe(ns, ncap, ps->s[i].k) = ps->s[i];
+        } else {
+            for (size_t i = 0; i < ps->n; i++)
+                *pset_probe(ns, ncap, ps->small[i].k) = ps->small[i];
+        }
+        lua_replace(L, ps->anchor); /* the old table (if any) becomes garbage */
+        ps->s = ns;
+        ps->cap = ncap;
+    }
+    *pset_probe(ps->s, ps->cap, k) = (pslot){k, v};
+    ps->n++;
+}
+
+static void pset_init(pset *ps, int anchor)
+{
+    ps->s = NULL;
+    ps->cap = ps->n = 0;
+    ps->anchor = anchor;
+}
+
+/* ---------------------------------------------------------------------
+ * Encoder */
+
+/* How the value at some depth was reached from its parent (for errors). */
+enum { PC_NONE, PC_INDEX, PC_KEY, PC_ASKEY, PC_UPVAL, PC_META };
+typedef struct {
+    unsigned char kind;
+    int idx;           /* PC_KEY: stack index of the key */
+    lua_Integer i;     /* PC_INDEX */
+    const char *name;  /* PC_UPVAL */
+} pathc;
+
+typedef struct {
+    lua_State *L;
+    cp_buf *b;
+    msgpack_packer pk;
+    int rich;     /* names, functions, metatables allowed (second pass) */
+    int restart;  /* plain pass met something only the rich pass handles */
+    int failed;   /* err holds a message */
+    int marks;    /* stack index of the marks table, 0 if none exists */
+    int index;    /* rich: stack index of the name index */
+    int globals;  /* rich: stack index of the globals table */
+    uint32_t nobj;     /* objects numbered so far */
+    uint32_t lastobj;  /* number given by the last enc_seen */
+    pset seen, ups;
+    char *err;
+    size_t errlen;
+    pathc path[CP_CODEC_MAX_DEPTH + 4];
+} enc;
+
+static void app(char *o, size_t n, size_t *w, const char *fmt, ...)
+{
+    if (*w + 1 >= n) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vsnprintf(o + *w, n - *w, fmt, ap);
+    va_end(ap);
+    if (r > 0) *w = (size_t)r >= n - *w ? n - 1 : *w + (size_t)r;
+}
+
+/* Record an error: message plus where it happened ("(at ["a"][2])"). */
+static int enc_fail(enc *e, int depth, const char *fmt, ...)
+{
+    e->failed = 1;
+    if (!e->errlen) return -1;
+    char *o = e->err;
+    size_t n = e->errlen, w = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vsnprintf(o, n, fmt, ap);
+    va_end(ap);
+    if (r < 0) { o[0] = 0; r = 0; }
+    w = (size_t)r >= n ? n - 1 : (size_t)r;
+    int any = 0;
+    lua_State *L = e->L;
+    for (int d = 1; d <= depth && d < CP_CODEC_MAX_DEPTH + 4; d++) {
+        const pathc *c = &e->path[d];
+        if (c->kind == PC_NONE) continue;
+        if (!any) app(o, n, &w, " (at ");
+        any = 1;
+        switch (c->kind) {
+        case PC_INDEX: app(o, n, &w, "[%lld]", (long long)c->i); break;
+        case PC_ASKEY: app(o, n, &w, "<key>"); break;
+        case PC_UPVAL: app(o, n, &w, "<upvalue %s>", c->name && *c->name ? c->name : "?"); break;
+        case PC_META: app(o, n, &w, "<metatable>"); break;
+        case PC_KEY:
+            switch (lua_type(L, c->idx)) {
+            case LUA_TSTRING: app(o, n, &w, "[\"%.40s\"]", lua_tostring(L, c->idx)); break;
+            case LUA_TNUMBER:
+                if (lua_isinteger(L, c->idx)) app(o, n, &w, "[%lld]", (long long)lua_tointeger(L, c->idx));
+                else app(o, n, &w, "[%.14g]", lua_tonumber(L, c->idx));
+                break;
+            case LUA_TBOOLEAN: app(o, n, &w, "[%s]", lua_toboolean(L, c->idx) ? "true" : "false"); break;
+            default: app(o, n, &w, "[<%s>]", luaL_typename(L, c->idx)); break;
+            }
+            break;
+        }
+    }
+    if (any) app(o, n, &w, ")");
+    return -1;
+}
+
+static int enc_oom(enc *e) { return enc_fail(e, 0, "out of memory while encoding"); }
+
+static int pk_write(void *data, const char *buf, size_t len)
+{
+    cp_buf *b = data;
+    if (b->cap - b->len >= len) { /* the common case, without a call */
+        memcpy(b->data + b->len, buf, len);
+        b->len += len;
+        return 0;
+    }
+    return cp_buf_append(b, buf, len) ? -1 : 0;
+}
+
+/* Position relative to the unconsumed head: stays valid if the buffer compacts. */
+static size_t enc_pos(enc *e) { return cp_buf_size(e->b); }
+static unsigned char *enc_at(enc *e, size_t pos) { return (unsigned char *)e->b->data + e->b->start + pos; }
+
+static int enc_raw(enc *e, const void *p, size_t n)
+{
+    return cp_buf_append(e->b, p, n) ? enc_oom(e) : 0;
+}
+
+/* ext32 with a length patched in by enc_ext_end. */
+static int enc_ext_begin(enc *e, int type, size_t *pos)
+{
+    unsigned char h[6] = {0xc9, 0, 0, 0, 0, (unsigned char)type};
+    *pos = enc_pos(e);
+    return enc_raw(e, h, sizeof h);
+}
+
+static void enc_ext_end(enc *e, size_t pos)
+{
+    put_be32(enc_at(e, pos) + 1, (uint32_t)(enc_pos(e) - pos - 6));
+}
+
+static int enc_fixext(enc *e, int type, const unsigned char *payload, size_t n)
+{
+    unsigned char h[10];
+    h[0] = n == 1 ? 0xd4 : n == 4 ? 0xd6 : 0xd7;
+    h[1] = (unsigned char)type;
+    memcpy(h + 2, payload, n);
+    return enc_raw(e, h, 2 + n);
+}
+
+static int enc_value(enc *e, int idx, int depth);
+
+/* Number a table or function on first sight; on a later sight write a
+ * back-reference. Returns 1 if a REF was written, 0 if new, -1 on error. */
+static int enc_seen(enc *e, int idx)
+{
+    const void *p = lua_topointer(e->L, idx);
+    pslot *s = pset_get(&e->seen, p);
+    if (s) {
+        unsigned char pl[4];
+        put_be32(pl, (uint32_t)s->v);
+        return enc_fixext(e, EXT_REF, pl, 4) ? -1 : 1;
+    }
+    e->lastobj = e->nobj++;
+    pset_add(e->L, &e->seen, p, e->lastobj);
+    return 0;
+}
+
+/* Rich pass: write value idx as a name if the index knows it. 1 if written. */
+static int enc_name(enc *e, int idx)
+{
+    lua_State *L = e->L;
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, e->index) != LUA_TTABLE) { lua_pop(L, 1); return 0; }
+    size_t pos;
+    if (enc_ext_begin(e, EXT_NAME, &pos) || msgpack_pack_array(&e->pk, 2)) return enc_oom(e);
+    for (int i = 1; i <= 2; i++) {
+        size_t n;
+        lua_rawgeti(L, -1, i);
+        const char *s = lua_tolstring(L, -1, &n);
+        int rc = s ? (msgpack_pack_str(&e->pk, n) || msgpack_pack_str_body(&e->pk, s, n))
+                   : msgpack_pack_nil(&e->pk);
+        lua_pop(L, 1);
+        if (rc) return enc_oom(e);
+    }
+    enc_ext_end(e, pos);
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* Map with a one-byte header guessed now and widened at the end if needed,
+ * so a table is walked once. */
+static int enc_map(enc *e, int idx, int depth)
+{
+    lua_State *L = e->L;
+    size_t hpos = enc_pos(e);
+    uint32_t cnt = 0;
+    if (enc_raw(e, "\x80", 1)) return -1;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        int k = lua_gettop(L) - 1;
+        e->path[depth + 1] = (pathc){PC_ASKEY, k, 0, NULL};
+        if (enc_value(e, k, depth + 1)) return -1;
+        e->path[depth + 1] = (pathc){PC_KEY, k, 0, NULL};
+        if (enc_value(e, k + 1, depth + 1)) return -1;
+        lua_pop(L, 1);
+        cnt++;
+    }
+    if (cnt <= 15) {
+        *enc_at(e, hpos) = (unsigned char)(0x80 | cnt);
+        return 0;
+    }
+    size_t extra = cnt <= 0xffff ? 2 : 4;
+    if (cp_buf_reserve(e->b, extra)) return enc_oom(e);
+    unsigned char *h = enc_at(e, hpos);
+    memmove(h + 1 + extra, h + 1, enc_pos(e) - hpos - 1);
+    e->b->len += extra;
+    if (extra == 2) { h[0] = 0xde; h[1] = (unsigned char)(cnt >> 8); h[2] = (unsigned char)cnt; }
+    else { h[0] = 0xdf; put_be32(h + 1, cnt); }
+    return 0;
+}
+
+/* The contents of a table: array iff its keys are exactly 1..n (n >= 1),
+ * unless core.array/core.map marked it. */
+static int enc_body(enc *e, int idx, int depth)
+{
+    lua_State *L = e->L;
+    if (depth >= CP_CODEC_MAX_DEPTH)
+        return enc_fail(e, depth, "value nested deeper than %d levels", CP_CODEC_MAX_DEPTH);
+    if (!lua_checkstack(L, 8)) return enc_fail(e, depth, "Lua stack overflow while encoding");
+    int mark = -1;
+    if (e->marks) {
+        lua_pushvalue(L, idx);
+        if (lua_rawget(L, e->marks) == LUA_TBOOLEAN) mark = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    if (mark == 0) return enc_map(e, idx, depth);
+    lua_Unsigned n = lua_rawlen(L, idx);
+    if (n == 0 && mark != 1) return enc_map(e, idx, depth);
+    lua_Unsigned count = 0;
+    int isarr = 1;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        lua_Integer k;
+        if (!lua_isinteger(L, -1) || (k = lua_tointeger(L, -1)) < 1 || (lua_Unsigned)k > n) {
+            isarr = 0;
+            lua_pop(L, 1);
+            break;
+        }
+        count++;
+    }
+    if (!isarr || count != n) {
+        if (mark == 1)
+            return enc_fail(e, depth, "table marked as array has keys other than 1..%llu",
+                            (unsigned long long)n);
+        return enc_map(e, idx, depth);
+    }
+    if (msgpack_pack_array(&e->pk, (size_t)n)) return enc_oom(e);
+    for (lua_Unsigned i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, (lua_Integer)i);
+        e->path[depth + 1] = (pathc){PC_INDEX, 0, (lua_Integer)i, NULL};
+        if (enc_value(e, lua_gettop(L), depth + 1)) return -1;
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+static int enc_table(enc *e, int idx, int depth)
+{
+    lua_State *L = e->L;
+    int r = enc_seen(e, idx);
+    if (r) return r < 0 ? -1 : 0;
+    if (!e->rich) {
+        if (lua_getmetatable(L, idx)) { e->restart = 1; return -1; }
+        return enc_body(e, idx, depth);
+    }
+    if (lua_rawequal(L, idx, e->globals)) {
+        unsigned char z = 0;
+        return enc_fixext(e, EXT_GLOBALS, &z, 1);
+    }
+    if ((r = enc_name(e, idx))) return r < 0 ? -1 : 0;
+    if (!lua_getmetatable(L, idx)) return enc_body(e, idx, depth);
+    /* An instance: [body, metatable] so the class comes along. */
+    int mt = lua_gettop(L);
+    size_t pos;
+    if (depth + 1 >= CP_CODEC_MAX_DEPTH)
+        return enc_fail(e, depth, "value nested deeper than %d levels", CP_CODEC_MAX_DEPTH);
+    if (enc_ext_begin(e, EXT_META, &pos) || msgpack_pack_array(&e->pk, 2)) return enc_oom(e);
+    e->path[depth + 1] = (pathc){PC_NONE, 0, 0, NULL};
+    e->path[depth + 2] = (pathc){PC_NONE, 0, 0, NULL};
+    if (enc_body(e, idx, depth + 2)) return -1;
+    e->path[depth + 2] = (pathc){PC_META, 0, 0, NULL};
+    if (enc_value(e, mt, depth + 2)) return -1;
+    enc_ext_end(e, pos);
+    lua_pop(L, 1);
+    return 0;
+}
+
+static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud)
+{
+    (void)L;
+    return cp_buf_append((cp_buf *)ud, p, sz) ? 1 : 0;
+}
+
+static int enc_function(enc *e, int idx, int depth)
+{
+    lua_State *L = e->L;
+    int r = enc_seen(e, idx);
+    if (r) return r < 0 ? -1 : 0;
+    if (!e->rich) { e->restart = 1; return -1; }
+    if ((r = enc_name(e, idx))) return r < 0 ? -1 : 0;
+    if (lua_iscfunction(L, idx))
+        return enc_fail(e, depth, "cannot send a C function that is not reachable by name from package.loaded");
+    if (depth + 1 >= CP_CODEC_MAX_DEPTH)
+        return enc_fail(e, depth, "value nested deeper than %d levels", CP_CODEC_MAX_DEPTH);
+    uint32_t self = e->lastobj;
+    lua_Debug ar;
+    lua_pushvalue(L, idx);
+    lua_getinfo(L, ">u", &ar);
+    size_t pos, bpos;
+    if (enc_ext_begin(e, EXT_FUNC, &pos) || msgpack_pack_array(&e->pk, 1 + (size_t)ar.nups))
+        return enc_oom(e);
+    /* Bytecode as bin32, length patched after lua_dump; debug info kept so
+     * tracebacks in the receiver show file and line. */
+    bpos = enc_pos(e);
+    if (enc_raw(e, "\xc6\0\0\0\0", 5)) return -1;
+    lua_pushvalue(L, idx);
+    int rc = lua_dump(L, dump_writer, e->b, 0);
+    lua_pop(L, 1);
+    if (rc) return enc_oom(e);
+    put_be32(enc_at(e, bpos) + 1, (uint32_t)(enc_pos(e) - bpos - 5));
+    for (int i = 1; i <= ar.nups; i++) {
+        const char *name = lua_getupvalue(L, idx, i);
+        const void *id = lua_upvalueid(L, idx, i);
+        pslot *s = pset_get(&e->ups, id);
+        if (s) { /* the same variable as an upvalue of an earlier function */
+            unsigned char pl[8];
+            put_be32(pl, (uint32_t)(s->v >> 32));
+            put_be32(pl + 4, (uint32_t)s->v);
+            if (enc_fixext(e, EXT_UPREF, pl, 8)) return -1;
+        } else {
+            pset_add(L, &e->ups, id, (uint64_t)self << 32 | (uint32_t)i);
+            e->path[depth + 1] = (pathc){PC_NONE, 0, 0, NULL};
+            e->path[depth + 2] = (pathc){PC_UPVAL, 0, 0, name};
+            if (enc_value(e, lua_gettop(L), depth + 2)) return -1;
+        }
+        lua_pop(L, 1);
+    }
+    enc_ext_end(e, pos);
+    return 0;
+}
+
+static int enc_value(enc *e, int idx, int depth)
+{
+    lua_State *L = e->L;
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        return msgpack_pack_nil(&e->pk) ? enc_oom(e) : 0;
+    case LUA_TBOOLEAN:
+        return (lua_toboolean(L, idx) ? msgpack_pack_true(&e->pk) : msgpack_pack_false(&e->pk)) ? enc_oom(e) : 0;
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx))
+            return msgpack_pack_int64(&e->pk, (int64_t)lua_tointeger(L, idx)) ? enc_oom(e) : 0;
+        return msgpack_pack_double(&e->pk, (double)lua_tonumber(L, idx)) ? enc_oom(e) : 0;
+    case LUA_TSTRING: {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        if (n > UINT32_MAX) return enc_fail(e, depth, "string too long (%zu bytes)", n);
+        return (msgpack_pack_str(&e->pk, n) || msgpack_pack_str_body(&e->pk, s, n)) ? enc_oom(e) : 0;
+    }
+    case LUA_TTABLE:
+        return enc_table(e, idx, depth);
+    case LUA_TFUNCTION:
+        return enc_function(e, idx, depth);
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) == NULL) /* coproc.null */
+            return msgpack_pack_nil(&e->pk) ? enc_oom(e) : 0;
+        return enc_fail(e, depth, "cannot send a light userdata");
+    case LUA_TUSERDATA: {
+        const char *tn = NULL;
+        if (luaL_getmetafield(L, idx, "__name") != LUA_TNIL) {
+            tn = lua_tostring(L, -1); /* stays valid: the metatable holds it */
+            lua_pop(L, 1);
+        }
+        if (tn) return enc_fail(e, depth, "cannot send a userdata '%s'", tn);
+        return enc_fail(e, depth, "cannot send a userdata");
+    }
+    case LUA_TTHREAD:
+        return enc_fail(e, depth, "cannot send a thread (coroutine)");
+    default:
+        return enc_fail(e, depth, "cannot send a %s", luaL_typename(L, idx));
+    }
+}
+
+/* ---------------------------------------------------------------------
+ * Name index: value -> {module, key|nil}, for values reachable from
+ * package.loaded. Built on first need, cached in the registry, rebuilt when
+ * the set of modules changes (a module's fields changing later is not seen). */
+
+static const char *const STDLIB[] = {
+    "string", "table", "math", "io", "os", "coroutine", "utf8", "debug", "package", NULL
+};
+
+static void index_add(lua_State *L, int index, int val, const char *mod, int key)
+{
+    lua_pushvalue(L, val);
+    if (lua_rawget(L, index) != LUA_TNIL) { lua_pop(L, 1); return; }
+    lua_pop(L, 1);
+    lua_pushvalue(L, val);
+    lua_createtable(L, 2, 0);
+    lua_pushstring(L, mod);
+    lua_rawseti(L, -2, 1);
+    if (key) {
+        lua_pushvalue(L, key);
+        lua_rawseti(L, -2, 2);
+    }
+    lua_rawset(L, index);
+}
+
+/* Add the string-keyed table/function fields of module table m. */
+static void index_fields(lua_State *L, int index, int m, const char *mod, int cfunc_only)
+{
+    lua_pushnil(L);
+    while (lua_next(L, m)) {
+        int t = lua_type(L, -1);
+        if (lua_type(L, -2) == LUA_TSTRING &&
+            (cfunc_only ? lua_iscfunction(L, -1) : (t == LUA_TTABLE || t == LUA_TFUNCTION)))
+            index_add(L, index, lua_gettop(L), mod, lua_gettop(L) - 1);
+        lua_pop(L, 1);
+    }
+}
+
+static int is_stdlib(const char *s)
+{
+    for (int i = 0; STDLIB[i]; i++)
+        if (strcmp(s, STDLIB[i]) == 0) return 1;
+    return 0;
+}
+
+/* [-0, +1, m] Push the name index. */
+static void push_index(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    int loaded = lua_gettop(L);
+    /* Signature of package.loaded: its size and a sum over (name, value)
+     * addresses, so adding, removing or replacing a module is noticed. */
+    uint64_t sig = 0;
+    lua_pushnil(L);
+    while (lua_next(L, loaded)) {
+        uint64_t k = (uint64_t)(uintptr_t)lua_topointer(L, -2);
+        uint64_t v = (uint64_t)(uintptr_t)lua_topointer(L, -1);
+        sig += ((k * 0x9E3779B97F4A7C15ull) ^ v) * 0xC2B2AE3D27D4EB4Full + 1;
+        lua_pop(L, 1);
+    }
+    lua_Integer nloaded = (lua_Integer)sig;
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &INDEX_KEY) == LUA_TTABLE) {
+        lua_rawgeti(L, -1, 2);
+        lua_rawgeti(L, -2, 3);
+        int fresh = lua_tointeger(L, -2) == nloaded && lua_rawequal(L, -1, loaded);
+        lua_pop(L, 2);
+        if (fresh) {
+            lua_rawgeti(L, -1, 1);
+            lua_replace(L, loaded);
+            lua_settop(L, loaded);
+            return;
+        }
+    }
+    lua_pop(L, 1);
+    lua_newtable(L);
+    int index = lua_gettop(L);
+    /* Module values first, then fields of the standard library, then fields
+     * of other modules, then _G's C functions (print, pairs, ...). Lua
+     * functions that live only in _G are a script's own: sent by value. */
+    lua_pushnil(L);
+    while (lua_next(L, loaded)) {
+        int t = lua_type(L, -1);
+        if (lua_type(L, -2) == LUA_TSTRING && strcmp(lua_tostring(L, -2), "_G") != 0 &&
+            (t == LUA_TTABLE || t == LUA_TFUNCTION))
+            index_add(L, index, lua_gettop(L), lua_tostring(L, -2), 0);
+        lua_pop(L, 1);
+    }
+    for (int i = 0; STDLIB[i]; i++) {
+        if (lua_getfield(L, loaded, STDLIB[i]) == LUA_TTABLE)
+            index_fields(L, index, lua_gettop(L), STDLIB[i], 0);
+        lua_pop(L, 1);
+    }
+    lua_pushnil(L);
+    while (lua_next(L, loaded)) {
+        if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TTABLE) {
+            const char *mod = lua_tostring(L, -2);
+            if (strcmp(mod, "_G") != 0 && !is_stdlib(mod))
+                index_fields(L, index, lua_gettop(L), mod, 0);
+        }
+        lua_pop(L, 1);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    index_fields(L, index, lua_gettop(L), "_G", 1);
+    lua_pop(L, 1);
+    /* cache = {index, signature, loaded} */
+    lua_createtable(L, 3, 0);
+    lua_pushvalue(L, index);
+    lua_rawseti(L, -2, 1);
+    lua_pushinteger(L, nloaded);
+    lua_rawseti(L, -2, 2);
+    lua_pushvalue(L, loaded);
+    lua_rawseti(L, -2, 3);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &INDEX_KEY);
+    lua_replace(L, loaded);
+}
+
+int cp_codec_encode(lua_State *L, int idx, cp_buf *out, char *err, size_t errlen)
+{
+    idx = lua_absindex(L, idx);
+    int top = lua_gettop(L);
+    size_t mark = cp_buf_size(out);
+    enc e;
+    e.L = L;
+    e.b = out;
+    e.rich = e.restart = e.failed = 0;
+    e.marks = e.index = e.globals = 0;
+    e.nobj = e.lastobj = 0;
+    e.err = err;
+    e.errlen = errlen;
+    if (errlen) err[0] = 0;
+    if (!lua_checkstack(L, 16)) {
+        if (errlen) snprintf(err, errlen, "Lua stack overflow while encoding");
+        return -1;
+    }
+    pset_init(&e.seen, top + 1);
+    pset_init(&e.ups, top + 2);
+    e.path[0] = (pathc){PC_NONE, 0, 0, NULL};
+    lua_settop(L, top + 2); /* anchors for grown pointer sets */
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &MARKS_KEY) == LUA_TTABLE) e.marks = top + 3;
+    else lua_pop(L, 1);
+    msgpack_packer_init(&e.pk, out, pk_write);
+
+    int rc = enc_value(&e, idx, 0);
+    if (rc && e.restart) {
+        cp_buf_truncate(out, out->start + mark);
+        pset_init(&e.seen, top + 1);
+        e.nobj = 0;
+        e.restart = 0;
+        e.rich = 1;
+        lua_settop(L, top + 3);
+        push_index(L);
+        e.index = lua_gettop(L);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+        e.globals = lua_gettop(L);
+        rc = enc_value(&e, idx, 0);
+    }
+    lua_settop(L, top);
+    if (rc) {
+        cp_buf_truncate(out, out->start + mark);
+        if (!e.failed && errlen) snprintf(err, errlen, "cannot encode value");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Decoder */
+
+enum { H_NIL, H_FALSE, H_TRUE, H_INT, H_UINT, H_FLOAT, H_STR, H_ARRAY, H_MAP, H_EXT };
+
+typedef struct {
+    int t;
+    int ext;                   /* H_EXT: type */
+    uint32_t n;                /* length (str, ext) or count (array, map) */
+    int64_t i;
+    uint64_t u;
+    double f;
+    const unsigned char *data; /* H_STR, H_EXT payload */
+} hdr;
+
+typedef struct {
+    lua_State *L;
+    const unsigned char *start;
+    int refs;            /* stack index of the object table, 0 until a back-reference is met */
+    lua_Integer nrefs;
+    int restart;         /* met a back-reference without an object table: start over with one */
+    char *err;
+    size_t errlen;
+} dec;
+
+static int dec_fail(dec *d, const unsigned char *at, const char *fmt, ...)
+{
+    if (!d->errlen) return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vsnprintf(d->err, d->errlen, fmt, ap);
+    va_end(ap);
+    size_t w = r < 0 ? 0 : (size_t)r >= d->errlen ? d->errlen - 1 : (size_t)r;
+    if (at) app(d->err, d->errlen, &w, " (at byte %zu)", (size_t)(at - d->start));
+    return -1;
+}
+
+static uint64_t get_be(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) v = v << 8 | p[i];
+    return v;
+}
+
+/* Read one header (and skip the payload of str/bin/ext). Bounds checked. */
+static int read_hdr(dec *d, const unsigned char **pp, const unsigned char *end, hdr *h)
+{
+    const unsigned char *p = *pp, *at = p;
+    if (p >= end) return dec_fail(d, at, "truncated value");
+    unsigned c = *p++;
+    size_t avail = (size_t)(end - p);
+    int lenbytes = 0; /* size of a following length/count field */
+    h->data = NULL;
+#define NEED(k) do { if (avail < (size_t)(k)) return dec_fail(d, at, "truncated value"); } while (0)
+    if (c <= 0x7f) { h->t = H_INT; h->i = (int64_t)c; }
+    else if (c >= 0xe0) { h->t = H_INT; h->i = (int64_t)(int8_t)c; }
+    else if (c <= 0x8f) { h->t = H_MAP; h->n = c & 0x0f; }
+    else if (c <= 0x9f) { h->t = H_ARRAY; h->n = c & 0x0f; }
+    else if (c <= 0xbf) { h->t = H_STR; h->n = c & 0x1f; }
+    else switch (c) {
+    case 0xc0: h->t = H_NIL; break;
+    case 0xc2: h->t = H_FALSE; break;
+    case 0xc3: h->t = H_TRUE; break;
+    case 0xc4: case 0xd9: h->t = H_STR; lenbytes = 1; break;
+    case 0xc5: case 0xda: h->t = H_STR; lenbytes = 2; break;
+    case 0xc6: case 0xdb: h->t = H_STR; lenbytes = 4; break;
+    case 0xc7: case 0xc8: case 0xc9: {
+        lenbytes = c == 0xc7 ? 1 : c == 0xc8 ? 2 : 4;
+        NEED(lenbytes + 1);
+        h->t = H_EXT;
+        h->n = (uint32_t)get_be(p, lenbytes);
+        h->ext = (int)(int8_t)p[lenbytes];
+        p += lenbytes + 1;
+        avail -= (size_t)lenbytes + 1;
+        lenbytes = -1; /* payload handled below */
+        break;
+    }
+    case 0xca: {
+        NEED(4);
+        uint32_t u = (uint32_t)get_be(p, 4);
+        float f;
+        memcpy(&f, &u, 4);
+        h->t = H_FLOAT; h->f = f; p += 4;
+        break;
+    }
+    case 0xcb: {
+        NEED(8);
+        uint64_t u = get_be(p, 8);
+        double f;
+        memcpy(&f, &u, 8);
+        h->t = H_FLOAT; h->f = f; p += 8;
+        break;
+    }
+    case 0xcc: case 0xcd: case 0xce: case 0xcf: {
+        int k = 1 << (c - 0xcc);
+        NEED(k);
+        h->t = H_UINT; h->u = get_be(p, k); p += k;
+        break;
+    }
+    case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+        int k = 1 << (c - 0xd0);
+        NEED(k);
+        uint64_t u = get_be(p, k);
+        if (k < 8 && (u >> (8 * k - 1))) u |= ~(uint64_t)0 << (8 * k); /* sign-extend */
+        h->t = H_INT; h->i = (int64_t)u; p += k;
+        break;
+    }
+    case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8:
+        NEED(1);
+        h->t = H_EXT;
+        h->n = 1u << (c - 0xd4);
+        h->ext = (int)(int8_t)*p++;
+        avail--;
+        lenbytes = -1;
+        break;
+    case 0xdc: h->t = H_ARRAY; lenbytes = 2; break;
+    case 0xdd: h->t = H_ARRAY; lenbytes = 4; break;
+    case 0xde: h->t = H_MAP; lenbytes = 2; break;
+    case 0xdf: h->t = H_MAP; lenbytes = 4; break;
+    default: return dec_fail(d, at, "invalid msgpack byte 0x%02x", c);
+    }
+    if (lenbytes > 0) {
+        NEED(lenbytes);
+        h->n = (uint32_t)get_be(p, lenbytes);
+        p += lenbytes;
+        avail -= (size_t)lenbytes;
+    }
+    if (h->t == H_STR || h->t == H_EXT) {
+        NEED(h->n);
+        h->data = p;
+        p += h->n;
+    } else if (h->t == H_ARRAY) {
+        NEED(h->n); /* every element takes at least one byte */
+    } else if (h->t == H_MAP) {
+        NEED((uint64_t)h->n * 2);
+    }
+#undef NEED
+    *pp = p;
+    return 0;
+}
+
+static void dec_register(dec *d, int idx)
+{
+    if (!d->refs) return;
+    lua_pushvalue(d->L, idx);
+    lua_rawseti(d->L, d->refs, ++d->nrefs);
+}
+
+static int dec_value(dec *d, const unsigned char **pp, const unsigned char *end, int depth);
+
+/* Read the array header opening an ext payload; n = expected count or -1. */
+static int dec_payload_array(dec *d, const unsigned char **pp, const unsigned char *end, long n, uint32_t *count)
+{
+    const unsigned char *at = *pp;
+    hdr h;
+    if (read_hdr(d, pp, end, &h)) return -1;
+    if (h.t != H_ARRAY || (n >= 0 && h.n != (uint32_t)n)) return dec_fail(d, at, "malformed ext payload");
+    *count = h.n;
+    return 0;
+}
+
+/* NAME: [module, key|nil] -> require(module)[key] */
+static int dec_name(dec *d, const hdr *x, int depth)
+{
+    lua_State *L = d->L;
+    const unsigned char *p = x->data, *end = x->data + x->n;
+    uint32_t cnt = 0;
+    hdr m, k;
+    if (dec_payload_array(d, &p, end, 2, &cnt)) return -1;
+    if (read_hdr(d, &p, end, &m) || m.t != H_STR) return dec_fail(d, x->data, "malformed name");
+    if (read_hdr(d, &p, end, &k) || (k.t != H_STR && k.t != H_NIL) || p != end)
+        return dec_fail(d, x->data, "malformed name");
+    int mlen = m.n > 200 ? 200 : (int)m.n, klen = k.t == H_STR ? (k.n > 200 ? 200 : (int)k.n) : 0;
+    const char *dot = k.t == H_STR ? "." : "";
+    const char *ks = k.t == H_STR ? (const char *)k.data : "";
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_pushlstring(L, (const char *)m.data, m.n);
+    if (lua_rawget(L, -2) == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_getglobal(L, "require");
+        lua_pushlstring(L, (const char *)m.data, m.n);
+        if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+            const char *msg = lua_tostring(L, -1);
+            int ml = 0;
+            if (msg) while (msg[ml] && msg[ml] != '\n' && ml < 120) ml++;
+            dec_fail(d, NULL, "cannot resolve '%.*s%s%.*s': %.*s", mlen, (const char *)m.data, dot,
+                     klen, ks, ml, msg ? msg : "require failed");
+            lua_pop(L, 2);
+            return -1;
+        }
+    }
+    lua_remove(L, -2);
+    if (k.t == H_STR) {
+        if (lua_type(L, -1) == LUA_TTABLE) {
+            lua_pushlstring(L, ks, k.n);
+            lua_rawget(L, -2);
+            lua_remove(L, -2);
+        } else {
+            lua_pop(L, 1);
+            lua_pushnil(L);
+        }
+    }
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return dec_fail(d, NULL, "cannot resolve '%.*s%s%.*s'", mlen, (const char *)m.data, dot, klen, ks);
+    }
+    (void)depth;
+    dec_register(d, lua_gettop(L));
+    return 0;
+}
+
+typedef struct { const char *p; size_t n; } load_src;
+
+static const char *load_reader(lua_State *L, void *ud, size_t *size)
+{
+    (void)L;
+    load_src *s = ud;
+    *size = s->n;
+    s->n = 0;
+    return s->p;
+}
+
+/* FUNC: [bytecode, upvalue...] */
+static int dec_func(dec *d, const hdr *x, int depth)
+{
+    lua_State *L = d->L;
+    const unsigned char *p = x->data, *end = x->data + x->n;
+    uint32_t cnt = 0;
+    hdr bc;
+    if (dec_payload_array(d, &p, end, -1, &cnt)) return -1;
+    if (cnt < 1 || read_hdr(d, &p, end, &bc) || bc.t != H_STR)
+        return dec_fail(d, x->data, "malformed function");
+    /* Bytecode is trusted as much as the peer: both sides are this runtime. */
+    load_src src = {(const char *)bc.data, bc.n};
+    if (lua_load(L, load_reader, &src, "=(coproc)", "b") != LUA_OK) {
+        dec_fail(d, x->data, "cannot load function: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return -1;
+    }
+    int f = lua_gettop(L);
+    dec_register(d, f);
+    lua_Debug ar;
+    lua_pushvalue(L, f);
+    lua_getinfo(L, ">u", &ar);
+    if ((uint32_t)ar.nups != cnt - 1)
+        return dec_fail(d, x->data, "function has %d upvalues, payload %u", ar.nups, cnt - 1);
+    for (int i = 1; i <= ar.nups; i++) {
+        const unsigned char *q = p;
+        hdr u;
+        if (read_hdr(d, &q, end, &u)) return -1;
+        if (u.t == H_EXT && u.ext == EXT_UPREF) {
+            if (u.n != 8) return dec_fail(d, p, "malformed upvalue reference");
+            if (!d->refs) { d->restart = 1; return -1; }
+            uint32_t k = get_be32(u.data), n = get_be32(u.data + 4);
+            if ((lua_Integer)k >= d->nrefs) return dec_fail(d, p, "bad upvalue reference");
+            lua_rawgeti(L, d->refs, (lua_Integer)k + 1);
+            if (!lua_isfunction(L, -1) || lua_iscfunction(L, -1) || n < 1 ||
+                lua_getupvalue(L, -1, (int)n) == NULL) {
+                lua_pop(L, 1);
+                return dec_fail(d, p, "bad upvalue reference");
+            }
+            lua_pop(L, 1);
+            lua_upvaluejoin(L, f, i, -1, (int)n);
+            lua_pop(L, 1);
+            p = q;
+        } else {
+            if (dec_value(d, &p, end, depth + 2)) return -1;
+            lua_setupvalue(L, f, i);
+        }
+    }
+    if (p != end) return dec_fail(d, p, "trailing bytes in function");
+    return 0;
+}
+
+/* META: [body, metatable] */
+static int dec_meta(dec *d, const hdr *x, int depth)
+{
+    lua_State *L = d->L;
+    const unsigned char *p = x->data, *end = x->data + x->n, *q;
+    uint32_t cnt = 0;
+    hdr b;
+    if (dec_payload_array(d, &p, end, 2, &cnt)) return -1;
+    q = p;
+    if (read_hdr(d, &q, end, &b)) return -1;
+    if (b.t != H_MAP && b.t != H_ARRAY) return dec_fail(d, p, "malformed instance");
+    if (dec_value(d, &p, end, depth + 2)) return -1;
+    q = p;
+    if (dec_value(d, &p, end, depth + 2)) return -1;
+    if (!lua_istable(L, -1)) return dec_fail(d, q, "metatable is not a table");
+    lua_setmetatable(L, -2);
+    if (p != end) return dec_fail(d, p, "trailing bytes in instance");
+    return 0;
+}
+
+static int dec_value(dec *d, const unsigned char **pp, const unsigned char *end, int depth)
+{
+    lua_State *L = d->L;
+    const unsigned char *at = *pp;
+    hdr h;
+    if (read_hdr(d, pp, end, &h)) return -1;
+    switch (h.t) {
+    case H_NIL: lua_pushnil(L); return 0;
+    case H_FALSE: lua_pushboolean(L, 0); return 0;
+    case H_TRUE: lua_pushboolean(L, 1); return 0;
+    case H_INT: lua_pushinteger(L, (lua_Integer)h.i); return 0;
+    case H_UINT:
+        if (h.u <= (uint64_t)INT64_MAX) lua_pushinteger(L, (lua_Integer)h.u);
+        else lua_pushnumber(L, (lua_Number)h.u); /* beyond Lua integers */
+        return 0;
+    case H_FLOAT: lua_pushnumber(L, (lua_Number)h.f); return 0;
+    case H_STR: lua_pushlstring(L, (const char *)h.data, h.n); return 0;
+    case H_ARRAY: {
+        if (depth >= CP_CODEC_MAX_DEPTH || !lua_checkstack(L, 8))
+            return dec_fail(d, at, "value nested deeper than %d levels", CP_CODEC_MAX_DEPTH);
+        lua_createtable(L, (int)(h.n > INT32_MAX ? INT32_MAX : h.n), 0);
+        int t = lua_gettop(L);
+        dec_register(d, t);
+        for (uint32_t i = 0; i < h.n; i++) {
+            if (dec_value(d, pp, end, depth + 1)) return -1;
+            lua_rawseti(L, t, (lua_Integer)i + 1);
+        }
+        if (h.n == 0) { /* keep "empty array" for a re-encode */
+            push_marks(L);
+            lua_pushvalue(L, t);
+            lua_pushboolean(L, 1);
+            lua_rawset(L, -3);
+            lua_pop(L, 1);
+        }
+        return 0;
+    }
+    case H_MAP: {
+        if (depth >= CP_CODEC_MAX_DEPTH || !lua_checkstack(L, 8))
+            return dec_fail(d, at, "value nested deeper than %d levels", CP_CODEC_MAX_DEPTH);
+        lua_createtable(L, 0, (int)(h.n > INT32_MAX ? INT32_MAX : h.n));
+        int t = lua_gettop(L);
+        dec_register(d, t);
+        for (uint32_t i = 0; i < h.n; i++) {
+            const unsigned char *kat = *pp;
+            if (kat < end && *kat == 0xc0) return dec_fail(d, kat, "table key is nil");
+            if (dec_value(d, pp, end, depth + 1)) return -1;
+            if (kat < end && (*kat == 0xca || *kat == 0xcb) && isnan(lua_tonumber(L, -1)))
+                return dec_fail(d, kat, "table key is NaN");
+            if (dec_value(d, pp, end, depth + 1)) return -1;
+            lua_rawset(L, t);
+        }
+        return 0;
+    }
+    case H_EXT:
+        switch (h.ext) {
+        case EXT_REF: {
+            if (h.n != 4) return dec_fail(d, at, "malformed back-reference");
+            if (!d->refs) { d->restart = 1; return -1; }
+            uint32_t k = get_be32(h.data);
+            if ((lua_Integer)k >= d->nrefs) return dec_fail(d, at, "bad back-reference %u", k);
+            lua_rawgeti(L, d->refs, (lua_Integer)k + 1);
+            return 0;
+        }
+        case EXT_GLOBALS:
+            lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+            dec_register(d, lua_gettop(L));
+            return 0;
+        case EXT_NAME: case EXT_FUNC: case EXT_META:
+            /* The ext and the array inside it are two levels, as when encoding. */
+            if (depth + 1 >= CP_CODEC_MAX_DEPTH || !lua_checkstack(L, 8))
+                return dec_fail(d, at, "value nested deeper than %d levels", CP_CODEC_MAX_DEPTH);
+            return h.ext == EXT_NAME ? dec_name(d, &h, depth)
+                 : h.ext == EXT_FUNC ? dec_func(d, &h, depth) : dec_meta(d, &h, depth);
+        case EXT_UPREF: return dec_fail(d, at, "upvalue reference outside a function");
+        default: return dec_fail(d, at, "unknown msgpack ext type %d", h.ext);
+        }
+    }
+    return dec_fail(d, at, "malformed value");
+}
+
+int cp_codec_decode(lua_State *L, const char *data, size_t len, char *err, size_t errlen)
+{
+    int top = lua_gettop(L);
+    dec d = {L, (const unsigned char *)data, 0, 0, 0, err, errlen};
+    const unsigned char *p = (const unsigned char *)data, *end = p + len;
+    if (errlen) err[0] = 0;
+    if (len == 0) return dec_fail(&d, NULL, "empty input");
+    if (!lua_checkstack(L, 16)) return dec_fail(&d, NULL, "Lua stack overflow while decoding");
+    int rc = dec_value(&d, &p, end, 0);
+    if (rc && d.restart) {
+        /* Shared objects: decode again, numbering every object this time. */
+        lua_settop(L, top);
+        lua_newtable(L);
+        d.refs = lua_gettop(L);
+        d.restart = 0;
+        p = (const unsigned char *)data;
+        rc = dec_value(&d, &p, end, 0);
+    }
+    if (rc == 0 && p != end)
+        rc = dec_fail(&d, p, "%zu trailing bytes after the value", (size_t)(end - p));
+    if (rc) {
+        lua_settop(L, top);
+        return -1;
+    }
+    if (d.refs) lua_remove(L, d.refs);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Lua helpers: null, array, map */
+
+static int l_mark(lua_State *L, int kind)
+{
+    if (lua_isnoneornil(L, 1)) {
+        lua_settop(L, 0);
+        lua_newtable(L);
+    } else {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        lua_settop(L, 1);
+    }
+    push_marks(L);
+    lua_pushvalue(L, 1);
+    lua_pushboolean(L, kind);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    return 1;
+}
+
+static int l_array(lua_State *L) { return l_mark(L, 1); }
+static int l_map(lua_State *L) { return l_mark(L, 0); }
+
+void cp_codec_open(lua_State *L, int t)
+{
+    t = lua_absindex(L, t);
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, t, "null");
+    lua_pushcfunction(L, l_array);
+    lua_setfield(L, t, "array");
+    lua_pushcfunction(L, l_map);
+    lua_setfield(L, t, "map");
+}
