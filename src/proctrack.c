@@ -52,6 +52,15 @@ static int add(cp_proctrack *t, pid_t pid)
     /* smaps_rollup needs ptrace-read access; without it PSS/USS stay unknown. */
     snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
     e->smaps_fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (e->smaps_fd >= 0) {
+        /* Read once now, so samples before the next smaps round have values. */
+        cp_procsample m;
+        n = cp_procstat_pread(e->smaps_fd, t->buf, sizeof t->buf);
+        if (n > 0 && cp_procstat_parse_smaps(t->buf, (size_t)n, &m) == 0) {
+            e->pss = m.pss;
+            e->uss = m.uss;
+        }
+    }
     return 0;
 }
 
