@@ -42,11 +42,15 @@ function M.spin(ms)
   return n
 end
 
---- States of the children of pid (list of single letters), via ps.
+--- States of the children of pid (list of single letters), via ps (which
+-- is itself a child, and left out).
 function M.child_states(pid)
-  local p = assert(io.popen("ps -o stat= --ppid " .. pid))
+  local p = assert(io.popen("ps -o stat=,comm= --ppid " .. pid))
   local out = {}
-  for line in p:lines() do out[#out + 1] = line:match("%S") end
+  for line in p:lines() do
+    local st, comm = line:match("^%s*(%S)%S*%s+(%S+)")
+    if st and comm ~= "ps" and comm ~= "sh" then out[#out + 1] = st end
+  end
   p:close()
   return out
 end

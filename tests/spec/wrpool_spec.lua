@@ -1,0 +1,88 @@
+-- coproc.WorkerResourcePool: the upstream building block.
+local describe, it, assert = describe, it, assert
+local _ENV = _G
+local coproc = require "coproc"
+local U = require "pool_testutil"
+
+local EchoProcess = coproc.class { prefix = "", verbose = false }
+function EchoProcess:run()
+  while true do
+    local data = self.messenger:receive_blocking()
+    self.messenger:send_reply(self.prefix .. tostring(data))
+  end
+end
+
+describe("coproc.WorkerResourcePool", function()
+  it("starts, iterates, is_alive, joins", function()
+    local pool = coproc.WorkerResourcePool(3, EchoProcess, { prefix = ">" })
+    assert.equal(3, #pool)
+    assert.is_false(pool:is_alive())
+    assert.equal(pool, pool:start())
+    assert.is_true(pool:is_alive())
+    local pids = {}
+    for i, w in pool:workers() do
+      assert.equal(pool[i], w)
+      pids[i] = w:pid()
+      w.messenger:send_request("hi")
+      assert.equal(">hi", w.messenger:receive_blocking(nil, 10))
+    end
+    for i, w in ipairs(pool) do assert.equal(pids[i], w:pid()) end
+    assert.is_true(pool:join(10))
+    assert.is_false(pool:is_alive())
+    for _, pid in ipairs(pids) do assert.is_false(U.pid_exists(pid)) end
+  end)
+
+  it("start kwargs overlay the constructor's", function()
+    local pool <close> = coproc.WorkerResourcePool(1, EchoProcess, { prefix = "a:" })
+    pool:start { prefix = "b:" }
+    pool[1].messenger:send_request(1)
+    assert.equal("b:1", pool[1].messenger:receive_blocking(nil, 10))
+  end)
+
+  it("map_messages feeds requests and yields every reply as it comes", function()
+    local pool <close> = coproc.WorkerResourcePool(2, EchoProcess, { prefix = "#" }):start()
+    local got, by = {}, {}
+    for reply, i in pool:map_messages(U.range(25)) do
+      got[#got + 1] = reply
+      by[i] = (by[i] or 0) + 1
+    end
+    table.sort(got, function(a, b) return tonumber(a:sub(2)) < tonumber(b:sub(2)) end)
+    for k = 1, 25 do assert.equal("#" .. k, got[k]) end
+    assert.equal(25, (by[1] or 0) + (by[2] or 0))
+    -- an iterator function as the source
+    local k, n = 0, 0
+    for _ in pool:map_messages(function() k = k + 1; if k <= 5 then return k end end) do n = n + 1 end
+    assert.equal(5, n)
+    for _, w in ipairs(pool) do assert.equal(0, w.messenger:remaining()) end
+  end)
+
+  it("map_messages raises WorkerDied when a worker dies", function()
+    local Crash = coproc.class {}
+    function Crash:run()
+      local d = self.messenger:receive_blocking()
+      if d == 3 then os.exit(5, false) end
+      self.messenger:send_reply(d)
+      while true do self.messenger:send_reply(self.messenger:receive_blocking()) end
+    end
+    local pool <close> = coproc.WorkerResourcePool(2, Crash):start()
+    local ok, err = pcall(function()
+      for _ in pool:map_messages(U.range(10)) do end
+    end)
+    assert.is_false(ok)
+    assert.is_true(coproc.is(err, coproc.WorkerDied), tostring(err))
+  end)
+
+  it("terminate never raises, also for dead workers; <close> terminates", function()
+    local pids
+    do
+      local pool <close> = coproc.WorkerResourcePool(2, EchoProcess):start()
+      pids = { pool[1]:pid(), pool[2]:pid() }
+      os.execute("kill -9 " .. pids[1])
+      U.wait_dead(pids[1])
+      pool:terminate(1)
+      pool:terminate(1)
+    end
+    for _, pid in ipairs(pids) do assert.is_false(U.pid_exists(pid)) end
+    assert.equal(0, U.zombies(coproc.getpid()))
+  end)
+end)
