@@ -1,6 +1,7 @@
 /* l_monitor.c: Lua glue for the monitor: core.monitor = { proctrack, read,
  * exists, plot, spawn, now, time, getpid, hz }. Policy (what to sample when,
  * units of the stats, notes) lives in lua/coproc/monitor.lua. */
+#define _GNU_SOURCE /* ppoll */
 #include "lcore.h"
 #include "procstat.h"
 #include "proctrack.h"
@@ -10,6 +11,7 @@
 #endif
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,6 +195,24 @@ static int l_now(lua_State *L) { lua_pushnumber(L, clock_of(CLOCK_MONOTONIC)); r
 static int l_time(lua_State *L) { lua_pushnumber(L, clock_of(CLOCK_REALTIME)); return 1; }
 /* cputime(): CPU seconds used by this process (user + system). */
 static int l_cputime(lua_State *L) { lua_pushnumber(L, clock_of(CLOCK_PROCESS_CPUTIME_ID)); return 1; }
+/* wait_readable(fd, timeout) --> true when fd is readable (or hung up)
+ * within timeout seconds. The monitor's sampling clock: a bare poll() costs
+ * far less per wakeup than a full messenger wait, and it only needs to know
+ * whether a message has started to arrive. */
+static int l_wait_readable(lua_State *L)
+{
+    int fd = (int)luaL_checkinteger(L, 1);
+    double timeout = luaL_checknumber(L, 2);
+    struct timespec ts;
+    if (timeout < 0) timeout = 0;
+    ts.tv_sec = (time_t)timeout;
+    ts.tv_nsec = (long)((timeout - (double)ts.tv_sec) * 1e9);
+    struct pollfd pf = {fd, POLLIN, 0};
+    int r = ppoll(&pf, 1, &ts, NULL);
+    lua_pushboolean(L, r > 0);
+    return 1;
+}
+
 static int l_getpid(lua_State *L) { lua_pushinteger(L, getpid()); return 1; }
 static int l_hz(lua_State *L) { lua_pushinteger(L, cp_procstat_hz()); return 1; }
 
@@ -440,6 +460,7 @@ void cp_l_monitor_open(lua_State *L, int t)
         {"time", l_time},
         {"cputime", l_cputime},
         {"getpid", l_getpid},
+        {"wait_readable", l_wait_readable},
         {"hz", l_hz},
         {"spawn", l_spawn},
 #ifdef COPROC_HAVE_PLOT
