@@ -28,7 +28,7 @@ local DEFAULTS = {
   save_fig_freq = 10,      -- redraw every N samples ...
   fig_min_seconds = 1.0,   -- ... but not more often than this (drawing costs ~10-50 ms)
   smaps_seconds = 0.5,     -- PSS/USS (smaps_rollup: ~10-100 us per process) re-read this often
-  rescan_seconds = 0.5,    -- look for new descendants this often (and when one exits)
+  rescan_seconds = 0.2,    -- look for new descendants this often (and when one exits)
   metric = "rss",          -- what plots show
   font_size = nil,         -- plot text size in points
   verbose = false,
@@ -418,7 +418,7 @@ local function new_sampler(kw)
     recs = {},               -- "pid:start" -> proc record
     t0 = kw.t0,              -- monotonic time of the host's start(): t = 0
     smaps_every = math.max(1, math.floor((kw.smaps_seconds or 0.5) / iv + 0.5)),
-    rescan_every = math.max(1, math.floor((kw.rescan_seconds or 0.5) / iv + 0.5)),
+    rescan_every = math.max(1, math.floor((kw.rescan_seconds or 0.2) / iv + 0.5)),
     fig_due = 0,
   }, Sampler)
   s.stats.start_time = kw.wall0

@@ -276,7 +276,7 @@ describe("coproc-lua -m coproc.monitor", function()
 
   it("watches the command's children and reports a signal as 128 + n", function()
     local csv = tmp("tree.csv")
-    local code = run(("-q --interval 0.01 --csv %s -- sh -c 'sleep 0.3 & sleep 0.3 & wait; kill -TERM $$'"):format(csv))
+    local code = run(("-q --interval 0.01 --csv %s -- sh -c 'sleep 1 & sleep 1 & wait; kill -TERM $$'"):format(csv))
     assert.equal(128 + 15, code)
     local s = monitor.Stats.from_csv(csv)
     local names = {}
