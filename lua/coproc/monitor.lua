@@ -745,7 +745,7 @@ function Monitor:is_alive() return self.worker ~= nil and self.worker:is_alive()
 function Monitor:worker_pid() return self.worker and self.worker:pid() end
 
 --- Stop sampling: a last sample, the final plot (fig_path), the log closed.
--- Returns the final stats when opts.stats is true. Safe to call twice.
+-- Safe to call twice.
 function Monitor:stop()
   local w, m = self.worker, self.messenger
   if not w then return self end
