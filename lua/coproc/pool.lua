@@ -32,7 +32,7 @@ local move, unpack = table.move, table.unpack
 local BUDGET      = 0.004      -- seconds of estimated work in flight per worker
 local MAX_BATCHES = 4          -- messages in flight per worker
 local MAX_UNITS   = 256        -- chunks per message with an explicit chunksize
-local MAX_AUTO    = 1 << 16    -- items per message with automatic chunking
+local MAX_AUTO    = 8192       -- items per message with automatic chunking
 local FN_PRIORITY = -huge      -- "define function" is popped before any batch
 local IDLE_FNS    = 16         -- functions kept in workers after their jobs end
 local GRACE       = 0.5        -- seconds a closing worker gets before SIGTERM
@@ -165,6 +165,8 @@ function M.Pool(n, opts)
     progress = opts.progress,
     prefetch = opts.prefetch,
     budget = opts.budget or BUDGET,
+    max_auto = opts._max_auto or MAX_AUTO,
+    max_batches = opts._max_batches or MAX_BATCHES,
     target = opts._target or pool_target,
     kwargs = {
       path = package.path, cpath = package.cpath,
@@ -326,7 +328,7 @@ function Pool:_can_send(w)
   if w.retiring then return false end
   if self.maxtasks and w.dispatched >= self.maxtasks then return false end
   if self.prefetch then return w.nb < self.prefetch end
-  return w.nb == 0 or (w.nb < MAX_BATCHES and w.est < self.budget)
+  return w.nb == 0 or (w.nb < self.max_batches and w.est < self.budget)
 end
 
 -- Send one batch from the top run to w. Returns true if the queue changed.
@@ -349,7 +351,8 @@ function Pool:_send_batch(w, run)
       k = floor(free / ema)
       local share = ceil(rem / (2 * #self.workers))
       if k > share then k = share end
-      if k > MAX_AUTO then k = MAX_AUTO elseif k < 1 then k = 1 end
+      local cap = self.max_auto
+      if k > cap then k = cap elseif k < 1 then k = 1 end
     end
   end
   if self.maxtasks then
