@@ -3,7 +3,10 @@
 
 set(CP_LUA_PATH "${PROJECT_SOURCE_DIR}/lua/?.lua;${PROJECT_SOURCE_DIR}/lua/?/init.lua;${PROJECT_SOURCE_DIR}/tests/?.lua;;")
 set(CP_LUA_CPATH "${PROJECT_BINARY_DIR}/?.so;;")
-set(CP_TEST_ENV "LUA_PATH=${CP_LUA_PATH}" "LUA_CPATH=${CP_LUA_CPATH}" "LUA_PATH_5_4=${CP_LUA_PATH}" "LUA_CPATH_5_4=${CP_LUA_CPATH}"
+# Semicolons are list separators in CMake: escape them inside ENVIRONMENT.
+string(REPLACE ";" "\\;" CP_LUA_PATH_ESC "${CP_LUA_PATH}")
+string(REPLACE ";" "\\;" CP_LUA_CPATH_ESC "${CP_LUA_CPATH}")
+set(CP_TEST_ENV "LUA_PATH=${CP_LUA_PATH_ESC}" "LUA_CPATH=${CP_LUA_CPATH_ESC}" "LUA_PATH_5_4=${CP_LUA_PATH_ESC}" "LUA_CPATH_5_4=${CP_LUA_CPATH_ESC}"
   "COPROC_LUA=$<TARGET_FILE:coproc-lua>" "COPROC_SOURCE_DIR=${PROJECT_SOURCE_DIR}" "COPROC_BUILD_DIR=${PROJECT_BINARY_DIR}")
 
 set(CP_RUNNER "")
@@ -35,7 +38,7 @@ file(GLOB SPECS CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/spec/*_spec.lua)
 foreach(spec ${SPECS})
   get_filename_component(name ${spec} NAME_WE)
   add_test(NAME spec/${name}
-    COMMAND ${PROJECT_SOURCE_DIR}/tests/run_lua.sh ${CP_RUNNER} ${BUSTED_EXE} --lua=${LUA_EXE} -o utfTerminal ${spec}
+    COMMAND ${PROJECT_SOURCE_DIR}/tests/run_lua.sh ${CP_RUNNER} ${LUA_EXE} ${BUSTED_EXE} --ignore-lua -o utfTerminal ${spec}
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
   set_tests_properties(spec/${name} PROPERTIES TIMEOUT 300 ENVIRONMENT "${CP_TEST_ENV}")
 endforeach()

@@ -1,0 +1,189 @@
+/* test_messenger.c: two messengers joined by a socketpair in one process:
+ * priorities across the wire, counters, large values both ways at once (no
+ * deadlock), malformed input, EOF with queued messages kept. */
+#include "check.h"
+#include "loop.h"
+#include "messenger.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static void pair(cp_messenger *a, cp_messenger *b)
+{
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    cp_messenger_init(a);
+    cp_messenger_init(b);
+    CHECK(cp_messenger_open(a, sv[0], 0, NULL) == 0);
+    CHECK(cp_messenger_open(b, sv[1], 0, NULL) == 0);
+}
+
+/* Send a frame whose payload is a msgpack bin of n bytes of fill. */
+static void send_bin(cp_messenger *m, double prio, unsigned flags, size_t n, char fill)
+{
+    char ch[16];
+    size_t cl = cp_channel_nil(ch);
+    cp_chan *c = cp_messenger_chan(m, ch, cl, 1);
+    size_t mark = cp_frame_begin(&m->out, CP_KIND_DATA, ch, cl, prio, flags);
+    unsigned char hdr[5] = {0xc6, (unsigned char)(n >> 24), (unsigned char)(n >> 16), (unsigned char)(n >> 8), (unsigned char)n};
+    cp_buf_append(&m->out, hdr, 5);
+    cp_buf_reserve(&m->out, n);
+    memset(m->out.data + m->out.len, fill, n);
+    m->out.len += n;
+    CHECK(cp_frame_finish(&m->out, mark, m->max_frame) == 0);
+    CHECK(cp_messenger_sent(m, c, flags) == 0);
+}
+
+struct until { cp_messenger *m; cp_chan *c; size_t n; };
+
+static int until_ready(void *ud)
+{
+    struct until *u = ud;
+    return (u->c && u->c->q.n >= u->n) || u->m->state != CP_M_OPEN;
+}
+
+/* Run the loop until channel c holds n messages or the connection is down. */
+static void wait_for(cp_messenger *m, cp_chan *c, size_t n)
+{
+    cp_messenger_flush_all();
+    struct until u = {m, c, n};
+    CHECK(cp_loop_wait(until_ready, &u, 10.0) == 1);
+}
+
+static cp_chan *nil_chan(cp_messenger *m)
+{
+    char ch[16];
+    size_t cl = cp_channel_nil(ch);
+    return cp_messenger_chan(m, ch, cl, 1);
+}
+
+static void test_priorities_and_counters(void)
+{
+    cp_messenger a, b;
+    pair(&a, &b);
+    send_bin(&a, INFINITY, CP_FLAG_REQUEST, 1, 'x');
+    send_bin(&a, 3, CP_FLAG_REQUEST, 1, 'c');
+    send_bin(&a, 1, CP_FLAG_REQUEST, 1, 'a');
+    send_bin(&a, 3, CP_FLAG_REQUEST, 1, 'd');
+    cp_chan *cb = nil_chan(&b);
+    /* Wait until all four are queued on b (the last may still be corked). */
+    wait_for(&b, cb, 4);
+    CHECK(cb->q.n == 4);
+    const char want[] = "acdx";
+    for (int i = 0; i < 4; i++) {
+        cp_msg *m = cp_messenger_pop(&b, cb);
+        CHECK(m && m->len == 6 && m->data[5] == want[i]);
+        cp_msg_free(m);
+    }
+    cp_chan *ca = nil_chan(&a);
+    CHECK(ca->requests_sent == 4);
+    CHECK(cb->requests_received == 4);
+    /* Replies count on the requesting side. */
+    send_bin(&b, INFINITY, CP_FLAG_REPLY, 1, 'r');
+    CHECK(cp_messenger_wait(&a, ca, 0, 5.0) == 1);
+    cp_msg *r = cp_messenger_pop(&a, ca);
+    CHECK(r != NULL);
+    cp_msg_free(r);
+    CHECK(ca->replies_received == 1);
+    CHECK(a.messages_sent == 4 && b.messages_received == 4);
+    cp_messenger_close(&a);
+    cp_messenger_close(&b);
+    cp_messenger_close(&a); /* closing twice is harmless */
+}
+
+static void test_large_both_ways(void)
+{
+    /* 32 MiB each way, more than both socket buffers: only works if a
+     * waiting side keeps reading while its own output drains. */
+    cp_messenger a, b;
+    pair(&a, &b);
+    size_t n = 32u << 20;
+    send_bin(&a, INFINITY, 0, n, 'A');
+    send_bin(&b, INFINITY, 0, n, 'B');
+    cp_chan *ca = nil_chan(&a), *cb = nil_chan(&b);
+    CHECK(cp_messenger_wait(&a, ca, 0, 30.0) == 1);
+    CHECK(cp_messenger_wait(&b, cb, 0, 30.0) == 1);
+    cp_msg *ma = cp_messenger_pop(&a, ca), *mb = cp_messenger_pop(&b, cb);
+    CHECK(ma && ma->len == n + 5 && ma->data[5] == 'B' && ma->data[n + 4] == 'B');
+    CHECK(mb && mb->len == n + 5 && mb->data[5] == 'A' && mb->data[n + 4] == 'A');
+    cp_msg_free(ma);
+    cp_msg_free(mb);
+    cp_messenger_close(&a);
+    cp_messenger_close(&b);
+}
+
+static void test_malformed_breaks_connection(void)
+{
+    cp_messenger a, b;
+    pair(&a, &b);
+    send_bin(&a, INFINITY, 0, 3, 'k');       /* one good frame first */
+    cp_messenger_flush(&a, 5.0);
+    CHECK(write(a.fd, "\x00\x00\x00\x06\x95\x09\xc0\xc0\x00\x2a", 10) == 10); /* unknown kind */
+    cp_chan *cb = nil_chan(&b);
+    wait_for(&b, NULL, 0);
+    CHECK(b.state == CP_M_BROKEN);
+    CHECK(b.error && strstr(b.error, "kind"));
+    CHECK(cb->q.n == 1);                 /* the good frame is not lost */
+    CHECK(!cp_messenger_exhausted(&b, cb));
+    cp_msg *m = cp_messenger_pop(&b, cb);
+    CHECK(m != NULL);
+    cp_msg_free(m);
+    CHECK(cp_messenger_exhausted(&b, cb));
+    cp_messenger_close(&a);
+    cp_messenger_close(&b);
+}
+
+static void test_oversized_and_eof(void)
+{
+    cp_messenger a, b;
+    pair(&a, &b);
+    b.max_frame = 1024;
+    send_bin(&a, INFINITY, 0, 10, 'o');
+    send_bin(&a, INFINITY, 0, 4096, 'o'); /* exceeds b's limit */
+    cp_chan *cb = nil_chan(&b);
+    wait_for(&b, NULL, 0);
+    CHECK(b.state == CP_M_BROKEN && strstr(b.error, "maximum"));
+    CHECK(cb->q.n == 1);
+    cp_messenger_close(&b);
+
+    /* EOF: queued messages stay readable after the peer is gone. */
+    cp_messenger c, d;
+    pair(&c, &d);
+    send_bin(&c, INFINITY, CP_FLAG_REQUEST, 5, 'e');
+    cp_messenger_flush(&c, 5.0);
+    cp_messenger_close(&c);
+    cp_chan *cd = nil_chan(&d);
+    wait_for(&d, NULL, 0);
+    CHECK(d.state == CP_M_EOF);
+    CHECK(cp_messenger_ready(&d, cd));
+    cp_msg *m = cp_messenger_pop(&d, cd);
+    CHECK(m && m->len == 10);
+    cp_msg_free(m);
+    CHECK(cp_messenger_exhausted(&d, cd));
+    cp_messenger_close(&d);
+    cp_messenger_close(&a);
+}
+
+static void test_timeout(void)
+{
+    cp_messenger a, b;
+    pair(&a, &b);
+    double t0 = cp_now();
+    CHECK(cp_messenger_wait(&a, nil_chan(&a), 0, 0.05) == 0);
+    CHECK(cp_now() - t0 >= 0.04);
+    cp_messenger_close(&a);
+    cp_messenger_close(&b);
+}
+
+int main(void)
+{
+    test_priorities_and_counters();
+    test_large_both_ways();
+    test_malformed_breaks_connection();
+    test_oversized_and_eof();
+    test_timeout();
+    return check_report("test_messenger");
+}
