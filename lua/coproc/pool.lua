@@ -177,6 +177,7 @@ function M.Pool(n, opts)
     fids = {}, idle = {}, next_fid = 1, next_bid = 1, seq = 0,
     startup_failures = 0, replaced = 0, deaths = 0, tasks_done = 0,
     state = "running",
+    owner = coproc.getpid(),
   }, Pool)
   if self.maxtasks ~= nil and (math.type(self.maxtasks) ~= "integer" or self.maxtasks < 1) then
     error("maxtasksperchild must be a positive integer", 2)
@@ -795,6 +796,8 @@ end
 -- (SIGTERM then SIGKILL for busy ones). Never raises. Also __close/__gc.
 function Pool:terminate()
   if self.state == "terminated" then return end
+  -- A copy of the pool in a forked child ("inherit" workers) owns nothing.
+  if self.owner ~= coproc.getpid() then return end
   for job in pairs(self.jobs) do
     self:_end_job(job, new_error("Cancelled", { message = "pool terminated" }))
   end
