@@ -289,6 +289,7 @@ static int l_send_request_multiple(lua_State *L)
 {
     cp_messenger *m = check_usable(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 4); /* items are pushed above the arguments */
     chankey k;
     check_channel(L, 3, &k);
     cp_chan *c = cp_messenger_chan(m, k.b, k.n, 1);
