@@ -36,6 +36,7 @@ void cp_messenger_init(cp_messenger *m)
 {
     memset(m, 0, sizeof *m);
     m->fd = -1;
+    m->pidfd = -1;
     m->state = CP_M_CLOSED;
     m->max_frame = CP_FRAME_MAX_DEFAULT;
 }
@@ -66,6 +67,7 @@ static void stop_watchers(cp_messenger *m)
     ev_io_stop(loop, &m->rw);
     ev_io_stop(loop, &m->ww);
     ev_io_stop(loop, &m->pw);
+    if (m->pidfd >= 0) { close(m->pidfd); m->pidfd = -1; }
 }
 
 /* The connection is over: keep what was queued, stop watching. */
@@ -97,8 +99,9 @@ int cp_messenger_open(cp_messenger *m, int fd, int fifo, cp_proc *peer)
     ev_io_init(&m->ww, on_writable, fd, EV_WRITE);
     m->rw.data = m->ww.data = m->pw.data = m;
     ev_io_start(loop, &m->rw);
-    if (peer && peer->pidfd >= 0) {
-        ev_io_init(&m->pw, on_peer_exit, peer->pidfd, EV_READ);
+    if (peer && peer->pidfd >= 0) m->pidfd = fcntl(peer->pidfd, F_DUPFD_CLOEXEC, 0);
+    if (m->pidfd >= 0) {
+        ev_io_init(&m->pw, on_peer_exit, m->pidfd, EV_READ);
         m->pw.data = m;
         ev_io_start(loop, &m->pw);
     }
@@ -112,7 +115,8 @@ void cp_messenger_close(cp_messenger *m)
     if (m->state == CP_M_OPEN) stop_watchers(m);
     if (m->owner == getpid()) link_out(m);
     if (m->fd >= 0) close(m->fd);
-    m->fd = -1;
+    if (m->pidfd >= 0 && m->owner == getpid()) close(m->pidfd);
+    m->fd = m->pidfd = -1;
     m->state = CP_M_CLOSED;
     release(m);
 }
@@ -125,7 +129,8 @@ void cp_messenger_forget_all(void)
             next = m->next;
             /* fd CP_CHILD_FD is by now the child's own connection. */
             if (m->fd >= 0 && m->fd != CP_CHILD_FD) close(m->fd);
-            m->fd = -1;
+            if (m->pidfd >= 0 && m->pidfd != CP_CHILD_FD) close(m->pidfd);
+            m->fd = m->pidfd = -1;
             m->state = CP_M_CLOSED;
             m->prev = m->next = NULL;
             release(m);
@@ -309,6 +314,8 @@ static void on_peer_exit(struct ev_loop *loop, ev_io *w, int revents)
     (void)revents;
     cp_messenger *m = w->data;
     ev_io_stop(loop, w);
+    close(m->pidfd);
+    m->pidfd = -1;
     if (m->peer) cp_proc_poll(m->peer);
     /* Take what it wrote before dying, then treat the connection as over
      * even if a grandchild still holds the socket. */

@@ -59,7 +59,9 @@ typedef struct cp_messenger {
     uint64_t    messages_sent, messages_received;
     cp_proc    *peer;         /* the worker, on the host side; else NULL */
     pid_t       owner;        /* process that opened it */
-    ev_io       rw, ww, pw;   /* readable, writable, peer pidfd */
+    ev_io       rw, ww, pw;   /* readable, writable, peer exit */
+    int         pidfd;        /* our own dup of the peer's pidfd, or -1: a
+                                 watched fd must outlive its watcher */
     struct cp_messenger *prev, *next; /* every open messenger of the process */
 } cp_messenger;
 
