@@ -297,6 +297,12 @@ static int l_now(lua_State *L)
     return 1;
 }
 
+static int l_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
 static int l_terminate_all(lua_State *L)
 {
     coproc_terminate_all(luaL_optnumber(L, 1, 0.5));
@@ -350,6 +356,7 @@ void cp_l_process_open(lua_State *L, int t)
         {"getpid", l_getpid},
         {"now", l_now},
         {"terminate_all", l_terminate_all},
+        {"isatty", l_isatty},
         {NULL, NULL}
     };
     luaL_setfuncs(L, fns, 0);

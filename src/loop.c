@@ -12,12 +12,18 @@ struct ev_loop *cp_loop(void)
 {
     pid_t me = getpid();
     if (g_loop && g_loop_pid == me) return g_loop;
-    /* In a forked child the inherited loop shares its epoll instance with
-     * the parent: drop our copy of it and start over. */
-    if (g_loop) ev_loop_destroy(g_loop);
+    /* A forked child starts over (cp_loop_after_fork dropped the inherited
+     * loop; if nobody called it, the old loop is left alone: destroying it
+     * now could close an fd number that has been reused since). */
     g_loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     g_loop_pid = me;
     return g_loop;
+}
+
+void cp_loop_after_fork(void)
+{
+    if (g_loop && g_loop_pid != getpid()) ev_loop_destroy(g_loop);
+    g_loop = NULL;
 }
 
 double cp_now(void)

@@ -10,6 +10,11 @@
  * forked child (the parent's epoll set is never touched by the child). */
 struct ev_loop *cp_loop(void);
 
+/* In a freshly forked child, before any fd is closed or reused: drop the
+ * inherited loop (closing our copy of its epoll fd while that fd number is
+ * still the loop's). */
+void cp_loop_after_fork(void);
+
 /* Monotonic time in seconds. */
 double cp_now(void);
 

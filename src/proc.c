@@ -111,6 +111,7 @@ pid_t cp_proc_spawn(cp_proc *p, int *fd_out, int close_fds)
         return -1;
     }
     if (pid == 0) {
+        cp_loop_after_fork();
         close(sv[0]);
         child_setup(parent, sv[1], close_fds);
         *fd_out = CP_CHILD_FD;

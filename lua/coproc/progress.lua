@@ -1,17 +1,13 @@
 --- coproc.progress: a one-line progress bar (done/total, rate, ETA) for
 -- Pool maps. Draws on stderr only when stderr is a terminal, unless a stream
 -- is given with force = true (tests, logs).
+local core = require "coproc.core"
+
 local M = {}
 
-local tty_cache
---- Is stderr a terminal? Asked once per process (a `test -t 2` in a shell,
--- which inherits our fd 2; stock Lua has no isatty).
+--- Is stderr a terminal?
 function M.stderr_is_tty()
-  if tty_cache == nil then
-    local ok = os.execute("test -t 2")
-    tty_cache = ok == true or ok == 0
-  end
-  return tty_cache
+  return core.isatty(2)
 end
 
 local Bar = {}
