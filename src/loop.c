@@ -7,6 +7,13 @@
 static struct ev_loop *g_loop;
 static pid_t g_loop_pid;
 static volatile sig_atomic_t g_interrupt;
+static ev_async g_wake;  /* lets a signal handler wake a blocked loop */
+
+static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)w; (void)revents;
+    ev_break(loop, EVBREAK_ONE);
+}
 
 struct ev_loop *cp_loop(void)
 {
@@ -17,6 +24,9 @@ struct ev_loop *cp_loop(void)
      * now could close an fd number that has been reused since). */
     g_loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     g_loop_pid = me;
+    ev_async_init(&g_wake, on_wake);
+    ev_async_start(g_loop, &g_wake);
+    ev_unref(g_loop); /* the wake-up watcher alone keeps nothing running */
     return g_loop;
 }
 
@@ -33,7 +43,13 @@ double cp_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-void cp_loop_interrupt(void) { g_interrupt = 1; }
+void cp_loop_interrupt(void)
+{
+    g_interrupt = 1;
+    /* A flag alone can be missed by a wait that is just entering epoll;
+     * ev_async_send is async-signal-safe and makes that wait return. */
+    if (g_loop && g_loop_pid == getpid()) ev_async_send(g_loop, &g_wake);
+}
 
 int cp_loop_take_interrupt(void)
 {
