@@ -229,6 +229,74 @@ describe("coproc-lua", function()
       assert.equal("table\t:preload:\ttrue\tfunction\n", out)
     end)
 
+    -- A host script that starts an echo worker, prints "<host pid> <worker pid>"
+    -- once the worker answered, then does `tail` (Lua source).
+    local function host_script(tail)
+      return [[
+        local coproc = require "coproc"
+        local Echo = coproc.class {}
+        function Echo:run()
+          while true do self.messenger:send_reply(self.messenger:receive_blocking()) end
+        end
+        worker = coproc.WorkerResource(Echo):start()
+        worker.messenger:send_request("hi")
+        assert(worker.messenger:receive_blocking() == "hi")
+        io.write(coproc.getpid(), " ", worker:pid(), "\n")
+        io.flush()
+      ]] .. tail
+    end
+
+    local function alive(pid)
+      return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
+    end
+
+    -- Starts the host, waits for its pid line, sends SIGINT to the host only,
+    -- returns exit code, stderr, worker pid.
+    local function interrupt(tail)
+      local script, err = dir .. "/ctrlc.lua", os.tmpname()
+      spit(script, host_script(tail))
+      local p = assert(io.popen("exec " .. q(LUA) .. " " .. q(script) .. " 2>" .. q(err)))
+      local host, worker = p:read("n", "n")
+      assert.truthy(host and worker, "host did not report its pids")
+      assert.is_true(alive(worker))
+      os.execute("kill -INT " .. host)
+      p:read("a")
+      local _, how, code = p:close()
+      local e = slurp(err)
+      os.remove(err)
+      assert.equal("exit", how)
+      return code, e, worker
+    end
+
+    it("turns Ctrl-C during a blocking receive into exit 130 and ends the workers", function()
+      -- 60 s is only a hang guard: without the interrupt this raises Timeout (exit 1).
+      local code, err, worker = interrupt("worker.messenger:receive_blocking(nil, 60)")
+      assert.matches("interrupted!", err)
+      assert.equal(130, code)
+      assert.is_false(alive(worker))
+    end)
+
+    it("turns Ctrl-C in running Lua code into exit 130 and ends the workers", function()
+      local code, err, worker = interrupt("local t0 = os.time() while os.time() - t0 < 60 do end")
+      assert.matches("interrupted!", err)
+      assert.equal(130, code)
+      assert.is_false(alive(worker))
+    end)
+
+    it("ends workers left running at normal exit, at os.exit and after an error", function()
+      for _, tail in ipairs { "", "os.exit(4)", "error('late failure')" } do
+        local script = dir .. "/leftover.lua"
+        spit(script, host_script(tail))
+        local p = assert(io.popen("exec " .. q(LUA) .. " " .. q(script) .. " 2>/dev/null"))
+        local host, worker = p:read("n", "n")
+        p:read("a")
+        local _, _, code = p:close()
+        assert.truthy(host and worker)
+        assert.equal(tail == "" and 0 or tail:match("exit") and 4 or 1, code)
+        assert.is_false(alive(worker), "worker left alive after: " .. tail)
+      end
+    end)
+
     it("puts coproc's Lua directory first on package.path", function()
       local code, out = run{ "-e", "print(package.path)", env = { LUA_PATH_5_4 = "/nowhere/?.lua" } }
       assert.equal(0, code)

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds, runs the raw C socketpair baseline and the coproc benchmark, and
+# prints them side by side with the targets. Timings, not tests.
+# BUILD_DIR (default build) picks the build tree; CP_BENCH_SCALE scales the
+# coproc iteration counts; CP_BENCH_PIN=<cpu> runs both on one CPU (taskset):
+# on VMs a wake-up across CPUs costs tens of microseconds and varies from run
+# to run, which swamps the small round trip; pinned, it measures software cost.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${BUILD_DIR:-build}
+bash scripts/build.sh >/dev/null
+pin=()
+[ -n "${CP_BENCH_PIN:-}" ] && pin=(taskset -c "$CP_BENCH_PIN")
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+echo "raw C baseline ($BUILD_DIR/bench/raw_baseline)..." >&2
+"${pin[@]}" "$BUILD_DIR/bench/raw_baseline" | tee "$out/raw" >&2
+echo "coproc (bench/core_bench.lua)..." >&2
+"${pin[@]}" "$BUILD_DIR/coproc-lua" bench/core_bench.lua | tee "$out/coproc" >&2
+echo >&2
+
+# ratio: how many times slower coproc is than raw C (>1 = slower).
+awk '
+  FNR == 1 { file++ }
+  file == 1 { raw[$1] = $2; unit[$1] = $3; next }
+  file == 2 { cp[$1] = $2; unit[$1] = $3; next }
+  function row(label, rawname, cpname, lower_is_better, target, ok,   r, c, ratio) {
+    r = raw[rawname]; c = cp[cpname]
+    if (r == "" || c == "") { printf "%-28s %14s %14s %8s  %-22s %s\n", label, r == "" ? "-" : r, c == "" ? "-" : c, "-", target, "-"; return }
+    ratio = lower_is_better ? c / r : r / c
+    printf "%-28s %14s %14s %7.2fx  %-22s %s\n", label, r, c, ratio, target, ok ? "ok" : "MISSED"
+  }
+  END {
+    printf "%-28s %14s %14s %8s  %-22s %s\n", "measurement", "raw C", "coproc", "ratio", "target", ""
+    row("round trip, small (us)", "rtt_small", "rtt_small", 1, "<= 1.5x raw",
+        cp["rtt_small"] != "" && cp["rtt_small"] <= 1.5 * raw["rtt_small"])
+    row("stream, write each (msg/s)", "stream_small_write", "stream_small", 0, ">= 2000000 msgs/s",
+        cp["stream_small"] >= 2000000)
+    row("stream, 64K batch (msg/s)", "stream_small_batched", "stream_small", 0, ">= 2000000 msgs/s",
+        cp["stream_small"] >= 2000000)
+    row("1 MiB round trip (GB/s)", "roundtrip_1mib", "roundtrip_1mib", 0, ">= 2 GB/s",
+        cp["roundtrip_1mib"] >= 2)
+    row("start to first reply (us)", "start_first_reply", "start_first_reply", 1, "< 2000 us",
+        cp["start_first_reply"] != "" && cp["start_first_reply"] < 2000)
+  }
+' "$out/raw" "$out/coproc"
