@@ -54,3 +54,10 @@ foreach(ex ${EXAMPLES})
     WORKING_DIRECTORY ${PROJECT_BINARY_DIR})
   set_tests_properties(example/${name} PROPERTIES TIMEOUT 300 ENVIRONMENT "${CP_TEST_ENV}")
 endforeach()
+
+# The installed layout: `cmake --install` into a scratch DESTDIR, then a stock
+# lua5.4 that only knows those directories runs a worker.
+add_test(NAME install/stock_lua
+  COMMAND sh ${PROJECT_SOURCE_DIR}/tests/install_test.sh ${PROJECT_BINARY_DIR} ${LUA_EXE}
+  ${LUA_INSTALL_LMOD} ${LUA_INSTALL_CMOD} ${CMAKE_INSTALL_PREFIX}/bin)
+set_tests_properties(install/stock_lua PROPERTIES TIMEOUT 120)
