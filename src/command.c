@@ -1,6 +1,7 @@
 /* command.c: see command.h. */
 #define _GNU_SOURCE /* pipe2 */
 #include "command.h"
+#include "proc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -12,17 +13,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-static int pidfd_open_(pid_t pid)
-{
-#ifdef SYS_pidfd_open
-    return (int)syscall(SYS_pidfd_open, pid, 0);
-#else
-    (void)pid;
-    errno = ENOSYS;
-    return -1;
-#endif
-}
 
 int cp_command_spawn(cp_command *c, char *const argv[])
 {
@@ -66,7 +56,7 @@ int cp_command_spawn(cp_command *c, char *const argv[])
         errno = e;
         return -1;
     }
-    c->pidfd = pidfd_open_(pid);
+    c->pidfd = cp_pidfd_open(pid);
     return 0;
 }
 

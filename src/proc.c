@@ -38,10 +38,13 @@ static void reg_remove(cp_proc *p)
     p->prev = p->next = NULL;
 }
 
-static int pidfd_open_(pid_t pid)
+int cp_pidfd_open(pid_t pid)
 {
 #ifdef SYS_pidfd_open
+    static int unsupported; /* old kernels, valgrind: ask once */
+    if (unsupported) return -1;
     int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd < 0 && errno == ENOSYS) unsupported = 1;
     if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
     return fd;
 #else
@@ -121,7 +124,7 @@ pid_t cp_proc_spawn(cp_proc *p, int *fd_out, int close_fds)
     p->pid = pid;
     p->owner = parent;
     p->status = 0;
-    p->pidfd = pidfd_open_(pid);
+    p->pidfd = cp_pidfd_open(pid);
     *fd_out = sv[0];
     reg_add(p);
     return pid;

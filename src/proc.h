@@ -48,6 +48,10 @@ void cp_proc_terminate_all(double grace);
  * is the child's own connection). */
 void cp_proc_forget_all(void);
 
+/* A close-on-exec pidfd for pid, or -1 (ENOSYS is remembered, so old
+ * kernels and valgrind are asked once). */
+int  cp_pidfd_open(pid_t pid);
+
 /* Exit code (>= 0), or -signal when killed, or INT_MIN while running. */
 int  cp_proc_exitcode(const cp_proc *p);
 
