@@ -57,6 +57,9 @@ static void release(cp_messenger *m)
     cp_pqueue_clear(&m->special);
     cp_buf_free(&m->in);
     cp_buf_free(&m->out);
+    free(m->big);
+    m->big = NULL;
+    m->big_have = m->big_total = 0;
     m->queued = 0;
 }
 
@@ -230,6 +233,36 @@ int cp_messenger_flush(cp_messenger *m, double timeout)
     return rc;
 }
 
+/* Queue the parsed frame f; block, when not NULL, holds its bytes and is
+ * handed to the message. Returns 0, or -1 when the connection broke. */
+static int queue_frame(cp_messenger *m, const cp_frame *f, void *block)
+{
+    double prio = m->fifo || f->kind != CP_KIND_DATA ? 0.0 : f->priority;
+    cp_msg *msg = block ? cp_msg_wrap(f->kind, f->flags, prio, block, f->payload, f->payload_len)
+                        : cp_msg_new(f->kind, f->flags, prio, f->payload, f->payload_len);
+    cp_pqueue *q = &m->special;
+    if (msg && f->kind == CP_KIND_DATA) {
+        cp_chan *c = cp_messenger_chan(m, f->chan, f->chan_len, 1);
+        q = c ? &c->q : NULL;
+    }
+    if (!msg || !q || (msg->seq = ++m->seq, cp_pqueue_push(q, msg))) {
+        cp_msg_free(msg);
+        m->error = "out of memory while queueing a message";
+        set_down(m, CP_M_BROKEN);
+        return -1;
+    }
+    m->queued++;
+    m->messages_received++;
+    return 0;
+}
+
+static void frame_error(cp_messenger *m, const char *err)
+{
+    m->error = err;
+    set_down(m, CP_M_BROKEN);
+    m->in.start = m->in.len = 0;
+}
+
 /* Queue every whole frame at the head of m->in. */
 static void parse_frames(cp_messenger *m)
 {
@@ -237,55 +270,71 @@ static void parse_frames(cp_messenger *m)
         cp_frame f;
         const char *err = NULL;
         int rc = cp_frame_parse(cp_buf_head(&m->in), cp_buf_size(&m->in), m->max_frame, &f, &err);
-        if (rc == CP_FRAME_NEED_MORE) return;
-        if (rc == CP_FRAME_BAD) {
-            m->error = err;
-            set_down(m, CP_M_BROKEN);
-            m->in.start = m->in.len = 0;
-            return;
-        }
-        double prio = m->fifo ? 0.0 : f.priority;
-        cp_msg *msg = cp_msg_new(f.kind, f.flags, prio, f.payload, f.payload_len);
-        cp_pqueue *q = &m->special;
-        if (msg && f.kind == CP_KIND_DATA) {
-            cp_chan *c = cp_messenger_chan(m, f.chan, f.chan_len, 1);
-            q = c ? &c->q : NULL;
-        }
-        if (msg && f.kind != CP_KIND_DATA) msg->priority = 0;
-        if (!msg || !q || (msg->seq = ++m->seq, cp_pqueue_push(q, msg))) {
-            cp_msg_free(msg);
-            m->error = "out of memory while queueing a message";
-            set_down(m, CP_M_BROKEN);
-            return;
-        }
-        m->queued++;
-        m->messages_received++;
+        if (rc == CP_FRAME_NEED_MORE) break;
+        if (rc == CP_FRAME_BAD) { frame_error(m, err); return; }
+        if (queue_frame(m, &f, NULL)) return;
         cp_buf_consume(&m->in, f.total);
     }
+    /* A large frame begun: move it to a block of its own, so the rest is
+     * read straight into place and queued without another copy. */
+    size_t have = cp_buf_size(&m->in);
+    if (have >= CP_FRAME_PREFIX) {
+        const unsigned char *p = (const unsigned char *)cp_buf_head(&m->in);
+        size_t total = CP_FRAME_PREFIX + ((size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3]);
+        if (total > CP_BIG_FRAME && total - CP_FRAME_PREFIX <= m->max_frame) {
+            m->big = malloc(total);
+            if (!m->big) { frame_error(m, "out of memory while reading a large frame"); return; }
+            memcpy(m->big, cp_buf_head(&m->in), have);
+            m->big_have = have;
+            m->big_total = total;
+            m->in.start = m->in.len = 0;
+        }
+    }
+}
+
+/* The large frame in m->big is complete: parse and queue it. */
+static void finish_big(cp_messenger *m)
+{
+    char *block = m->big;
+    size_t total = m->big_total;
+    m->big = NULL;
+    m->big_have = m->big_total = 0;
+    cp_frame f;
+    const char *err = NULL;
+    if (cp_frame_parse(block, total, m->max_frame, &f, &err) != CP_FRAME_OK) {
+        free(block);
+        frame_error(m, err ? err : "malformed large frame");
+        return;
+    }
+    queue_frame(m, &f, block);
 }
 
 void cp_messenger_pump(cp_messenger *m)
 {
     for (int round = 0; round < 64 && m->state == CP_M_OPEN; round++) {
-        /* Size the read for a large frame whose length is already known. */
-        size_t want = READ_CHUNK;
-        size_t have = cp_buf_size(&m->in);
-        if (have >= CP_FRAME_PREFIX) {
-            const unsigned char *p = (const unsigned char *)cp_buf_head(&m->in);
-            size_t total = CP_FRAME_PREFIX + ((size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3]);
-            if (total <= m->max_frame + CP_FRAME_PREFIX && total > have + want) want = total - have;
+        char *dst;
+        size_t room;
+        if (m->big) {
+            dst = m->big + m->big_have;
+            room = m->big_total - m->big_have;
+        } else {
+            if (m->in.start && m->in.cap - m->in.len < READ_CHUNK) cp_buf_compact(&m->in);
+            if (cp_buf_reserve(&m->in, READ_CHUNK)) {
+                frame_error(m, "out of memory while reading");
+                return;
+            }
+            dst = m->in.data + m->in.len;
+            room = m->in.cap - m->in.len;
         }
-        if (m->in.start && m->in.cap - m->in.len < want) cp_buf_compact(&m->in);
-        if (cp_buf_reserve(&m->in, want)) {
-            m->error = "out of memory while reading";
-            set_down(m, CP_M_BROKEN);
-            return;
-        }
-        size_t room = m->in.cap - m->in.len;
-        ssize_t n = read(m->fd, m->in.data + m->in.len, room);
+        ssize_t n = read(m->fd, dst, room);
         if (n > 0) {
-            m->in.len += (size_t)n;
-            parse_frames(m);
+            if (m->big) {
+                m->big_have += (size_t)n;
+                if (m->big_have == m->big_total) finish_big(m);
+            } else {
+                m->in.len += (size_t)n;
+                parse_frames(m);
+            }
             if ((size_t)n < room) return; /* drained for now */
             continue;
         }

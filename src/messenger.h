@@ -24,6 +24,7 @@
 #define CP_CHAN_BUCKETS 32
 #define CP_FLUSH_BYTES (64u << 10)
 #define CP_CORK_SECONDS 50e-6
+#define CP_BIG_FRAME (256u << 10) /* frames above this skip the read buffer */
 #define CP_HIGH_WATER (8u << 20) /* a send waits while more is pending */
 
 enum cp_mstate {
@@ -50,6 +51,8 @@ typedef struct cp_messenger {
     int         write_errno;  /* errno of a failed write, else 0 */
     size_t      max_frame;
     cp_buf      in, out;
+    char       *big;          /* a large frame being read straight into its own block */
+    size_t      big_have, big_total;
     double      last_write;   /* cp_now() of the last write attempt */
     unsigned    frames_pending; /* frames appended since out was last empty */
     cp_chan    *buckets[CP_CHAN_BUCKETS];

@@ -13,11 +13,32 @@ cp_msg *cp_msg_new(int kind, unsigned flags, double priority, const char *payloa
     m->kind = kind;
     m->flags = flags;
     m->len = len;
-    if (len) memcpy(m->data, payload, len);
+    m->block = NULL;
+    m->data = m->inline_data;
+    if (len) memcpy(m->inline_data, payload, len);
     return m;
 }
 
-void cp_msg_free(cp_msg *m) { free(m); }
+cp_msg *cp_msg_wrap(int kind, unsigned flags, double priority, void *block, const char *payload, size_t len)
+{
+    cp_msg *m = malloc(sizeof *m);
+    if (!m) { free(block); return NULL; }
+    m->priority = priority;
+    m->seq = 0;
+    m->kind = kind;
+    m->flags = flags;
+    m->len = len;
+    m->block = block;
+    m->data = payload;
+    return m;
+}
+
+void cp_msg_free(cp_msg *m)
+{
+    if (!m) return;
+    free(m->block);
+    free(m);
+}
 
 static int before(const cp_msg *a, const cp_msg *b)
 {

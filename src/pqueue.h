@@ -11,17 +11,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* One received message: header fields and its payload bytes (raw msgpack). */
+/* One received message: header fields and its payload bytes (raw msgpack).
+ * Small payloads are copied in after the struct; a large one stays in the
+ * block it was read into (no second copy of megabytes). */
 typedef struct cp_msg {
-    double   priority;
-    uint64_t seq;
-    int      kind;
-    unsigned flags;
-    size_t   len;
-    char     data[];
+    double      priority;
+    uint64_t    seq;
+    int         kind;
+    unsigned    flags;
+    size_t      len;
+    const char *data;   /* payload: inline below, or inside block */
+    void       *block;  /* owned separate allocation, or NULL */
+    char        inline_data[];
 } cp_msg;
 
 cp_msg *cp_msg_new(int kind, unsigned flags, double priority, const char *payload, size_t len);
+/* A message whose payload lies in block (malloc'd; owned from now on, also
+ * on failure). */
+cp_msg *cp_msg_wrap(int kind, unsigned flags, double priority, void *block, const char *payload, size_t len);
 void    cp_msg_free(cp_msg *m);
 
 typedef struct cp_pqueue {
