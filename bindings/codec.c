@@ -479,15 +479,40 @@ static int enc_value(enc *e, int idx, int depth)
         return msgpack_pack_nil(&e->pk) ? enc_oom(e) : 0;
     case LUA_TBOOLEAN:
         return (lua_toboolean(L, idx) ? msgpack_pack_true(&e->pk) : msgpack_pack_false(&e->pk)) ? enc_oom(e) : 0;
-    case LUA_TNUMBER:
-        if (lua_isinteger(L, idx))
-            return msgpack_pack_int64(&e->pk, (int64_t)lua_tointeger(L, idx)) ? enc_oom(e) : 0;
-        return msgpack_pack_double(&e->pk, (double)lua_tonumber(L, idx)) ? enc_oom(e) : 0;
+    case LUA_TNUMBER: {
+        /* Scalars are written in place: the packer's callback per piece
+         * costs more than the bytes (this is the hot path of every send). */
+        if (cp_buf_reserve(e->b, 9)) return enc_oom(e);
+        unsigned char *o = (unsigned char *)e->b->data + e->b->len;
+        int isint;
+        lua_Integer v = lua_tointegerx(L, idx, &isint);
+        if (isint && lua_isinteger(L, idx)) {
+            if (v >= 0 && v <= 0x7f) { o[0] = (unsigned char)v; e->b->len += 1; return 0; }
+            if (v < 0 && v >= -32) { o[0] = (unsigned char)(int8_t)v; e->b->len += 1; return 0; }
+            return msgpack_pack_int64(&e->pk, (int64_t)v) ? enc_oom(e) : 0;
+        }
+        double d = (double)lua_tonumber(L, idx);
+        uint64_t bits;
+        memcpy(&bits, &d, 8);
+        o[0] = 0xcb;
+        for (int i = 0; i < 8; i++) o[1 + i] = (unsigned char)(bits >> (56 - 8 * i));
+        e->b->len += 9;
+        return 0;
+    }
     case LUA_TSTRING: {
         size_t n;
         const char *s = lua_tolstring(L, idx, &n);
         if (n > UINT32_MAX) return enc_fail(e, depth, "string too long (%zu bytes)", n);
-        return (msgpack_pack_str(&e->pk, n) || msgpack_pack_str_body(&e->pk, s, n)) ? enc_oom(e) : 0;
+        if (cp_buf_reserve(e->b, n + 5)) return enc_oom(e);
+        unsigned char *o = (unsigned char *)e->b->data + e->b->len;
+        size_t h;
+        if (n < 32) { o[0] = (unsigned char)(0xa0 | n); h = 1; }
+        else if (n <= 0xff) { o[0] = 0xd9; o[1] = (unsigned char)n; h = 2; }
+        else if (n <= 0xffff) { o[0] = 0xda; o[1] = (unsigned char)(n >> 8); o[2] = (unsigned char)n; h = 3; }
+        else { o[0] = 0xdb; put_be32(o + 1, (uint32_t)n); h = 5; }
+        memcpy(o + h, s, n);
+        e->b->len += h + n;
+        return 0;
     }
     case LUA_TTABLE:
         return enc_table(e, idx, depth);

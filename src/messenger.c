@@ -54,6 +54,7 @@ static void release(cp_messenger *m)
         }
         m->buckets[i] = NULL;
     }
+    m->last_chan = NULL;
     cp_pqueue_clear(&m->special);
     cp_buf_free(&m->in);
     cp_buf_free(&m->out);
@@ -143,13 +144,23 @@ void cp_messenger_forget_all(void)
     }
 }
 
+static inline int key_eq(const cp_chan *c, const char *key, size_t len)
+{
+    if (c->keylen != len) return 0;
+    for (size_t i = 0; i < len; i++)
+        if (c->key[i] != key[i]) return 0;
+    return 1;
+}
+
 cp_chan *cp_messenger_chan(cp_messenger *m, const char *key, size_t len, int create)
 {
+    /* Most traffic stays on one channel: try the last one first. */
+    if (m->last_chan && key_eq(m->last_chan, key, len)) return m->last_chan;
     uint32_t h = 2166136261u;
     for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)key[i]) * 16777619u;
     cp_chan **slot = &m->buckets[h % CP_CHAN_BUCKETS];
     for (cp_chan *c = *slot; c; c = c->next)
-        if (c->keylen == len && memcmp(c->key, key, len) == 0) return c;
+        if (key_eq(c, key, len)) return m->last_chan = c;
     if (!create) return NULL;
     cp_chan *c = calloc(1, sizeof *c + len);
     if (!c) return NULL;
@@ -157,7 +168,7 @@ cp_chan *cp_messenger_chan(cp_messenger *m, const char *key, size_t len, int cre
     memcpy(c->key, key, len);
     c->next = *slot;
     *slot = c;
-    return c;
+    return m->last_chan = c;
 }
 
 long cp_messenger_flush_nb(cp_messenger *m)

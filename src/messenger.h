@@ -56,6 +56,7 @@ typedef struct cp_messenger {
     double      last_write;   /* cp_now() of the last write attempt */
     unsigned    frames_pending; /* frames appended since out was last empty */
     cp_chan    *buckets[CP_CHAN_BUCKETS];
+    cp_chan    *last_chan;    /* lookup cache */
     cp_pqueue   special;      /* CLOSE and ERROR frames jump every queue */
     size_t      queued;       /* messages in all queues (special included) */
     uint64_t    seq;

@@ -4,10 +4,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Small messages are recycled through a per-process free list: a stream
+ * of small messages would otherwise pay a malloc and a free for each. */
+#define SMALL_PAYLOAD 200
+#define FREE_LIST_MAX 1024
+static cp_msg *free_list;   /* linked through ->data */
+static size_t free_count;
+
 cp_msg *cp_msg_new(int kind, unsigned flags, double priority, const char *payload, size_t len)
 {
-    cp_msg *m = malloc(sizeof *m + len);
-    if (!m) return NULL;
+    cp_msg *m;
+    if (len <= SMALL_PAYLOAD && free_list) {
+        m = free_list;
+        free_list = (cp_msg *)(void *)m->data;
+        free_count--;
+    } else {
+        m = malloc(sizeof *m + (len <= SMALL_PAYLOAD ? SMALL_PAYLOAD : len));
+        if (!m) return NULL;
+    }
     m->priority = priority;
     m->seq = 0;
     m->kind = kind;
@@ -36,6 +50,12 @@ cp_msg *cp_msg_wrap(int kind, unsigned flags, double priority, void *block, cons
 void cp_msg_free(cp_msg *m)
 {
     if (!m) return;
+    if (!m->block && m->len <= SMALL_PAYLOAD && free_count < FREE_LIST_MAX) {
+        m->data = (const char *)(void *)free_list;
+        free_list = m;
+        free_count++;
+        return;
+    }
     free(m->block);
     free(m);
 }
