@@ -61,26 +61,31 @@ local function rtt_small()
   report("rtt_small", (now() - t0) / iters * 1e6, "us", "%.2f")
 end
 
-local function stream(m, n)
+-- scalar: stream integers (the smallest message) instead of small tables
+local function stream(m, n, scalar)
   local msg = { id = 0, x = 1.5, name = "abc" }
   for i = 1, n do
-    msg.id = i
-    m:send_norequest(msg)
+    if scalar then
+      m:send_norequest(i)
+    else
+      msg.id = i
+      m:send_norequest(msg)
+    end
   end
   m:send_request("end")
   return m:receive_blocking()
 end
 
-local function stream_small()
+local function stream_small(scalar)
   local w <close> = coproc.WorkerResource(Sink):start()
   local m = w.messenger
-  stream(m, n_of(10000)) -- warm-up
+  stream(m, n_of(10000), scalar) -- warm-up
   local n = n_of(1000000)
   local t0 = now()
-  local got = stream(m, n)
+  local got = stream(m, n, scalar)
   local dt = now() - t0
   if got ~= n then error(("sink counted %d of %d"):format(got, n)) end
-  report("stream_small", n / dt, "msgs/s", "%.0f")
+  report(scalar and "stream_int" or "stream_small", n / dt, "msgs/s", "%.0f")
 end
 
 local function roundtrip_1mib()
@@ -117,6 +122,7 @@ local function start_first_reply()
 end
 
 rtt_small()
-stream_small()
+stream_small(false)
+stream_small(true)
 roundtrip_1mib()
 start_first_reply()
