@@ -484,9 +484,8 @@ static int enc_value(enc *e, int idx, int depth)
          * costs more than the bytes (this is the hot path of every send). */
         if (cp_buf_reserve(e->b, 9)) return enc_oom(e);
         unsigned char *o = (unsigned char *)e->b->data + e->b->len;
-        int isint;
-        lua_Integer v = lua_tointegerx(L, idx, &isint);
-        if (isint && lua_isinteger(L, idx)) {
+        if (lua_isinteger(L, idx)) {
+            lua_Integer v = lua_tointeger(L, idx);
             if (v >= 0 && v <= 0x7f) { o[0] = (unsigned char)v; e->b->len += 1; return 0; }
             if (v < 0 && v >= -32) { o[0] = (unsigned char)(int8_t)v; e->b->len += 1; return 0; }
             return msgpack_pack_int64(&e->pk, (int64_t)v) ? enc_oom(e) : 0;
