@@ -68,8 +68,12 @@ static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 int cp_loop_wait(int (*ready)(void *ud), void *ud, double timeout)
 {
     if (ready(ud)) return 1;
-    if (timeout == 0) return 0;
     struct ev_loop *loop = cp_loop();
+    if (timeout == 0) {
+        /* A zero timeout still takes in whatever has already arrived. */
+        ev_run(loop, EVRUN_NOWAIT);
+        return ready(ud) ? 1 : 0;
+    }
     int expired = 0;
     ev_timer timer;
     if (timeout > 0) {

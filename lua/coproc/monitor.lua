@@ -582,9 +582,10 @@ function M._worker(m, kw)
       -- A bare poll() per sample costs ~40% less CPU than a messenger
       -- wait (receive_blocking with a timeout raises a Timeout object each
       -- time), which matters at 10 ms.
-      -- available() first: the messenger may have read a message into its
-      -- queue already (while sending a reply), leaving the socket quiet.
-      if m:available() or C.wait_readable(fd, wait) then
+      -- queue_size() first: the messenger may have read a message into its
+      -- queue already (while sending a reply), leaving the socket quiet. It
+      -- makes no system call, unlike available(), which reads the socket.
+      if m:queue_size() > 0 or C.wait_readable(fd, wait) then
         if drain() then return end
         goto continue
       end
