@@ -251,6 +251,28 @@ static void raise_wait(lua_State *L, int rc)
 
 /* ---- sending ---- */
 
+/* A burst of small sends leaves its tail in the outbound buffer until the
+ * next coproc call. So that a worker that sends and then computes for a
+ * long time does not hold its last messages back, a send that leaves bytes
+ * pending arms a count hook: after FLUSH_HOOK_COUNT more VM instructions
+ * everything pending is written and the hook removes itself. A hook the
+ * program set itself (a debugger, a profiler) is never replaced. */
+#define FLUSH_HOOK_COUNT 20000
+
+static void flush_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    lua_sethook(L, NULL, 0, 0);
+    cp_messenger_flush_all();
+}
+
+static void arm_flush_hook(lua_State *L, cp_messenger *m)
+{
+    if (cp_buf_size(&m->out) == 0 || ev_is_active(&m->ww)) return; /* nothing held, or the loop drains it */
+    lua_Hook h = lua_gethook(L);
+    if (h == NULL) lua_sethook(L, flush_hook, LUA_MASKCOUNT, FLUSH_HOOK_COUNT);
+}
+
 static void send_one(lua_State *L, cp_messenger *m, int kind, int data, cp_chan *c,
                      const chankey *k, double prio, unsigned flags)
 {
@@ -267,6 +289,7 @@ static void send_one(lua_State *L, cp_messenger *m, int kind, int data, cp_chan 
         cp_l_error(L, "EncodeError", "cannot send: message of %d bytes exceeds the maximum frame size of %d bytes",
                    (int)(size > INT_MAX ? INT_MAX : size), (int)(m->max_frame > INT_MAX ? INT_MAX : m->max_frame));
     if (cp_messenger_sent(m, c, flags)) raise_down(L, m);
+    arm_flush_hook(L, m);
 }
 
 static int send_with(lua_State *L, unsigned flags)

@@ -209,3 +209,16 @@ describe("messenger timeouts", function()
     assert.is_true(coproc.is(err, coproc.Timeout), tostring(err))
   end)
 end)
+
+describe("coalesced sends", function()
+  it("a worker's last messages are not held back while it computes", function()
+    local w <close> = coproc.WorkerResource(function(m)
+      for i = 1, 50 do m:send_norequest(i) end   -- a burst: the tail is buffered
+      local x = 0
+      while true do x = x + 1 end                -- then computes, never calling coproc
+    end):start()
+    local got = {}
+    for i = 1, 50 do got[i] = w.messenger:receive_blocking(nil, 20) end
+    assert.equal(50, got[50])
+  end)
+end)
