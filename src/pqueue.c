@@ -11,6 +11,18 @@
 static cp_msg *free_list;   /* linked through ->data */
 static size_t free_count;
 
+static void fill(cp_msg *m, int kind, unsigned flags, double priority, void *block,
+                 const char *data, size_t len)
+{
+    m->priority = priority;
+    m->seq = 0;
+    m->kind = kind;
+    m->flags = flags;
+    m->len = len;
+    m->block = block;
+    m->data = data;
+}
+
 cp_msg *cp_msg_new(int kind, unsigned flags, double priority, const char *payload, size_t len)
 {
     cp_msg *m;
@@ -22,13 +34,7 @@ cp_msg *cp_msg_new(int kind, unsigned flags, double priority, const char *payloa
         m = malloc(sizeof *m + (len <= SMALL_PAYLOAD ? SMALL_PAYLOAD : len));
         if (!m) return NULL;
     }
-    m->priority = priority;
-    m->seq = 0;
-    m->kind = kind;
-    m->flags = flags;
-    m->len = len;
-    m->block = NULL;
-    m->data = m->inline_data;
+    fill(m, kind, flags, priority, NULL, m->inline_data, len);
     if (len) memcpy(m->inline_data, payload, len);
     return m;
 }
@@ -37,13 +43,7 @@ cp_msg *cp_msg_wrap(int kind, unsigned flags, double priority, void *block, cons
 {
     cp_msg *m = malloc(sizeof *m);
     if (!m) { free(block); return NULL; }
-    m->priority = priority;
-    m->seq = 0;
-    m->kind = kind;
-    m->flags = flags;
-    m->len = len;
-    m->block = block;
-    m->data = payload;
+    fill(m, kind, flags, priority, block, payload, len);
     return m;
 }
 
