@@ -455,6 +455,7 @@ function Sampler:sample(now, smaps)
       recs[key] = r
       st.procs[#st.procs + 1] = r
     end
+    r.name = b.name -- a fork that then execs changes its name
     local j = i - r.i0 + 1
     local c = 0
     if t > r.last_t then c = (b.cpu_ticks - r.last_ticks) / hz / (t - r.last_t) * 100 end
