@@ -18,7 +18,8 @@ assert(w.messenger:receive_blocking() == 42)
 print("installed coproc works")
 '
 export DEST="$dest"
-LUA_PATH="$dest$lmod/?.lua;$dest$lmod/?/init.lua;;" LUA_CPATH="$dest$cmod/?.so;;" "$lua" -e "$script"
+LUA_PATH="$dest$lmod/?.lua;$dest$lmod/?/init.lua;;" LUA_CPATH="$dest$cmod/?.so;;" \
+  LD_PRELOAD="${CP_ASAN_PRELOAD:-}" "$lua" -e "$script"
 LUA_PATH="$dest$lmod/?.lua;$dest$lmod/?/init.lua;;" LUA_CPATH="$dest$cmod/?.so;;" "$dest$bindir/coproc-lua" -e "
 local coproc = require 'coproc'
 local w <close> = coproc.WorkerResource(function(m) m:send_reply(m:receive_blocking() + 1) end):start()

@@ -61,3 +61,11 @@ add_test(NAME install/stock_lua
   COMMAND sh ${PROJECT_SOURCE_DIR}/tests/install_test.sh ${PROJECT_BINARY_DIR} ${LUA_EXE}
   ${LUA_INSTALL_LMOD} ${LUA_INSTALL_CMOD} ${CMAKE_INSTALL_PREFIX}/bin)
 set_tests_properties(install/stock_lua PROPERTIES TIMEOUT 120)
+if(COPROC_SANITIZE)
+  # Only the stock lua5.4 of this test loads the instrumented module, so only
+  # it gets the sanitizer runtime preloaded.
+  execute_process(COMMAND ${CMAKE_C_COMPILER} -print-file-name=libasan.so
+    OUTPUT_VARIABLE CP_ASAN_LIB OUTPUT_STRIP_TRAILING_WHITESPACE)
+  set_tests_properties(install/stock_lua PROPERTIES ENVIRONMENT
+    "CP_ASAN_PRELOAD=${CP_ASAN_LIB};ASAN_OPTIONS=detect_leaks=0")
+endif()
