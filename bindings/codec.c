@@ -486,9 +486,24 @@ static int enc_value(enc *e, int idx, int depth)
         unsigned char *o = (unsigned char *)e->b->data + e->b->len;
         if (lua_isinteger(L, idx)) {
             lua_Integer v = lua_tointeger(L, idx);
-            if (v >= 0 && v <= 0x7f) { o[0] = (unsigned char)v; e->b->len += 1; return 0; }
-            if (v < 0 && v >= -32) { o[0] = (unsigned char)(int8_t)v; e->b->len += 1; return 0; }
-            return msgpack_pack_int64(&e->pk, (int64_t)v) ? enc_oom(e) : 0;
+            /* The smallest msgpack int form, as msgpack-c would choose. */
+            size_t w;
+            if (v >= 0) {
+                uint64_t u = (uint64_t)v;
+                if (u <= 0x7f) { o[0] = (unsigned char)u; w = 1; }
+                else if (u <= 0xff) { o[0] = 0xcc; o[1] = (unsigned char)u; w = 2; }
+                else if (u <= 0xffff) { o[0] = 0xcd; o[1] = (unsigned char)(u >> 8); o[2] = (unsigned char)u; w = 3; }
+                else if (u <= 0xffffffffu) { o[0] = 0xce; put_be32(o + 1, (uint32_t)u); w = 5; }
+                else { o[0] = 0xcf; put_be32(o + 1, (uint32_t)(u >> 32)); put_be32(o + 5, (uint32_t)u); w = 9; }
+            } else {
+                if (v >= -32) { o[0] = (unsigned char)(int8_t)v; w = 1; }
+                else if (v >= INT8_MIN) { o[0] = 0xd0; o[1] = (unsigned char)(int8_t)v; w = 2; }
+                else if (v >= INT16_MIN) { uint16_t u = (uint16_t)(int16_t)v; o[0] = 0xd1; o[1] = (unsigned char)(u >> 8); o[2] = (unsigned char)u; w = 3; }
+                else if (v >= INT32_MIN) { o[0] = 0xd2; put_be32(o + 1, (uint32_t)(int32_t)v); w = 5; }
+                else { uint64_t u = (uint64_t)v; o[0] = 0xd3; put_be32(o + 1, (uint32_t)(u >> 32)); put_be32(o + 5, (uint32_t)u); w = 9; }
+            }
+            e->b->len += w;
+            return 0;
         }
         double d = (double)lua_tonumber(L, idx);
         uint64_t bits;
@@ -653,9 +668,33 @@ static void push_index(lua_State *L)
     lua_replace(L, loaded);
 }
 
-int cp_codec_encode(lua_State *L, int idx, cp_buf *out, char *err, size_t errlen)
+/* What one encoding writes: a value, or an array made of a head and a slice. */
+typedef struct {
+    int idx;                 /* the value, or the head table */
+    int list;                /* 0 for a single value, else the list table */
+    lua_Integer lo, hi;
+} enc_what;
+
+static int enc_top(enc *e, const enc_what *w)
 {
-    idx = lua_absindex(L, idx);
+    if (!w->list) return enc_value(e, w->idx, 0);
+    lua_State *L = e->L;
+    lua_Integer nh = (lua_Integer)lua_rawlen(L, w->idx);
+    lua_Integer n = nh + (w->hi >= w->lo ? w->hi - w->lo + 1 : 0);
+    if (n > UINT32_MAX) return enc_fail(e, 0, "too many items (%lld)", (long long)n);
+    if (msgpack_pack_array(&e->pk, (size_t)n)) return enc_oom(e);
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (i <= nh) lua_rawgeti(L, w->idx, i);
+        else lua_rawgeti(L, w->list, w->lo + (i - nh) - 1);
+        e->path[1] = (pathc){PC_INDEX, 0, i, NULL};
+        if (enc_value(e, lua_gettop(L), 1)) return -1;
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+static int encode_run(lua_State *L, const enc_what *w, cp_buf *out, char *err, size_t errlen)
+{
     int top = lua_gettop(L);
     size_t mark = cp_buf_size(out);
     enc e;
@@ -679,7 +718,7 @@ int cp_codec_encode(lua_State *L, int idx, cp_buf *out, char *err, size_t errlen
     else lua_pop(L, 1);
     msgpack_packer_init(&e.pk, out, pk_write);
 
-    int rc = enc_value(&e, idx, 0);
+    int rc = enc_top(&e, w);
     if (rc && e.restart) {
         cp_buf_truncate(out, out->start + mark);
         pset_init(&e.seen, top + 1);
@@ -691,7 +730,7 @@ int cp_codec_encode(lua_State *L, int idx, cp_buf *out, char *err, size_t errlen
         e.index = lua_gettop(L);
         lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
         e.globals = lua_gettop(L);
-        rc = enc_value(&e, idx, 0);
+        rc = enc_top(&e, w);
     }
     lua_settop(L, top);
     if (rc) {
@@ -700,6 +739,19 @@ int cp_codec_encode(lua_State *L, int idx, cp_buf *out, char *err, size_t errlen
         return -1;
     }
     return 0;
+}
+
+int cp_codec_encode(lua_State *L, int idx, cp_buf *out, char *err, size_t errlen)
+{
+    enc_what w = {lua_absindex(L, idx), 0, 0, 0};
+    return encode_run(L, &w, out, err, errlen);
+}
+
+int cp_codec_encode_slice(lua_State *L, int head, int list, lua_Integer lo, lua_Integer hi,
+                          cp_buf *out, char *err, size_t errlen)
+{
+    enc_what w = {lua_absindex(L, head), lua_absindex(L, list), lo, hi};
+    return encode_run(L, &w, out, err, errlen);
 }
 
 /* ---------------------------------------------------------------------

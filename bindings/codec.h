@@ -26,6 +26,12 @@
  * holds a readable reason ("cannot send a userdata (at key 'x')"). */
 int cp_codec_encode(lua_State *L, int idx, cp_buf *out, char *err, size_t errlen);
 
+/* [-0, +0, m] Encode the array head[1..#head], list[lo..hi] (nils in the
+ * slice kept as nil), as one value: what a batch of work items needs without
+ * copying them into a new table first. Same failure rules as above. */
+int cp_codec_encode_slice(lua_State *L, int head, int list, lua_Integer lo, lua_Integer hi,
+                          cp_buf *out, char *err, size_t errlen);
+
 /* [-0, +(0|1), m] Decode one msgpack value from data[0..len) and push it.
  * Returns 0 on success (one value pushed, all len bytes used). On failure
  * returns -1, pushes nothing, and err holds the reason. Never reads past len. */

@@ -273,14 +273,19 @@ static void arm_flush_hook(lua_State *L, cp_messenger *m)
     if (h == NULL) lua_sethook(L, flush_hook, LUA_MASKCOUNT, FLUSH_HOOK_COUNT);
 }
 
-static void send_one(lua_State *L, cp_messenger *m, int kind, int data, cp_chan *c,
-                     const chankey *k, double prio, unsigned flags)
+/* A slice to send as one array: head[1..#head], list[lo..hi]. */
+typedef struct slice { int list; lua_Integer lo, hi; } slice;
+
+static void send_frame(lua_State *L, cp_messenger *m, int kind, int data, const slice *sl,
+                       cp_chan *c, const chankey *k, double prio, unsigned flags)
 {
     if (m->state != CP_M_OPEN) raise_down(L, m);
     size_t mark = cp_frame_begin(&m->out, kind, k->b, k->n, prio, flags);
     if (mark == (size_t)-1) luaL_error(L, "out of memory");
     char err[CP_CODEC_ERRLEN];
-    if (cp_codec_encode(L, data, &m->out, err, sizeof err)) {
+    int rc = sl ? cp_codec_encode_slice(L, data, sl->list, sl->lo, sl->hi, &m->out, err, sizeof err)
+                : cp_codec_encode(L, data, &m->out, err, sizeof err);
+    if (rc) {
         cp_buf_truncate(&m->out, mark);
         cp_l_error(L, "EncodeError", "cannot send: %s", err);
     }
@@ -290,6 +295,12 @@ static void send_one(lua_State *L, cp_messenger *m, int kind, int data, cp_chan 
                    (int)(size > INT_MAX ? INT_MAX : size), (int)(m->max_frame > INT_MAX ? INT_MAX : m->max_frame));
     if (cp_messenger_sent(m, c, flags)) raise_down(L, m);
     arm_flush_hook(L, m);
+}
+
+static void send_one(lua_State *L, cp_messenger *m, int kind, int data, cp_chan *c,
+                     const chankey *k, double prio, unsigned flags)
+{
+    send_frame(L, m, kind, data, NULL, c, k, prio, flags);
 }
 
 static int send_with(lua_State *L, unsigned flags)
@@ -325,6 +336,26 @@ static int l_send_request_multiple(lua_State *L)
         send_one(L, m, CP_KIND_DATA, data, c, &k, prio, CP_FLAG_REQUEST);
         lua_settop(L, data - 1);
     }
+    return 0;
+}
+
+/* send_request_slice(head, list, lo, hi, channel, priority): one request
+ * whose data is the array head[1..#head], list[lo..hi], encoded straight from
+ * the two tables (a pool batch without building a table per batch). */
+static int l_send_request_slice(lua_State *L)
+{
+    cp_messenger *m = check_usable(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    slice sl = {3, luaL_checkinteger(L, 4), luaL_checkinteger(L, 5)};
+    luaL_argcheck(L, sl.lo >= 1, 4, "slice must start at 1 or later");
+    chankey k;
+    check_channel(L, 6, &k);
+    double prio = lua_isnoneornil(L, 7) ? INFINITY : luaL_checknumber(L, 7);
+    if (isnan(prio)) luaL_argerror(L, 7, "priority is NaN");
+    cp_chan *c = cp_messenger_chan(m, k.b, k.n, 1);
+    if (!c) return luaL_error(L, "out of memory");
+    send_frame(L, m, CP_KIND_DATA, 2, &sl, c, &k, prio, CP_FLAG_REQUEST);
     return 0;
 }
 
@@ -584,6 +615,7 @@ static const luaL_Reg methods[] = {
     {"send_reply", l_send_reply},
     {"send_norequest", l_send_norequest},
     {"send_request_multiple", l_send_request_multiple},
+    {"send_request_slice", l_send_request_slice},
     {"send_close_request", l_send_close_request},
     {"send_error", l_send_error},
     {"receive_blocking", l_receive_blocking},

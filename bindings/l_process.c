@@ -297,6 +297,17 @@ static int l_now(lua_State *L)
     return 1;
 }
 
+/* table_new(narray, nhash): a table with room for that many items, so a
+ * list filled out of order (pool results) stays in the array part. */
+static int l_table_new(lua_State *L)
+{
+    lua_Integer na = luaL_optinteger(L, 1, 0), nh = luaL_optinteger(L, 2, 0);
+    luaL_argcheck(L, na >= 0 && na <= (1 << 26), 1, "array size out of range");
+    luaL_argcheck(L, nh >= 0 && nh <= (1 << 26), 2, "hash size out of range");
+    lua_createtable(L, (int)na, (int)nh);
+    return 1;
+}
+
 static int l_isatty(lua_State *L)
 {
     lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
@@ -357,6 +368,7 @@ void cp_l_process_open(lua_State *L, int t)
         {"now", l_now},
         {"terminate_all", l_terminate_all},
         {"isatty", l_isatty},
+        {"table_new", l_table_new},
         {NULL, NULL}
     };
     luaL_setfuncs(L, fns, 0);
