@@ -222,3 +222,25 @@ describe("coalesced sends", function()
     assert.equal(50, got[50])
   end)
 end)
+
+describe("send_request_slice", function()
+  it("sends head and a slice of a list as one array request", function()
+    local w <close> = coproc.WorkerResource(function(m)
+      while true do m:send_reply(m:receive_blocking()) end
+    end):start()
+    local m = w.messenger
+    local list = { 10, 20, 30, 40, 50 }
+    m:send_request_slice({ "t", 7 }, list, 2, 4)
+    assert.same({ "t", 7, 20, 30, 40 }, m:receive_blocking())
+    m:send_request_slice({}, { 1, nil, 3 }, 1, 3)          -- a hole in the slice stays a hole
+    local r = m:receive_blocking()
+    assert.same({ 1, nil, 3 }, { r[1], r[2], r[3] })
+    m:send_request_slice({ "empty" }, list, 3, 2)          -- hi < lo: only the head
+    assert.same({ "empty" }, m:receive_blocking())
+    assert.equal(3, m:requests_sent())
+    local ok, err = pcall(m.send_request_slice, m, { "x" }, { io.stdout }, 1, 1)
+    assert.is_true(coproc.is(err, coproc.EncodeError), tostring(err))
+    assert.equal(3, m:requests_sent())
+    assert.has_error(function() m:send_request_slice({}, list, 0, 1) end)
+  end)
+end)
