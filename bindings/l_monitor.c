@@ -76,13 +76,14 @@ static void setint(lua_State *L, const char *k, lua_Integer v)
 }
 
 /* [-0, +0, m] Fill the table on top with one sample. pss/uss are false
- * when unknown (nil would leave the previous value in a reused table). */
+ * when unknown. */
 static void push_sample_fields(lua_State *L, const cp_procsample *s)
 {
     setint(L, "pid", s->pid);
     setint(L, "ppid", s->ppid);
     setint(L, "start", (lua_Integer)s->start);
     setint(L, "cpu_ticks", (lua_Integer)s->cpu_ticks);
+    setint(L, "cpu_ns", (lua_Integer)s->cpu_ns);
     setint(L, "rss", (lua_Integer)s->rss);
     setint(L, "vms", (lua_Integer)s->vms);
     if (s->pss >= 0) setint(L, "pss", s->pss); else { lua_pushboolean(L, 0); lua_setfield(L, -2, "pss"); }
@@ -91,9 +92,15 @@ static void push_sample_fields(lua_State *L, const cp_procsample *s)
     lua_setfield(L, -2, "name");
 }
 
-/* track:sample(buf, with_smaps) --> n, vanished. buf[1..n] are filled (its
- * subtables reused from call to call, so a steady sample allocates nothing);
- * entries past n are left alone. */
+/* track:sample(out, with_smaps) --> n, vanished. The n samples go into
+ * the flat array out, SAMPLE_WIDTH slots per process, so a steady sample
+ * creates no table and no string: process k (0-based) has at out[9k + 1 ..]
+ *   id, pid, start, rss, vms, pss, uss, cpu_ns, name
+ * id numbers the process within this ProcTrack (never reused); pss and uss
+ * are false when unknown; cpu_ns is its CPU time (all threads) in ns; name
+ * is a string when the process is new or its name changed since the last
+ * call (a fork that execs), else false. Slots past 9n are left alone. */
+#define SAMPLE_WIDTH 9
 static int track_sample(lua_State *L)
 {
     l_track *p = check_track(L);
@@ -108,15 +115,27 @@ static int track_sample(lua_State *L)
     }
     size_t vanished = 0;
     size_t n = cp_proctrack_sample(&p->t, p->out, p->outcap, smaps, &vanished);
-    for (size_t i = 0; i < n; i++) {
-        if (lua_rawgeti(L, 2, (lua_Integer)i + 1) != LUA_TTABLE) {
-            lua_pop(L, 1);
-            lua_createtable(L, 0, 9);
-            lua_pushvalue(L, -1);
-            lua_rawseti(L, 2, (lua_Integer)i + 1);
+    lua_Integer b = 0;
+    for (size_t i = 0; i < n; i++, b += SAMPLE_WIDTH) {
+        const cp_procsample *s = &p->out[i];
+        cp_proctrack_entry *e = &p->t.e[i]; /* out[i] is e[i]'s sample */
+        lua_pushinteger(L, (lua_Integer)e->id); lua_rawseti(L, 2, b + 1);
+        lua_pushinteger(L, s->pid); lua_rawseti(L, 2, b + 2);
+        lua_pushinteger(L, (lua_Integer)s->start); lua_rawseti(L, 2, b + 3);
+        lua_pushinteger(L, (lua_Integer)s->rss); lua_rawseti(L, 2, b + 4);
+        lua_pushinteger(L, (lua_Integer)s->vms); lua_rawseti(L, 2, b + 5);
+        if (s->pss >= 0) lua_pushinteger(L, s->pss); else lua_pushboolean(L, 0);
+        lua_rawseti(L, 2, b + 6);
+        if (s->uss >= 0) lua_pushinteger(L, s->uss); else lua_pushboolean(L, 0);
+        lua_rawseti(L, 2, b + 7);
+        lua_pushinteger(L, (lua_Integer)s->cpu_ns); lua_rawseti(L, 2, b + 8);
+        if (e->renamed) {
+            lua_pushstring(L, s->name);
+            e->renamed = 0;
+        } else {
+            lua_pushboolean(L, 0);
         }
-        push_sample_fields(L, &p->out[i]);
-        lua_pop(L, 1);
+        lua_rawseti(L, 2, b + 9);
     }
     lua_pushinteger(L, (lua_Integer)n);
     lua_pushinteger(L, (lua_Integer)vanished);
@@ -171,7 +190,7 @@ static int l_read(lua_State *L)
         luaL_pushfail(L);
         return 1;
     }
-    lua_createtable(L, 0, 9);
+    lua_createtable(L, 0, 10);
     push_sample_fields(L, &s);
     return 1;
 }

@@ -84,9 +84,22 @@ int cp_procstat_parse_stat(const char *text, size_t n, cp_procsample *s)
         if (next_ull(&p, end, &f[i])) return -1;
     s->ppid = (pid_t)f[4];
     s->cpu_ticks = f[14] + f[15];
+    s->cpu_ns = s->cpu_ticks * (1000000000ull / (unsigned long long)cp_procstat_hz());
     s->start = f[22];
     s->vms = f[23];
     s->rss = f[24] * (unsigned long long)cp_procstat_pagesize();
+    return 0;
+}
+
+int cp_procstat_parse_statm(const char *text, size_t n, unsigned long long *vms,
+                            unsigned long long *rss)
+{
+    const char *p = text, *end = text + n;
+    unsigned long long size, res;
+    if (next_ull(&p, end, &size) || next_ull(&p, end, &res)) return -1;
+    unsigned long long ps = (unsigned long long)cp_procstat_pagesize();
+    *vms = size * ps;
+    *rss = res * ps;
     return 0;
 }
 
@@ -126,19 +139,17 @@ int cp_procstat_parse_smaps(const char *text, size_t n, cp_procsample *s)
 long cp_procstat_pread(int fd, char *buf, size_t cap)
 {
     if (cap < 2) { errno = EINVAL; return -1; }
-    size_t got = 0;
-    for (;;) {
-        ssize_t r = pread(fd, buf + got, cap - 1 - got, (off_t)got);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        if (r == 0) break;
-        got += (size_t)r;
-        if (got == cap - 1) break; /* truncated: callers size buffers for the fields they need */
-    }
-    buf[got] = '\0';
-    return (long)got;
+    /* One read: a /proc seq_file hands over everything it has (up to the
+     * buffer's size) in one read, so a short read is the end. Asking again
+     * to see EOF is not free: a pread at an offset > 0 makes the kernel
+     * format the whole file again to skip to it. A full buffer is a
+     * truncation: callers size buffers for the fields they need. */
+    ssize_t r;
+    do r = pread(fd, buf, cap - 1, 0);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) return -1;
+    buf[r] = '\0';
+    return (long)r;
 }
 
 static long read_path(const char *path, char *buf, size_t cap)

@@ -16,6 +16,9 @@ typedef struct cp_procsample {
                                      (pid, start) names a process even when
                                      the pid number is reused */
     unsigned long long cpu_ticks; /* utime + stime, clock ticks */
+    unsigned long long cpu_ns;    /* CPU time of all threads, ns (from the
+                                     process CPU clock when sampled by
+                                     proctrack, else cpu_ticks converted) */
     unsigned long long vms;       /* virtual size, bytes */
     unsigned long long rss;       /* resident set, bytes */
     long long pss;                /* proportional set, bytes; -1 if unknown */
@@ -33,13 +36,19 @@ long cp_procstat_pagesize(void);
  * left alone. Returns 0, or -1 when the text is malformed. */
 int cp_procstat_parse_stat(const char *text, size_t n, cp_procsample *s);
 
+/* Parse /proc/<pid>/statm text: the first two fields, size and resident,
+ * in pages, into *vms and *rss (bytes). Returns 0, or -1 when malformed. */
+int cp_procstat_parse_statm(const char *text, size_t n, unsigned long long *vms,
+                            unsigned long long *rss);
+
 /* Parse /proc/<pid>/smaps_rollup text: sets pss and uss (Private_Clean +
  * Private_Dirty + Private_Hugetlb). Returns 0, or -1 when Pss is missing. */
 int cp_procstat_parse_smaps(const char *text, size_t n, cp_procsample *s);
 
 /* Read the whole of a /proc file from offset 0 of the open descriptor fd into
- * buf (cap bytes, NUL-terminated on success). Returns the length, or -1 with
- * errno set (ESRCH once the process is gone). */
+ * buf (cap bytes, NUL-terminated on success): one pread when the file fits,
+ * since a short read of a /proc file is its end. Returns the length, or -1
+ * with errno set (ESRCH once the process is gone). */
 long cp_procstat_pread(int fd, char *buf, size_t cap);
 
 /* One-shot read of /proc/<pid>/stat, and of smaps_rollup when with_smaps

@@ -2,6 +2,7 @@
 #include "proctrack.h"
 
 #include <errno.h>
+#include <time.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +12,9 @@
 static void entry_close(cp_proctrack_entry *e)
 {
     if (e->stat_fd >= 0) close(e->stat_fd);
+    if (e->statm_fd >= 0) close(e->statm_fd);
     if (e->smaps_fd >= 0) close(e->smaps_fd);
-    e->stat_fd = e->smaps_fd = -1;
+    e->stat_fd = e->statm_fd = e->smaps_fd = -1;
 }
 
 static long find(const cp_proctrack *t, pid_t pid)
@@ -22,6 +24,33 @@ static long find(const cp_proctrack *t, pid_t pid)
     return -1;
 }
 
+/* Re-read e's stat into s: name (renamed set when it changed), state, ppid.
+ * Returns 0, or -1 when the process is gone (or is another one). */
+static int restat(cp_proctrack *t, cp_proctrack_entry *e, cp_procsample *s)
+{
+    long n = cp_procstat_pread(e->stat_fd, t->buf, sizeof t->buf);
+    if (n <= 0 || cp_procstat_parse_stat(t->buf, (size_t)n, s) || s->start != e->start) return -1;
+    if (strcmp(e->name, s->name) != 0) {
+        memcpy(e->name, s->name, sizeof e->name);
+        e->renamed = 1;
+    }
+    e->state = s->state;
+    e->ppid = s->ppid;
+    return 0;
+}
+
+static void read_smaps(cp_proctrack *t, cp_proctrack_entry *e)
+{
+    cp_procsample m;
+    long n = cp_procstat_pread(e->smaps_fd, t->buf, sizeof t->buf);
+    if (n > 0 && cp_procstat_parse_smaps(t->buf, (size_t)n, &m) == 0) {
+        e->pss = m.pss;
+        e->uss = m.uss;
+    } else if (e->state == 'Z' || n == 0) {
+        e->pss = e->uss = 0; /* a zombie has no memory left */
+    }
+}
+
 /* Open and identify pid; appends it. 0 added, 1 gone already, -1 ENOMEM. */
 static int add(cp_proctrack *t, pid_t pid)
 {
@@ -29,38 +58,47 @@ static int add(cp_proctrack *t, pid_t pid)
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 1;
+    snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
+    int mfd = open(path, O_RDONLY | O_CLOEXEC);
+    if (mfd < 0) { close(fd); return 1; }
+    /* The clock first, then stat: stat read after it proves the pid was
+     * this process's when the clock was made (see proctrack.h). */
+    clockid_t clk;
+    struct timespec ts;
+    int have_clock = clock_getcpuclockid(pid, &clk) == 0 && clock_gettime(clk, &ts) == 0;
     cp_procsample s;
     long n = cp_procstat_pread(fd, t->buf, sizeof t->buf);
     if (n <= 0 || cp_procstat_parse_stat(t->buf, (size_t)n, &s)) {
         close(fd);
+        close(mfd);
         return 1;
     }
     if (t->n == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 16;
         cp_proctrack_entry *e = realloc(t->e, cap * sizeof *e);
-        if (!e) { close(fd); return -1; }
+        if (!e) { close(fd); close(mfd); return -1; }
         t->e = e;
         t->cap = cap;
     }
     cp_proctrack_entry *e = &t->e[t->n++];
     memset(e, 0, sizeof *e);
     e->pid = pid;
+    e->ppid = s.ppid;
     e->start = s.start;
+    e->id = ++t->next_id;
     e->stat_fd = fd;
+    e->statm_fd = mfd;
+    e->have_clock = have_clock;
+    e->clock = clk;
+    e->vms = s.vms;
+    e->state = s.state;
+    e->renamed = 1;
     e->pss = e->uss = -1;
     memcpy(e->name, s.name, sizeof e->name);
     /* smaps_rollup needs ptrace-read access; without it PSS/USS stay unknown. */
     snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
     e->smaps_fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (e->smaps_fd >= 0) {
-        /* Read once now, so samples before the next smaps round have values. */
-        cp_procsample m;
-        n = cp_procstat_pread(e->smaps_fd, t->buf, sizeof t->buf);
-        if (n > 0 && cp_procstat_parse_smaps(t->buf, (size_t)n, &m) == 0) {
-            e->pss = m.pss;
-            e->uss = m.uss;
-        }
-    }
+    if (e->smaps_fd >= 0) read_smaps(t, e); /* so samples before the next smaps round have values */
     return 0;
 }
 
@@ -123,7 +161,8 @@ long cp_proctrack_rescan(cp_proctrack *t)
     for (size_t i = 0; i < t->n;) {
         int keep = t->e[i].pid == t->root;
         for (long k = 0; !keep && k < m; k++) keep = t->scan[k] == t->e[i].pid;
-        if (keep) i++;
+        cp_procsample s;
+        if (keep && restat(t, &t->e[i], &s) == 0) i++; /* a name follows exec */
         else drop(t, i);
     }
     for (long k = 0; k < m; k++)
@@ -138,22 +177,36 @@ size_t cp_proctrack_sample(cp_proctrack *t, cp_procsample *out, size_t cap,
     for (size_t i = 0; i < t->n && k < cap;) {
         cp_proctrack_entry *e = &t->e[i];
         cp_procsample *s = &out[k];
-        long n = cp_procstat_pread(e->stat_fd, t->buf, sizeof t->buf);
-        if (n <= 0 || cp_procstat_parse_stat(t->buf, (size_t)n, s) || s->start != e->start) {
+        struct timespec ts;
+        int clock_ok = e->have_clock && clock_gettime(e->clock, &ts) == 0;
+        long n = cp_procstat_pread(e->statm_fd, t->buf, sizeof t->buf);
+        /* statm after the clock: success proves the clock was this process's. */
+        if (n <= 0 || cp_procstat_parse_statm(t->buf, (size_t)n, &s->vms, &s->rss)
+            || (e->have_clock && !clock_ok)) {
             drop(t, i);
             gone++;
             continue;
         }
-        if (with_smaps && e->smaps_fd >= 0) {
-            cp_procsample m;
-            n = cp_procstat_pread(e->smaps_fd, t->buf, sizeof t->buf);
-            if (n > 0 && cp_procstat_parse_smaps(t->buf, (size_t)n, &m) == 0) {
-                e->pss = m.pss;
-                e->uss = m.uss;
-            } else if (s->state == 'Z' || n == 0) {
-                e->pss = e->uss = 0; /* a zombie has no memory left */
+        /* stat only when needed: no clock, no memory (a zombie, or exiting:
+         * its state), or a new address space (an exec: its name). */
+        if (!e->have_clock || s->vms == 0 || s->vms != e->vms) {
+            if (restat(t, e, s)) {
+                drop(t, i);
+                gone++;
+                continue;
             }
+            e->vms = s->vms;
         }
+        if (clock_ok) {
+            s->cpu_ns = (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+            s->cpu_ticks = s->cpu_ns / (1000000000ull / (unsigned long long)cp_procstat_hz());
+        }
+        s->pid = e->pid;
+        s->ppid = e->ppid;
+        s->start = e->start;
+        s->state = e->state;
+        memcpy(s->name, e->name, sizeof s->name);
+        if (with_smaps && e->smaps_fd >= 0) read_smaps(t, e);
         s->pss = e->pss;
         s->uss = e->uss;
         k++;

@@ -415,7 +415,7 @@ local function new_sampler(kw)
   local s = setmetatable({
     kw = kw, track = track, buf = {}, n = 0,
     stats = new_stats(kw.pid, iv),
-    recs = {},               -- "pid:start" -> proc record
+    recs = {},               -- track id -> proc record
     t0 = kw.t0,              -- monotonic time of the host's start(): t = 0
     smaps_every = math.max(1, math.floor((kw.smaps_seconds or 0.5) / iv + 0.5)),
     rescan_every = math.max(1, math.floor((kw.rescan_seconds or 0.2) / iv + 0.5)),
@@ -432,9 +432,12 @@ local function new_sampler(kw)
 end
 
 -- One sample of every tracked process, appended to the stats. Returns the
--- number of processes seen.
+-- number of processes seen. track:sample fills the flat array buf, 9 slots
+-- per process (id, pid, start, rss, vms, pss, uss, cpu_ns, name; see
+-- bindings/l_monitor.c): no table or string is made per process per sample.
 function Sampler:sample(now, smaps)
-  local n, vanished = self.track:sample(self.buf, smaps or self.n % self.smaps_every == 0)
+  local buf = self.buf
+  local n, vanished = self.track:sample(buf, smaps or self.n % self.smaps_every == 0)
   self.n = self.n + 1
   if vanished > 0 or self.n % self.rescan_every == 0 then self.track:rescan() end
   if n == 0 then return 0 end
@@ -442,28 +445,29 @@ function Sampler:sample(now, smaps)
   local i = #st.t + 1
   local t = now - self.t0
   st.t[i] = t
-  local hz, recs, buf = st.hz, self.recs, self.buf
+  local recs, procs = self.recs, st.procs
   local rss, vms, pss, uss, cpu = 0, 0, 0, 0, 0
   local pss_known = true
-  for k = 1, n do
-    local b = buf[k]
-    local key = b.pid * 4294967296 + b.start
-    local r = recs[key]
+  for b = 0, (n - 1) * 9, 9 do
+    local r = recs[buf[b + 1]]
+    local ns, name = buf[b + 8], buf[b + 9]
     if not r then
-      r = { pid = b.pid, name = b.name, start = b.start, i0 = i, rss = {}, vms = {}, pss = {}, uss = {}, cpu = {},
-        last_ticks = b.cpu_ticks, last_t = t }
-      recs[key] = r
-      st.procs[#st.procs + 1] = r
+      r = { pid = buf[b + 2], name = name or "?", start = buf[b + 3], i0 = i, rss = {}, vms = {}, pss = {}, uss = {},
+        cpu = {}, last_ns = ns, last_t = t }
+      recs[buf[b + 1]] = r
+      procs[#procs + 1] = r
+    elseif name then
+      r.name = name -- a fork that then execs changes its name
     end
-    r.name = b.name -- a fork that then execs changes its name
     local j = i - r.i0 + 1
     local c = 0
-    if t > r.last_t then c = (b.cpu_ticks - r.last_ticks) / hz / (t - r.last_t) * 100 end
-    r.last_ticks, r.last_t = b.cpu_ticks, t
-    local p, u = b.pss, b.uss
+    local dt = t - r.last_t
+    if dt > 0 then c = (ns - r.last_ns) / dt * 1e-7 end -- ns per s, as percent of a core
+    r.last_ns, r.last_t = ns, t
+    local m, v, p, u = buf[b + 4], buf[b + 5], buf[b + 6], buf[b + 7]
     if not p then p, u, pss_known = NAN, NAN, false end
-    r.rss[j], r.vms[j], r.pss[j], r.uss[j], r.cpu[j] = b.rss, b.vms, p, u, c
-    rss, vms, cpu = rss + b.rss, vms + b.vms, cpu + c
+    r.rss[j], r.vms[j], r.pss[j], r.uss[j], r.cpu[j] = m, v, p, u, c
+    rss, vms, cpu = rss + m, vms + v, cpu + c
     if p == p then pss, uss = pss + p, uss + u end
   end
   local tot = st.total
