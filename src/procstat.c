@@ -83,6 +83,7 @@ int cp_procstat_parse_stat(const char *text, size_t n, cp_procsample *s)
     for (int i = 4; i <= 24; i++)
         if (next_ull(&p, end, &f[i])) return -1;
     s->ppid = (pid_t)f[4];
+    s->threads = (long)f[20];
     s->cpu_ticks = f[14] + f[15];
     s->cpu_ns = s->cpu_ticks * (1000000000ull / (unsigned long long)cp_procstat_hz());
     s->start = f[22];

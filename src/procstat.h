@@ -23,6 +23,7 @@ typedef struct cp_procsample {
     unsigned long long rss;       /* resident set, bytes */
     long long pss;                /* proportional set, bytes; -1 if unknown */
     long long uss;                /* private (unique) set, bytes; -1 if unknown */
+    long threads;                 /* number of threads */
     char state;                   /* 'R', 'S', 'Z', ... */
     char name[17];                /* comm, NUL-terminated */
 } cp_procsample;
@@ -32,7 +33,7 @@ long cp_procstat_hz(void);
 long cp_procstat_pagesize(void);
 
 /* Parse the text of /proc/<pid>/stat (n bytes, need not be NUL-terminated)
- * into s (pid, ppid, state, name, cpu_ticks, start, vms, rss); pss and uss are
+ * into s (pid, ppid, state, name, threads, cpu_ticks, cpu_ns, start, vms, rss); pss and uss are
  * left alone. Returns 0, or -1 when the text is malformed. */
 int cp_procstat_parse_stat(const char *text, size_t n, cp_procsample *s);
 

@@ -1,6 +1,7 @@
 /* proctrack.c: see proctrack.h. */
 #include "proctrack.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <time.h>
 #include <fcntl.h>
@@ -11,10 +12,10 @@
 
 static void entry_close(cp_proctrack_entry *e)
 {
-    if (e->stat_fd >= 0) close(e->stat_fd);
     if (e->statm_fd >= 0) close(e->statm_fd);
+    if (e->children_fd >= 0) close(e->children_fd);
     if (e->smaps_fd >= 0) close(e->smaps_fd);
-    e->stat_fd = e->statm_fd = e->smaps_fd = -1;
+    e->statm_fd = e->children_fd = e->smaps_fd = -1;
 }
 
 static long find(const cp_proctrack *t, pid_t pid)
@@ -28,8 +29,15 @@ static long find(const cp_proctrack *t, pid_t pid)
  * Returns 0, or -1 when the process is gone (or is another one). */
 static int restat(cp_proctrack *t, cp_proctrack_entry *e, cp_procsample *s)
 {
-    long n = cp_procstat_pread(e->stat_fd, t->buf, sizeof t->buf);
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)e->pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    long n = cp_procstat_pread(fd, t->buf, sizeof t->buf);
+    close(fd);
+    /* (pid, start) names the process: a reused pid has a later start. */
     if (n <= 0 || cp_procstat_parse_stat(t->buf, (size_t)n, s) || s->start != e->start) return -1;
+    e->threads = s->threads;
     if (strcmp(e->name, s->name) != 0) {
         memcpy(e->name, s->name, sizeof e->name);
         e->renamed = 1;
@@ -56,7 +64,7 @@ static int add(cp_proctrack *t, pid_t pid)
 {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC); /* for this identification only */
     if (fd < 0) return 1;
     snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
     int mfd = open(path, O_RDONLY | O_CLOEXEC);
@@ -68,15 +76,15 @@ static int add(cp_proctrack *t, pid_t pid)
     int have_clock = clock_getcpuclockid(pid, &clk) == 0 && clock_gettime(clk, &ts) == 0;
     cp_procsample s;
     long n = cp_procstat_pread(fd, t->buf, sizeof t->buf);
+    close(fd);
     if (n <= 0 || cp_procstat_parse_stat(t->buf, (size_t)n, &s)) {
-        close(fd);
         close(mfd);
         return 1;
     }
     if (t->n == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 16;
         cp_proctrack_entry *e = realloc(t->e, cap * sizeof *e);
-        if (!e) { close(fd); close(mfd); return -1; }
+        if (!e) { close(mfd); return -1; }
         t->e = e;
         t->cap = cap;
     }
@@ -86,8 +94,11 @@ static int add(cp_proctrack *t, pid_t pid)
     e->ppid = s.ppid;
     e->start = s.start;
     e->id = ++t->next_id;
-    e->stat_fd = fd;
     e->statm_fd = mfd;
+    e->threads = s.threads;
+    /* Missing without CONFIG_PROC_CHILDREN: rescans then scan all of /proc. */
+    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid, (int)pid);
+    e->children_fd = open(path, O_RDONLY | O_CLOEXEC);
     e->have_clock = have_clock;
     e->clock = clk;
     e->vms = s.vms;
@@ -140,20 +151,89 @@ void cp_proctrack_free(cp_proctrack *t)
     t->n = t->cap = t->scan_cap = 0;
 }
 
+static int scan_push(cp_proctrack *t, size_t *m, pid_t pid)
+{
+    if (*m == t->scan_cap) {
+        size_t cap = t->scan_cap ? t->scan_cap * 2 : 64;
+        pid_t *v = realloc(t->scan, cap * sizeof *v);
+        if (!v) return -1;
+        t->scan = v;
+        t->scan_cap = cap;
+    }
+    t->scan[(*m)++] = pid;
+    return 0;
+}
+
+/* Append the pids in one children file's text (space-separated). */
+static int scan_children(cp_proctrack *t, size_t *m, const char *p, long n)
+{
+    const char *end = p + (n > 0 ? n : 0);
+    while (p < end) {
+        while (p < end && (*p < '0' || *p > '9')) p++;
+        if (p >= end) break;
+        long v = 0;
+        while (p < end && *p >= '0' && *p <= '9') v = v * 10 + (*p++ - '0');
+        if ((pid_t)v != t->prune && scan_push(t, m, (pid_t)v)) return -1;
+    }
+    return 0;
+}
+
+/* Descendants of the root into t->scan, breadth first. A tracked process
+ * with one thread (at its last stat read) is asked through its kept-open
+ * children file; the others through every /proc/<pid>/task/<tid>/children.
+ * Returns the count, or -1 on ENOMEM. */
+static long walk(cp_proctrack *t)
+{
+    size_t m = 0;
+    char path[96], buf[8192]; /* a children file: ~7 bytes per child */
+    pid_t parent = t->root;
+    for (size_t qi = 0;; qi++) {
+        long i = find(t, parent);
+        if (i >= 0 && t->e[i].children_fd >= 0 && t->e[i].threads == 1) {
+            long n = cp_procstat_pread(t->e[i].children_fd, buf, sizeof buf);
+            if (scan_children(t, &m, buf, n)) return -1;
+        } else {
+            snprintf(path, sizeof path, "/proc/%d/task", (int)parent);
+            DIR *d = opendir(path);
+            if (d) {
+                struct dirent *de;
+                while ((de = readdir(d))) {
+                    if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
+                    snprintf(path, sizeof path, "/proc/%d/task/%.16s/children", (int)parent, de->d_name);
+                    int fd = open(path, O_RDONLY | O_CLOEXEC);
+                    if (fd < 0) continue;
+                    long n = cp_procstat_pread(fd, buf, sizeof buf);
+                    close(fd);
+                    if (scan_children(t, &m, buf, n)) { closedir(d); return -1; }
+                }
+                closedir(d);
+            }
+        }
+        if (qi >= m) break;
+        parent = t->scan[qi];
+    }
+    return (long)m;
+}
+
 long cp_proctrack_rescan(cp_proctrack *t)
 {
     long m = 0;
     if (t->include_children) {
-        for (;;) {
-            m = cp_procstat_descendants_fast(t->root, t->prune, t->scan, t->scan_cap);
-            if (m == -2) m = cp_procstat_descendants(t->root, t->prune, t->scan, t->scan_cap);
+        if (t->n && t->e[0].pid == t->root && t->e[0].children_fd >= 0) {
+            m = walk(t);
             if (m < 0) return -1;
-            if ((size_t)m <= t->scan_cap) break;
-            size_t cap = (size_t)m + 16;
-            pid_t *s = realloc(t->scan, cap * sizeof *s);
-            if (!s) return -1;
-            t->scan = s;
-            t->scan_cap = cap;
+        } else {
+            for (;;) {
+                m = cp_procstat_descendants_fast(t->root, t->prune, t->scan, t->scan_cap);
+                if (m == -2) m = cp_procstat_descendants(t->root, t->prune, t->scan, t->scan_cap);
+                if (m < 0) return -1;
+                if ((size_t)m <= t->scan_cap) break;
+                size_t cap = (size_t)m + 16;
+                pid_t *s = realloc(t->scan, cap * sizeof *s);
+                if (!s) return -1;
+                t->scan = s;
+                t->scan_cap = cap;
+            }
         }
     }
     /* Drop the tracked processes that left the tree (exited, or re-parented

@@ -9,12 +9,17 @@
  * process CPU clock (clock_getcpuclockid: every thread, exited ones too, in
  * ns), which is named by pid number; it is read BEFORE statm, so a statm read
  * that succeeds proves the pid still belonged to the same process when the
- * clock was read. /proc/<pid>/stat (3x the cost of statm) is read only to
+ * clock was read. /proc/<pid>/stat (3x the cost of statm; opened by path,
+ * and the start time in it checked, so it cannot be another process's) is
+ * read only to
  * identify a process when it is added, at every rescan (name, state), when
  * its virtual size changes (exec replaces the address space, and the name
  * with it), and when it has no memory left (a zombie: its state).
  * The tree is rescanned only when asked (cp_proctrack_rescan): the caller does
- * it every few samples and whenever a tracked process vanished. */
+ * it every few samples and whenever a tracked process vanished. A rescan
+ * reads the kept-open children file of each single-threaded tracked process
+ * (one pread) and walks /proc/<pid>/task/ only for the others and for
+ * processes not tracked yet. */
 #ifndef CP_PROCTRACK_H
 #define CP_PROCTRACK_H
 
@@ -24,8 +29,9 @@ typedef struct cp_proctrack_entry {
     pid_t pid, ppid;
     unsigned long long start; /* start ticks: identity together with pid */
     unsigned long long id;    /* 1, 2, ...: never reused within one tracker */
-    int stat_fd;              /* /proc/<pid>/stat */
     int statm_fd;             /* /proc/<pid>/statm */
+    int children_fd;          /* /proc/<pid>/task/<pid>/children, -1 if none */
+    long threads;             /* at the last stat read */
     int smaps_fd;             /* /proc/<pid>/smaps_rollup, -1 if unreadable */
     int have_clock;           /* clock is usable; else CPU from stat ticks */
     clockid_t clock;          /* the process CPU clock */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static int failures;
@@ -48,6 +49,15 @@ static void test_parse_smaps(void)
     CHECK(s.pss == 395 * 1024);          /* not Pss_Dirty */
     CHECK(s.uss == (60 + 112) * 1024);
     CHECK(cp_procstat_parse_smaps("Rss: 1 kB\n", 10, &s) == -1);
+}
+
+static void test_parse_statm(void)
+{
+    unsigned long long vms = 0, rss = 0, ps = (unsigned long long)cp_procstat_pagesize();
+    CHECK(cp_procstat_parse_statm("2980 345 300 5 0 150 0\n", 23, &vms, &rss) == 0);
+    CHECK(vms == 2980 * ps && rss == 345 * ps);
+    CHECK(cp_procstat_parse_statm("0 0 0 0 0 0 0\n", 14, &vms, &rss) == 0 && vms == 0 && rss == 0);
+    CHECK(cp_procstat_parse_statm("12", 2, &vms, &rss) == -1);
 }
 
 static void test_read_self(void)
@@ -187,12 +197,65 @@ static void test_child_memory_and_tree(void)
     CHECK(cp_proctrack_init(&t, a, 1, 0) == -1 && errno == ESRCH);
 }
 
+/* The tracked set's CPU time is the whole process's, in ns; names follow exec. */
+static void test_track_cpu_and_exec(void)
+{
+    volatile unsigned long x = 0;
+    for (unsigned long i = 0; i < 50000000ul; i++) x += i; /* ~20+ ms of CPU */
+    cp_proctrack t;
+    CHECK(cp_proctrack_init(&t, getpid(), 0, 0) == 0);
+    CHECK(t.n == 1 && t.e[0].id == 1 && t.e[0].renamed == 1);
+    cp_procsample smp[4];
+    size_t gone;
+    struct timespec a, b;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &a);
+    CHECK(cp_proctrack_sample(&t, smp, 4, 0, &gone) == 1);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &b);
+    unsigned long long lo = (unsigned long long)a.tv_sec * 1000000000ull + (unsigned long long)a.tv_nsec;
+    unsigned long long hi = (unsigned long long)b.tv_sec * 1000000000ull + (unsigned long long)b.tv_nsec;
+    CHECK(smp[0].cpu_ns >= lo && smp[0].cpu_ns <= hi);
+    CHECK(smp[0].rss > 0 && smp[0].vms >= smp[0].rss && smp[0].pid == getpid());
+    cp_proctrack_free(&t);
+
+    /* A child that execs sleep after we started tracking it is renamed. */
+    int p[2];
+    if (pipe(p)) abort();
+    pid_t c = fork();
+    if (c == 0) {
+        char go;
+        close(p[1]);
+        if (read(p[0], &go, 1) != 1) _exit(5);
+        execlp("sleep", "sleep", "30", (char *)NULL);
+        _exit(127);
+    }
+    close(p[0]);
+    CHECK(cp_proctrack_init(&t, c, 0, 0) == 0);
+    CHECK(cp_proctrack_sample(&t, smp, 4, 0, &gone) == 1);
+    char before[17];
+    memcpy(before, smp[0].name, sizeof before);
+    t.e[0].renamed = 0;
+    if (write(p[1], "g", 1) != 1) abort();
+    close(p[1]);
+    int renamed = 0;
+    for (int i = 0; i < 2000 && !renamed; i++) { /* up to ~2 s for the exec */
+        CHECK(cp_proctrack_sample(&t, smp, 4, 0, &gone) == 1);
+        renamed = strcmp(smp[0].name, "sleep") == 0;
+        if (!renamed) usleep(1000);
+    }
+    CHECK(renamed && t.e[0].renamed == 1);
+    CHECK(strcmp(before, "sleep") != 0);
+    cp_proctrack_free(&t);
+    reap(c);
+}
+
 int main(void)
 {
     test_parse_stat();
     test_parse_smaps();
+    test_parse_statm();
     test_read_self();
     test_child_memory_and_tree();
+    test_track_cpu_and_exec();
     if (failures) {
         fprintf(stderr, "%d failure(s)\n", failures);
         return 1;
