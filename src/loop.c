@@ -1,6 +1,7 @@
 /* loop.c: see loop.h. */
 #include "loop.h"
 
+#include <pthread.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -15,9 +16,22 @@ static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
     ev_break(loop, EVBREAK_ONE);
 }
 
+static pid_t g_self;
+
+static void after_fork_child(void) { g_self = getpid(); }
+
+pid_t cp_self_pid(void)
+{
+    if (!g_self) {
+        g_self = getpid();
+        pthread_atfork(NULL, NULL, after_fork_child);
+    }
+    return g_self;
+}
+
 struct ev_loop *cp_loop(void)
 {
-    pid_t me = getpid();
+    pid_t me = cp_self_pid();
     if (g_loop && g_loop_pid == me) return g_loop;
     /* A forked child starts over (cp_loop_after_fork dropped the inherited
      * loop; if nobody called it, the old loop is left alone: destroying it
@@ -32,7 +46,7 @@ struct ev_loop *cp_loop(void)
 
 void cp_loop_after_fork(void)
 {
-    if (g_loop && g_loop_pid != getpid()) ev_loop_destroy(g_loop);
+    if (g_loop && g_loop_pid != cp_self_pid()) ev_loop_destroy(g_loop);
     g_loop = NULL;
 }
 
@@ -48,7 +62,7 @@ void cp_loop_interrupt(void)
     g_interrupt = 1;
     /* A flag alone can be missed by a wait that is just entering epoll;
      * ev_async_send is async-signal-safe and makes that wait return. */
-    if (g_loop && g_loop_pid == getpid()) ev_async_send(g_loop, &g_wake);
+    if (g_loop && g_loop_pid == cp_self_pid()) ev_async_send(g_loop, &g_wake);
 }
 
 int cp_loop_take_interrupt(void)

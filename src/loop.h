@@ -5,6 +5,7 @@
 
 #include <ev.h>
 #include <signal.h>
+#include <sys/types.h>
 
 /* The loop of the calling process; made on first use, and made anew in a
  * forked child (the parent's epoll set is never touched by the child). */
@@ -14,6 +15,10 @@ struct ev_loop *cp_loop(void);
  * inherited loop (closing our copy of its epoll fd while that fd number is
  * still the loop's). */
 void cp_loop_after_fork(void);
+
+/* This process's pid without a system call (kept up to date across fork by
+ * an atfork handler): the "is this object mine?" checks run on hot paths. */
+pid_t cp_self_pid(void);
 
 /* Monotonic time in seconds. */
 double cp_now(void);

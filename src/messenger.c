@@ -17,7 +17,7 @@ static pid_t g_all_pid;
 
 static void link_in(cp_messenger *m)
 {
-    if (g_all_pid != getpid()) { g_all = NULL; g_all_pid = getpid(); }
+    if (g_all_pid != cp_self_pid()) { g_all = NULL; g_all_pid = cp_self_pid(); }
     m->prev = NULL;
     m->next = g_all;
     if (g_all) g_all->prev = m;
@@ -66,7 +66,7 @@ static void release(cp_messenger *m)
 
 static void stop_watchers(cp_messenger *m)
 {
-    if (m->owner != getpid()) return; /* the loop they sit in is not ours */
+    if (m->owner != cp_self_pid()) return; /* the loop they sit in is not ours */
     struct ev_loop *loop = cp_loop();
     ev_io_stop(loop, &m->rw);
     ev_io_stop(loop, &m->ww);
@@ -97,7 +97,7 @@ int cp_messenger_open(cp_messenger *m, int fd, int fifo, cp_proc *peer)
     m->fifo = fifo;
     m->peer = peer;
     m->state = CP_M_OPEN;
-    m->owner = getpid();
+    m->owner = cp_self_pid();
     struct ev_loop *loop = cp_loop();
     ev_io_init(&m->rw, on_readable, fd, EV_READ);
     ev_io_init(&m->ww, on_writable, fd, EV_WRITE);
@@ -117,9 +117,9 @@ void cp_messenger_close(cp_messenger *m)
 {
     if (m->state == CP_M_CLOSED && m->fd < 0) return;
     if (m->state == CP_M_OPEN) stop_watchers(m);
-    if (m->owner == getpid()) link_out(m);
+    if (m->owner == cp_self_pid()) link_out(m);
     if (m->fd >= 0) close(m->fd);
-    if (m->pidfd >= 0 && m->owner == getpid()) close(m->pidfd);
+    if (m->pidfd >= 0 && m->owner == cp_self_pid()) close(m->pidfd);
     m->fd = m->pidfd = -1;
     m->state = CP_M_CLOSED;
     release(m);
@@ -127,7 +127,7 @@ void cp_messenger_close(cp_messenger *m)
 
 void cp_messenger_forget_all(void)
 {
-    if (g_all_pid != getpid()) {
+    if (g_all_pid != cp_self_pid()) {
         /* Inherited list: every entry belongs to the parent. */
         for (cp_messenger *m = g_all, *next; m; m = next) {
             next = m->next;
@@ -140,7 +140,7 @@ void cp_messenger_forget_all(void)
             release(m);
         }
         g_all = NULL;
-        g_all_pid = getpid();
+        g_all_pid = cp_self_pid();
     }
 }
 
@@ -224,7 +224,7 @@ int cp_messenger_sent(cp_messenger *m, cp_chan *c, unsigned flags)
 
 void cp_messenger_flush_all(void)
 {
-    if (g_all_pid != getpid()) return;
+    if (g_all_pid != cp_self_pid()) return;
     for (cp_messenger *m = g_all; m; m = m->next)
         if (m->state == CP_M_OPEN && cp_buf_size(&m->out) && !ev_is_active(&m->ww))
             cp_messenger_flush_nb(m);
