@@ -55,6 +55,38 @@ int cp_l_error(lua_State *L, const char *cls, const char *fmt, ...)
     return cp_l_raise(L);
 }
 
+void cp_l_newclass(lua_State *L, const char *tname, const luaL_Reg *methods,
+                   const luaL_Reg *meta, int nup)
+{
+    if (!luaL_newmetatable(L, tname)) {
+        lua_pop(L, nup + 1);
+        return;
+    }
+    if (meta) luaL_setfuncs(L, meta, 0);
+    int mt = lua_gettop(L);
+    int n = 0;
+    while (methods[n].name) n++;
+    lua_createtable(L, 0, n);
+    lua_pushvalue(L, mt);
+    for (int i = 0; i < nup; i++) lua_pushvalue(L, mt - nup + i);
+    luaL_setfuncs(L, methods, nup + 1);
+    lua_setfield(L, mt, "__index");
+    lua_pop(L, nup + 1);
+}
+
+int cp_l_isclass(lua_State *L, int i)
+{
+    if (!lua_getmetatable(L, i)) return 0;
+    int ok = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    return ok;
+}
+
+int cp_l_closed(lua_State *L, const char *tname)
+{
+    return luaL_error(L, "attempt to use a closed %s", tname);
+}
+
 /* Weak so the module still builds while a part is being written. */
 #pragma weak cp_l_codec_open
 #pragma weak cp_l_messenger_open

@@ -12,6 +12,20 @@ void cp_l_messenger_open(lua_State *L, int t);
 void cp_l_process_open(lua_State *L, int t);
 void cp_l_monitor_open(lua_State *L, int t);
 
+/* [-0, +0, m] The one way a Lua-visible type is made (liolib's createmeta):
+ * metatable tname (so argument errors name it), the metamethods in meta set
+ * on it, the methods in their own table as __index. Every method gets the
+ * metatable as upvalue 1 (cp_l_isclass: a type check without a registry
+ * lookup), then the nup values on top of the stack, which are popped. A
+ * second call (busted re-requires) finds the metatable and only pops. */
+void cp_l_newclass(lua_State *L, const char *tname, const luaL_Reg *methods,
+                   const luaL_Reg *meta, int nup);
+/* True when the value at i has the metatable held in upvalue 1 of the
+ * running method (see cp_l_newclass). */
+int  cp_l_isclass(lua_State *L, int i);
+/* Raise "attempt to use a closed <tname>". */
+int  cp_l_closed(lua_State *L, const char *tname);
+
 /* [-0, +1, m] Push a coproc error object of class cls (e.g. "WorkerDied")
  * with a formatted message. Extra fields can be set on it before raising.
  * The object is made by the Lua constructor registered with
