@@ -105,5 +105,6 @@ int cp_core_open(lua_State *L)
     if (cp_l_messenger_open) cp_l_messenger_open(L, t);
     if (cp_l_process_open) cp_l_process_open(L, t);
     if (cp_l_monitor_open) cp_l_monitor_open(L, t);
+    cp_l_batch_open(L, t);
     return 1;
 }

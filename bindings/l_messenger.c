@@ -244,6 +244,18 @@ static int try_receive(lua_State *L, cp_messenger *m, cp_chan *c)
     return 1;
 }
 
+/* Like try_receive, but pushes the payload's msgpack bytes undecoded. */
+static int try_receive_raw(lua_State *L, cp_messenger *m, cp_chan *c)
+{
+    cp_msg *msg = cp_messenger_pop_special(m);
+    if (msg) return raise_special(L, m, msg);
+    msg = cp_messenger_pop(m, c);
+    if (!msg) return 0;
+    lua_pushlstring(L, msg->data, msg->len);
+    cp_msg_free(msg);
+    return 1;
+}
+
 static void raise_wait(lua_State *L, int rc)
 {
     if (rc == -1) luaL_error(L, "interrupted!");
@@ -411,6 +423,27 @@ static int l_receive_blocking(lua_State *L)
         int rc = cp_messenger_wait(m, c, 0, timeout);
         if (rc == 0) {
             if (try_receive(L, m, c)) return 1;
+            return cp_l_error(L, "Timeout", "no message within %f seconds", timeout);
+        }
+        raise_wait(L, rc);
+    }
+}
+
+/* receive_raw(channel, timeout): receive_blocking without the decode: the
+ * payload as a string of msgpack bytes, for a receiver that decodes it
+ * itself (core.decode_prefix: a pool worker that must know which item of a
+ * batch could not be decoded). */
+static int l_receive_raw(lua_State *L)
+{
+    cp_messenger *m = &check_hot(L, 1)->m;
+    cp_chan *c = get_chan(L, m, 2, 1);
+    double timeout = opt_timeout(L, 3);
+    for (;;) {
+        if (try_receive_raw(L, m, c)) return 1;
+        if (cp_messenger_exhausted(m, c)) return raise_down(L, m);
+        int rc = cp_messenger_wait(m, c, 0, timeout);
+        if (rc == 0) {
+            if (try_receive_raw(L, m, c)) return 1;
             return cp_l_error(L, "Timeout", "no message within %f seconds", timeout);
         }
         raise_wait(L, rc);
@@ -619,6 +652,7 @@ static const luaL_Reg methods[] = {
     {"send_close_request", l_send_close_request},
     {"send_error", l_send_error},
     {"receive_blocking", l_receive_blocking},
+    {"receive_raw", l_receive_raw},
     {"receive_available", l_receive_available},
     {"receive_remaining", l_receive_remaining},
     {"available", l_available},

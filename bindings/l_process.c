@@ -11,6 +11,7 @@
  * frames: it ends with _exit. */
 #include "lcore.h"
 #include "lmessenger.h"
+#include "lbatch.h"
 #include "codec.h"
 #include "coproc_core.h"
 #include "loop.h"
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,7 +34,23 @@
 typedef struct l_process {
     cp_proc p;
     int     started;
+    volatile cp_status *status; /* shared with the worker (spawn option status), or NULL */
 } l_process;
+
+/* One shared anonymous page per worker that asked for a status slot: the
+ * worker writes it, the host reads it even after the worker died. */
+static volatile cp_status *status_new(void)
+{
+    void *p = mmap(NULL, sizeof(cp_status), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    return p;
+}
+
+static void status_free(l_process *lp)
+{
+    if (lp->status) munmap((void *)lp->status, sizeof(cp_status));
+    lp->status = NULL;
+}
 
 int cp_core_open(lua_State *L);
 
@@ -98,6 +116,16 @@ static int l_exitcode(lua_State *L)
     return 2;
 }
 
+/* status() -> bid, item as the worker last wrote them (nil without a slot). */
+static int l_status(lua_State *L)
+{
+    l_process *lp = check(L, 1);
+    if (!lp->status) return 0;
+    lua_pushinteger(L, (lua_Integer)lp->status->bid);
+    lua_pushinteger(L, (lua_Integer)lp->status->item);
+    return 2;
+}
+
 static int l_gc(lua_State *L)
 {
     l_process *lp = check(L, 1);
@@ -106,6 +134,7 @@ static int l_gc(lua_State *L)
         cp_proc_terminate(&lp->p, 0.5);
         cp_proc_release(&lp->p);
     }
+    status_free(lp);
     return 0;
 }
 
@@ -170,10 +199,11 @@ static void preload_core(lua_State *L)
 }
 
 static _Noreturn void child_main(lua_State *L, int fresh, int fifo, const char *payload, size_t plen,
-                                 const char *path, const char *cpath)
+                                 const char *path, const char *cpath, volatile cp_status *status)
 {
     cp_messenger_forget_all();
     cp_proc_forget_all();
+    cp_l_batch_set_slot(status);
     int code;
     if (fresh) {
         lua_State *W = luaL_newstate();
@@ -212,8 +242,11 @@ static int l_spawn(lua_State *L)
 {
     luaL_checkany(L, 1);
     lua_settop(L, 3);
-    int fresh = 1, fifo = 0;
+    int fresh = 1, fifo = 0, want_status = 0;
     if (lua_istable(L, 3)) {
+        lua_getfield(L, 3, "status");
+        want_status = lua_toboolean(L, -1);
+        lua_pop(L, 1);
         lua_getfield(L, 3, "method");
         const char *method = luaL_optstring(L, -1, "fresh");
         if (strcmp(method, "inherit") == 0) fresh = 0;
@@ -254,6 +287,11 @@ static int l_spawn(lua_State *L)
     lp->p.pidfd = -1;
     luaL_setmetatable(L, CP_PROCESS_MT);
     int pi = lua_gettop(L);
+    if (want_status && !(lp->status = status_new())) {
+        int e = errno;
+        cp_buf_free(&payload);
+        return luaL_error(L, "cannot start a worker: mmap: %s", strerror(e));
+    }
 
     int fd = -1;
     pid_t pid = cp_proc_spawn(&lp->p, &fd, fresh);
@@ -262,7 +300,8 @@ static int l_spawn(lua_State *L)
         cp_buf_free(&payload);
         return luaL_error(L, "cannot start a worker: %s", strerror(e));
     }
-    if (pid == 0) child_main(L, fresh, fifo, payload.data ? cp_buf_head(&payload) : "", cp_buf_size(&payload), path, cpath);
+    if (pid == 0) child_main(L, fresh, fifo, payload.data ? cp_buf_head(&payload) : "", cp_buf_size(&payload), path, cpath,
+                             lp->status);
     cp_buf_free(&payload);
     lp->started = 1;
     if (cp_messenger_open(&lm->m, fd, fifo, &lp->p)) {
@@ -331,6 +370,7 @@ static const luaL_Reg methods[] = {
     {"kill", l_kill},
     {"terminate", l_terminate},
     {"exitcode", l_exitcode},
+    {"status", l_status},
     {NULL, NULL}
 };
 

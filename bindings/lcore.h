@@ -11,6 +11,7 @@ void cp_l_codec_open(lua_State *L, int t);
 void cp_l_messenger_open(lua_State *L, int t);
 void cp_l_process_open(lua_State *L, int t);
 void cp_l_monitor_open(lua_State *L, int t);
+void cp_l_batch_open(lua_State *L, int t);
 
 /* [-0, +0, m] The one way a Lua-visible type is made (liolib's createmeta):
  * metatable tname (so argument errors name it), the metamethods in meta set

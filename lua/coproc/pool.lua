@@ -1,34 +1,47 @@
 --- coproc.pool: Pool (multiprocessing.Pool with task priorities), LazyPool
 -- (forks at map time, inherits fn and items) and WorkerResourcePool (the
--- upstream building block, in coproc.wrpool).
+-- upstream building block, in coproc.wrpool). docs/pool.md is the contract.
 --
 -- How it works (host side). Every call turns into a *job*: a function and a
 -- list of items. A job enters a priority queue (lower priority number first,
--- FIFO among equals) as one *run* of items; the dispatcher cuts batches of
--- items off the top run and sends each as one message to a worker whose
--- in-flight window has room. The window is sized from the function's measured
--- cost (worker CPU seconds per item): about `budget` seconds of work per
--- worker, at least one batch, so trivial tasks travel thousands to a message
--- and slow ones one or two at a time (a high-priority task then waits for at
--- most about one task per worker). `chunksize` is the unit batches are made
--- of; nil means automatic (guided: a batch takes at most a 1/(2n) share of
--- what is left, so the tail balances). Functions are shipped once per worker
--- (a "define" message, then batches name them by id); see
--- coproc/pool_worker.lua for the wire format.
+-- FIFO among equals, lower item index first within a job) as one *range* of
+-- items; the dispatcher cuts batches off the top range and sends each as one
+-- message to a worker whose in-flight window has room. The window is sized
+-- from the function's measured cost (worker CPU seconds per item): about
+-- `budget` seconds of work per worker, at least one batch, so trivial tasks
+-- travel thousands to a message and slow ones one or two at a time.
+-- `chunksize` is the unit batches are made of; either way a batch takes at
+-- most a 1/(2n) share of what is left of its job, so the tail balances.
 --
--- The host sleeps in coproc.wait on all worker messengers. A worker that died
--- is replaced at once; the batches it held are requeued (`retries`) or fail
--- their job with WorkerDied. Nothing runs in the background: the pool makes
--- progress inside its own calls (map, result(), done(), ...).
+-- Functions. Each call encodes its function once (so an EncodeError comes
+-- before anything is sent, and the upvalues are those of the moment of the
+-- call); a worker is sent a definition only when it does not hold one with
+-- the same bytes, and decodes a fresh instance per job (coproc/pool_worker.lua
+-- has the wire format).
+--
+-- Faults. A worker records in a shared slot which item it is running, so a
+-- worker that dies is blamed for exactly that item; the items it held but
+-- had not started, and those whose results died with it, are run again
+-- without counting as retries. Dead workers are replaced, at most
+-- max_restarts times in restart_window seconds; past that the pool gives up
+-- on its pending work, naming the last cause, and the next call tries again.
+--
+-- The host sleeps in coproc.wait on all worker messengers. Nothing runs in
+-- the background: the pool makes progress inside its own calls (map,
+-- result(), done(), ...).
 local coproc = require "coproc"
 local Future = require "coproc.future"
 local Progress = require "coproc.progress"
+local options = require "coproc.options"
+local resource = require "coproc.resource"
 
 local M = {}
 
 local floor, ceil, huge = math.floor, math.ceil, math.huge
-local unpack = table.unpack
-local table_new = coproc.core.table_new
+local core = coproc.core
+local table_new, encode = core.table_new, core.encode
+local clock = core.now
+M._clock = clock
 
 -- Results arrive batch by batch, out of order: a table sized up front keeps
 -- them in its array part instead of a hash that grows and rehashes.
@@ -42,68 +55,55 @@ local BUDGET      = 0.004      -- seconds of estimated work in flight per worker
 local MAX_BATCHES = 4          -- messages in flight per worker
 local MAX_UNITS   = 256        -- chunks per message with an explicit chunksize
 local MAX_AUTO    = 8192       -- items per message with automatic chunking
+local MAX_UNSENT  = 4 << 20    -- bytes waiting for a worker before it gets no more
 local FN_PRIORITY = -huge      -- "define function" is popped before any batch
-local IDLE_FNS    = 16         -- functions kept in workers after their jobs end
+local IDLE_FNS    = 16         -- definitions kept in workers after their jobs end
+local MAX_ENDED   = 32         -- ended jobs a worker is told about in one go
 local GRACE       = 0.5        -- seconds a closing worker gets before SIGTERM
+local RESTARTS_PER_WORKER = 10 -- default max_restarts = this * n ...
+local RESTART_WINDOW = 5       -- ... within this many seconds
 
 ---------------------------------------------------------------- helpers
-
---- A monotonic seconds clock from the core if it has one, else os.clock
--- (CPU time: only good for relative cost, so timeouts then also count the
--- seconds coproc.wait slept; see wait_clock below).
-local function pick_clock()
-  local core = package.loaded["coproc.core"] or {}
-  for _, t in ipairs { coproc, core } do
-    for _, k in ipairs { "monotonic", "clock", "now", "time" } do
-      if type(t[k]) == "function" then return t[k], true end
-    end
-  end
-  return os.clock, false
-end
-local clock, real_clock = pick_clock()
-M._clock = clock
 
 --- Make a coproc error object of class cls (e.g. "WorkerError") with the
 -- extra fields (message among them).
 local function new_error(cls, fields)
-  local C = coproc[cls]
-  if C ~= nil then
-    local ok, e = pcall(C, fields.message, fields)
-    if ok and e ~= nil then return e end
-  end
-  fields.class = fields.class or cls
-  return setmetatable(fields, { __tostring = function(e)
-    return ("%s: %s"):format(tostring(e.class), tostring(e.message))
-  end })
+  return coproc[cls](fields.message, fields)
 end
 M._new_error = new_error
 
 local function is_err(e, cls)
-  if coproc.is and coproc[cls] then
-    local ok, r = pcall(coproc.is, e, coproc[cls])
-    if ok then return r end
-  end
-  return type(e) == "table" and e.class == cls
+  return coproc.is(e, coproc[cls])
 end
 
-local function check_fn(fn, what)
+local function check_fn(fn, what, level)
   local t = type(fn)
   if t ~= "function" and t ~= "string" then
     error(("bad argument #1 to '%s' (function or \"module.function\" name expected, got %s)")
-      :format(what, t), 3)
+      :format(what, t), level + 1)
   end
 end
 
-local function count_items(items, what)
+local function count_items(items, what, level)
   if type(items) ~= "table" then
-    error(("bad argument #2 to '%s' (table expected, got %s)"):format(what, type(items)), 3)
+    error(("bad argument #2 to '%s' (table expected, got %s)"):format(what, type(items)), level + 1)
   end
-  return items.n or #items
+  local n = items.n
+  if n == nil then return #items end
+  n = options.integer(n)
+  if not n or n < 0 then
+    error(("bad argument #2 to '%s' (items.n must be a non-negative integer)"):format(what), level + 1)
+  end
+  return n
 end
 
--- Binary min-heap of runs ordered by (prio, seq).
+-- Binary min-heap of ranges ordered by (prio, seq, lo): priority first, then
+-- the older job, then the lower items (a requeued range goes before the rest
+-- of its job).
 local function less(a, b)
-  return a.prio < b.prio or (a.prio == b.prio and a.seq < b.seq)
+  if a.prio ~= b.prio then return a.prio < b.prio end
+  if a.seq ~= b.seq then return a.seq < b.seq end
+  return a.lo < b.lo
 end
 local function heap_push(h, x)
   local i = h.n + 1
@@ -133,6 +133,17 @@ local function heap_pop(h)
   return top
 end
 
+-- True when fn keeps no state of its own: no upvalue but _ENV (so one
+-- decoded instance can serve every call in a worker).
+local function stateless(fn)
+  if type(fn) ~= "function" or debug.getinfo(fn, "S").what == "C" then return true end
+  for i = 1, huge do
+    local name = debug.getupvalue(fn, i)
+    if name == nil then return true end
+    if name ~= "_ENV" then return false end
+  end
+end
+
 -- The worker target: only _ENV as upvalue, so it crosses by value cheaply;
 -- the loop itself is required in the worker (same package paths as here).
 local function pool_target(m, kw)
@@ -148,22 +159,27 @@ Pool.__index = Pool
 Pool.__name = "coproc.Pool"
 M.PoolClass = Pool
 
---- Pool(n, opts): n workers (default coproc.cpu_count()).
--- opts: initializer (function or name, run once in each worker with
--- initargs), initargs (list), maxtasksperchild (replace a worker after it
--- was given this many items), chunksize (default for maps; nil = auto),
--- priority (default task priority, 0), retries (times a task lost with a dead
--- worker is re-run, default 0), progress (bar on a TTY for maps),
--- prefetch (fixed number of chunks in flight per worker instead of the
--- cost-based window; 1 gives strict priority order), budget (seconds of work
--- in flight per worker, default 0.004), method ("fresh" | "inherit").
+local POOL_OPTIONS = {
+  n = "posint", processes = "posint",
+  initializer = "fn", initargs = "table", maxtasksperchild = "posint",
+  chunksize = "posint", priority = "number", retries = "nonnegint", progress = "boolean",
+  prefetch = "posint", budget = "nonneg", method = { "fresh", "inherit" },
+  max_restarts = "nonnegint", restart_window = "nonneg",
+  _target = "any", _max_auto = "posint", _max_batches = "posint", _lazy_fid = "any",
+  timeout = "nonneg", star = "boolean", progress_stream = "any",
+}
+
+--- Pool(n, opts): n workers (default coproc.cpu_count()). See docs/pool.md
+-- for the options.
 function M.Pool(n, opts)
   if type(n) == "table" and opts == nil then opts, n = n, n.n or n.processes end
-  opts = opts or {}
-  n = n or coproc.cpu_count()
-  if math.type(n) ~= "integer" or n < 1 then
-    error("bad argument #1 to 'Pool' (positive integer expected)", 2)
+  opts = options.check(opts, POOL_OPTIONS, "Pool", 2)
+  if n == nil then n = coproc.cpu_count() end
+  local ni = options.integer(n)
+  if not ni or ni < 1 then
+    error(("bad argument #1 to 'Pool' (positive integer expected, got %s)"):format(tostring(n)), 2)
   end
+  n = ni
   local self = setmetatable({
     size = n,
     method = opts.method or "fresh",
@@ -174,6 +190,8 @@ function M.Pool(n, opts)
     progress = opts.progress,
     prefetch = opts.prefetch,
     budget = opts.budget or BUDGET,
+    max_restarts = opts.max_restarts or RESTARTS_PER_WORKER * n,
+    restart_window = opts.restart_window or RESTART_WINDOW,
     max_auto = opts._max_auto or MAX_AUTO,
     max_batches = opts._max_batches or MAX_BATCHES,
     target = opts._target or pool_target,
@@ -183,25 +201,33 @@ function M.Pool(n, opts)
     },
     workers = {}, by_m = {}, mlist = {},
     queue = { n = 0 }, jobs = {}, njobs = 0,
-    fids = {}, idle = {}, next_fid = 1, next_bid = 1, seq = 0,
-    startup_failures = 0, replaced = 0, deaths = 0, tasks_done = 0,
+    defs_by_code = {}, defs_by_name = {}, idle = {}, cost = setmetatable({}, { __mode = "k" }),
+    next_def = 1, next_bid = 1, seq = 0,
+    restarts = {}, replaced = 0, deaths = 0, tasks_done = 0,
     state = "running",
     owner = coproc.getpid(),
   }, Pool)
-  if self.maxtasks ~= nil and (math.type(self.maxtasks) ~= "integer" or self.maxtasks < 1) then
-    error("maxtasksperchild must be a positive integer", 2)
+  -- A pool that cannot start all its workers (fd limit, ...) stops the ones
+  -- it started before raising.
+  local ok, err = pcall(function() for _ = 1, n do self:_spawn() end end)
+  if not ok then
+    self:_stop_workers(0.05)
+    error(err, 2)
   end
-  if opts.initializer ~= nil then check_fn(opts.initializer, "Pool") end
-  for _ = 1, n do self:_spawn() end
   return self
 end
 
 function Pool:_spawn()
-  local res = coproc.WorkerResource(self.target, { method = self.method })
+  local res = coproc.WorkerResource(self.target, { method = self.method, _status = true })
   res:start(self.kwargs)
   local w = {
     res = res, m = res.messenger, pid = res:pid(),
-    inflight = {}, nb = 0, est = 0, dispatched = 0, fids = {}, replied = false,
+    inflight = {},     -- bid -> batch {job, lo, n, est, tries}
+    batches = 0,       -- batches in flight
+    work = 0,          -- estimated seconds of work in flight
+    dispatched = 0,    -- items given to it (maxtasksperchild)
+    defs = {},         -- definition id -> true once sent
+    ended = {},        -- ids of ended jobs to tell it about
   }
   self.workers[#self.workers + 1] = w
   self.by_m[w.m] = w
@@ -224,7 +250,7 @@ function Pool:pids()
 end
 
 --- Counters: workers, replaced (deaths + maxtasksperchild), deaths,
--- tasks_done, queued (items not yet sent), jobs (unfinished).
+-- tasks_done, queued (items not yet sent), jobs (unfinished), state.
 function Pool:stats()
   local queued = 0
   for i = 1, self.queue.n do
@@ -232,72 +258,111 @@ function Pool:stats()
     if not r.job.finished then queued = queued + r.hi - r.lo + 1 end
   end
   return { workers = #self.workers, replaced = self.replaced, deaths = self.deaths,
-    tasks_done = self.tasks_done, queued = queued, jobs = self.njobs,
+    tasks_done = self.tasks_done, queued = queued, jobs = self.njobs, state = self.state,
     last_replace_seconds = self.last_replace_seconds }
 end
 
 ---------------------------------------------------------------- functions
 
-function Pool:_ref_fn(fn)
-  local rec = self.fids[fn]
-  if not rec then
-    rec = { id = self.next_fid, fn = fn, refs = 0 }
-    self.next_fid = rec.id + 1
-    self.fids[fn] = rec
+-- The definition of fn as it is now: encoded here (EncodeError before
+-- anything is sent), shared with earlier calls when the bytes are the same.
+function Pool:_ref_def(fn)
+  local def
+  if type(fn) == "string" then
+    def = self.defs_by_name[fn]
+    if not def then
+      def = { id = self.next_def, kind = "name", data = fn, shared = true, refs = 0, costkey = fn }
+      self.defs_by_name[fn] = def
+      self.next_def = def.id + 1
+    end
+  else
+    local bytes = encode(fn)
+    def = self.defs_by_code[bytes]
+    if not def then
+      def = { id = self.next_def, kind = "code", data = bytes, shared = stateless(fn), refs = 0 }
+      self.defs_by_code[bytes] = def
+      self.next_def = def.id + 1
+    end
+    def.costkey = fn
   end
-  if rec.refs == 0 then
+  if def.refs == 0 then
     local idle = self.idle
-    for i = #idle, 1, -1 do if idle[i] == rec then table.remove(idle, i) end end
+    for i = #idle, 1, -1 do if idle[i] == def then table.remove(idle, i) end end
   end
-  rec.refs = rec.refs + 1
-  return rec
+  def.refs = def.refs + 1
+  return def
 end
 
-function Pool:_unref_fn(rec)
-  if rec.lazy then return end
-  rec.refs = rec.refs - 1
-  if rec.refs > 0 then return end
+function Pool:_unref_def(def)
+  if def.lazy then return end
+  def.refs = def.refs - 1
+  if def.refs > 0 then return end
   local idle = self.idle
-  idle[#idle + 1] = rec
+  idle[#idle + 1] = def
   while #idle > IDLE_FNS do
     local old = table.remove(idle, 1)
-    self.fids[old.fn] = nil
+    if old.kind == "name" then self.defs_by_name[old.data] = nil
+    else self.defs_by_code[old.data] = nil end
     for _, w in ipairs(self.workers) do
-      if w.fids[old.id] then
-        w.fids[old.id] = nil
+      if w.defs[old.id] then
+        w.defs[old.id] = nil
         pcall(w.m.send_norequest, w.m, { "d", old.id })
       end
     end
   end
 end
 
+-- Cost estimate (worker CPU seconds per item) of a job's function: kept per
+-- function value, so a closure called again with other upvalues starts
+-- from what was learnt.
+local function cost_of(self, job) return self.cost[job.costkey] end
+local function learn_cost(self, job, c)
+  local key = job.costkey
+  if key == nil then return end
+  local old = self.cost[key]
+  self.cost[key] = old and (old + c) * 0.5 or c
+end
+
 ---------------------------------------------------------------- jobs
 
+local JOB_OPTIONS = {
+  chunksize = "posint", priority = "number", timeout = "nonneg", retries = "nonnegint",
+  progress = "boolean", progress_stream = "any", star = "boolean", _lazy_fid = "any",
+}
+
+-- Revive a pool that gave up: the restart history starts over and missing
+-- workers are started again.
+function Pool:_revive()
+  self.state = "running"
+  self.restarts = {}
+  while #self.workers < self.size do self:_spawn() end
+end
+
 -- kind: "map" (results list), "imap" (ordered ranges), "unordered" (ranges
--- in completion order), "future" (one item).
-function Pool:_new_job(kind, fn, items, n, opts, star)
+-- in completion order), "future" (one item). opts are checked already.
+function Pool:_new_job(kind, fn, items, n, opts, star, what, level)
+  if self.state == "broken" then self:_revive() end
   if self.state ~= "running" then
-    error("coproc pool: the pool is " .. self.state .. "; no new work", 3)
+    error(("coproc pool: the pool is %s; no new work (in '%s')"):format(self.state, what), level + 1)
   end
-  opts = opts or {}
   local cs = opts.chunksize
   if cs == nil then cs = self.chunksize end
-  if cs ~= nil and (math.type(cs) ~= "integer" or cs < 1) then
-    error("chunksize must be a positive integer", 3)
-  end
   self.seq = self.seq + 1
   local job = {
-    kind = kind, star = star or false, items = items, n = n, cs = cs,
+    kind = kind, star = star or false, items = items, n = n, chunksize = cs,
     prio = opts.priority or self.priority, seq = self.seq,
     retries = opts.retries or self.retries,
     pending = n, results = new_results(n), finished = false, started = false,
-    ranges = {}, got = {}, done_lo = {}, done_n = {}, ndone = 0,
+    ranges = {}, got = {}, done_lo = {}, done_n = {}, ndone = 0, sent_to = {},
   }
-  if type(job.prio) ~= "number" or job.prio ~= job.prio then
-    error("priority must be a number", 3)
-  end
   self:_check_deaths()
-  job.fid = opts._lazy_fid or self:_ref_fn(fn)
+  if opts._lazy_fid then
+    job.def = opts._lazy_fid
+    job.costkey = opts._lazy_fid
+  else
+    job.def = self:_ref_def(fn)
+    job.costkey = job.def.costkey
+  end
   self.jobs[job] = true
   self.njobs = self.njobs + 1
   local want_bar = opts.progress
@@ -321,7 +386,22 @@ function Pool:_end_job(job, err)
   job.err = err
   self.jobs[job] = nil
   self.njobs = self.njobs - 1
-  self:_unref_fn(job.fid)
+  -- Workers that made an instance of a stateful function for this job may
+  -- drop it: they are told with their next batch.
+  if not job.def.shared then
+    for w in pairs(job.sent_to) do
+      if not w.dead then
+        local e = w.ended
+        e[#e + 1] = job.seq
+        if #e >= MAX_ENDED then
+          w.ended = {}
+          pcall(w.m.send_norequest, w.m, { "e", e })
+        end
+      end
+    end
+  end
+  job.sent_to = nil
+  self:_unref_def(job.def)
   if job.bar then job.bar:finish() end
 end
 
@@ -335,78 +415,103 @@ end
 ---------------------------------------------------------------- dispatch
 
 function Pool:_can_send(w)
-  if w.retiring then return false end
+  if w.retiring or w.dead then return false end
   if self.maxtasks and w.dispatched >= self.maxtasks then return false end
-  if self.prefetch then return w.nb < self.prefetch end
-  return w.nb == 0 or (w.nb < self.max_batches and w.est < self.budget)
+  -- A worker that is not reading (stopped, busy) gets nothing more: sends
+  -- never wait for room, so a call's deadline holds.
+  local unsent = w.m.unsent
+  if unsent and unsent(w.m) > MAX_UNSENT then return false end
+  if self.prefetch then return w.batches < self.prefetch end
+  return w.batches == 0 or (w.batches < self.max_batches and w.work < self.budget)
 end
 
--- Send one batch from the top run to w. Returns true if the queue changed.
-function Pool:_send_batch(w, run)
-  local job = run.job
-  local rem = run.hi - run.lo + 1
-  local cs, ema = job.cs, job.fid.ema
-  local k, est
-  if self.prefetch or not ema then
+-- How many items of range r the next batch for w takes, and their estimated cost.
+function Pool:_batch_size(w, r)
+  local job = r.job
+  local rem = r.hi - r.lo + 1
+  local cs, cost = job.chunksize, cost_of(self, job)
+  local k
+  if self.prefetch or not cost then
     k = cs or 1
-    est = ema and k * ema or self.budget / 2
   else
-    local free = self.budget - w.est
+    local free = self.budget - w.work
     if free < 0 then free = 0 end
     if cs then
-      local units = floor(free / (ema * cs))
+      local units = floor(free / (cost * cs))
       if units < 1 then units = 1 elseif units > MAX_UNITS then units = MAX_UNITS end
       k = units * cs
     else
-      k = floor(free / ema)
-      local share = ceil(rem / (2 * #self.workers))
-      if k > share then k = share end
+      k = floor(free / cost)
       local cap = self.max_auto
       if k > cap then k = cap elseif k < 1 then k = 1 end
     end
+    -- Never more than a 1/(2n) share of what is left (whole chunks, at least
+    -- one), so the tail of a job spreads over the workers.
+    local share = ceil(rem / (2 * #self.workers))
+    if cs then share = ceil(share / cs) * cs end
+    if k > share then k = share end
   end
   if self.maxtasks then
     local left = self.maxtasks - w.dispatched
     if k > left then k = left end
   end
   if k > rem then k = rem end
-  est = est or k * ema
+  return k, cost and k * cost or self.budget / 2
+end
 
-  local lo = run.lo
+-- Send one batch from the top range to w. Returns true if the queue changed.
+function Pool:_send_batch(w, r)
+  local job = r.job
+  local k, est = self:_batch_size(w, r)
+  local lo = r.lo
   local bid = self.next_bid
-  local fid = job.fid
+  local def = job.def
   local m = w.m
   local ok, err = true, nil
-  if fid.lazy then
+  if def.lazy then
     ok, err = pcall(m.send_request, m, { "r", bid, lo, k }, nil, job.prio)
   else
-    if not w.fids[fid.id] then
-      ok, err = pcall(m.send_norequest, m, { "f", fid.id, fid.fn }, nil, FN_PRIORITY)
-      if ok then w.fids[fid.id] = true end
+    if not w.defs[def.id] then
+      ok, err = pcall(m.send_norequest, m, { "f", def.id, def.kind, def.data, def.shared }, nil, FN_PRIORITY)
+      if ok then w.defs[def.id] = true end
     end
     if ok then
+      local ended = false
+      if #w.ended > 0 then ended = w.ended end
       -- The batch is encoded straight from job.items (no copy per batch).
-      ok, err = pcall(m.send_request_slice, m, { "t", bid, fid.id, job.star, k }, job.items,
-        lo, lo + k - 1, nil, job.prio)
+      ok, err = pcall(m.send_request_slice, m, { "t", bid, def.id, job.seq, job.star, ended, k },
+        job.items, lo, lo + k - 1, nil, job.prio)
+      if ok and ended then w.ended = {} end
     end
   end
   if not ok then
-    if is_err(err, "WorkerDied") or is_err(err, "WorkerIsDeadError") then
+    if is_err(err, "WorkerDied") or is_err(err, "WorkerIsDeadError") or not m:is_connected() then
       self:_on_death(w, err)
     else
+      -- An item that cannot be encoded: this job fails at that item (the
+      -- error says which), the pool goes on.
       heap_pop(self.queue)
-      self:_end_job(job, err)   -- EncodeError and the like: this job only
+      if type(err) == "table" then
+        local at = tostring(err.message):match("%(at %[(%d+)%]")
+        local j = at and tonumber(at) - 7
+        if j and j >= 1 and j <= k then
+          err.index = lo + j - 1
+          err.message = ("%s (item %d)"):format(err.message, err.index)
+        end
+      end
+      self:_end_job(job, err)
     end
     return true
   end
   self.next_bid = bid + 1
-  run.lo = lo + k
-  if run.lo > run.hi then heap_pop(self.queue) end
-  w.inflight[bid] = { job = job, lo = lo, n = k, est = est, tries = run.tries, seq = run.seq }
-  w.nb = w.nb + 1
-  w.est = w.est + est
+  r.lo = lo + k
+  if r.lo > r.hi then heap_pop(self.queue) end
+  w.inflight[bid] = { job = job, lo = lo, n = k, est = est, tries = r.tries }
+  w.batches = w.batches + 1
+  w.work = w.work + est
   w.dispatched = w.dispatched + k
   job.started = true
+  job.sent_to[w] = true
   return true
 end
 
@@ -421,10 +526,10 @@ function Pool:_dispatch()
     for i = 1, nw do
       local w = ws[i]
       if w and self:_can_send(w) then
-        local run = q[1]
-        while run and run.job.finished do heap_pop(q); run = q[1] end
-        if not run then return end
-        if self:_send_batch(w, run) then moved = true end
+        local r = q[1]
+        while r and r.job.finished do heap_pop(q); r = q[1] end
+        if not r then return end
+        if self:_send_batch(w, r) then moved = true end
       end
     end
   end
@@ -432,22 +537,36 @@ end
 
 ---------------------------------------------------------------- replies
 
+-- The error a worker reported for item index of job (err from pool_worker).
+local function task_error(w, err, index)
+  local fields = {
+    remote_message = err.message, traceback = err.traceback, pid = w.pid, index = index,
+    value = err.value, remote_class = err.class,
+  }
+  if err.kind == "encode" then
+    fields.message = ("%s (item %d)"):format(tostring(err.message), index)
+    return new_error("EncodeError", fields)
+  elseif err.kind == "decode" then
+    fields.message = ("%s (item %d)"):format(tostring(err.message), index)
+    return new_error("ProtocolError", fields)
+  end
+  fields.message = ("worker %d: %s (item %d)"):format(w.pid, tostring(err.message), index)
+  return new_error("WorkerError", fields)
+end
+
 function Pool:_on_reply(w, r)
   local bid = r[1]
   local b = w.inflight[bid]
   if not b then return end
   w.inflight[bid] = nil
-  w.nb = w.nb - 1
-  w.est = w.nb == 0 and 0 or w.est - b.est
-  w.replied = true
-  self.startup_failures = 0
+  w.batches = w.batches - 1
+  w.work = w.batches == 0 and 0 or w.work - b.est
   local job, nok, err = b.job, r[3], r[4]
   self.tasks_done = self.tasks_done + nok
   if nok > 0 then
-    local e = r[2] / nok
-    if e < 1e-8 then e = 1e-8 end
-    local fid = job.fid
-    fid.ema = fid.ema and (fid.ema + e) * 0.5 or e
+    local c = r[2] / nok
+    if c < 1e-8 then c = 1e-8 end
+    learn_cost(self, job, c)
   end
   if job.finished then return end
   if job.err_at and b.lo >= job.err_at then return end   -- imap: past its error
@@ -467,10 +586,7 @@ function Pool:_on_reply(w, r)
   end
   if err then
     local index = b.lo + nok
-    self:_fail_at(job, new_error("WorkerError", {
-      message = ("%s (item %d)"):format(tostring(err.message), index),
-      traceback = err.traceback, pid = w.pid, index = index,
-    }), index)
+    self:_fail_at(job, task_error(w, err, index), index)
   elseif job.err_at then
     if job.missing <= 0 then self:_end_job(job, job.err_pending) end
   elseif job.pending == 0 then
@@ -493,50 +609,105 @@ function Pool:_fail_at(job, err, index)
   if job.missing <= 0 then self:_end_job(job, err) end
 end
 
+-- Put items lo..hi of job back in the queue.
+function Pool:_requeue(job, lo, hi, tries)
+  if lo > hi or job.finished then return end
+  heap_push(self.queue, { prio = job.prio, seq = job.seq, job = job, lo = lo, hi = hi, tries = tries })
+end
+
+local function death_cause(w, exitcode, signal)
+  if signal then return ("signal %d"):format(signal) end
+  if exitcode ~= nil then return ("exit code %s"):format(tostring(exitcode)) end
+  return "connection closed"
+end
+
 function Pool:_on_death(w, err)
   if w.dead then return end
   w.dead = true
   self:_remove(w)
   self.deaths = self.deaths + 1
   local t_death = clock()
+  -- Which item was running: the worker's status slot says (bid, item).
+  local sbid, sitem = w.res:_status()
   pcall(w.res.join, w.res, 1)
-  local exitcode = select(2, pcall(w.res.exitcode, w.res))
-  pcall(w.res.close, w.res)
-  local fields = type(err) == "table" and err or {}
-  local signal = fields.signal
-  if signal == nil and math.type(exitcode) == "integer" and exitcode < 0 then signal = -exitcode end
-  local q = self.queue
-  for _, b in pairs(w.inflight) do
+  local exitcode, signal = w.res:exitcode()
+  if type(err) == "table" and signal == nil then signal = err.signal end
+  pcall(w.res.close, w.res, 0)
+  local cause = death_cause(w, exitcode, signal)
+  local last
+  local inflight = w.inflight
+  w.inflight = {}
+  for bid, b in pairs(inflight) do
     local job = b.job
-    if not job.finished then
+    local hi = b.lo + b.n - 1
+    if job.finished then
+      -- nothing to do
+    elseif bid == sbid and sitem and sitem >= 1 and sitem <= b.n then
+      -- The batch that was running: item `culprit` killed the worker; the
+      -- ones before it ran but their results died with it, the ones after
+      -- it never ran. Only the culprit counts against retries.
+      local culprit = b.lo + sitem - 1
+      local e = new_error("WorkerDied", {
+        message = ("worker %d died (%s) while running item %d"):format(w.pid, cause, culprit),
+        pid = w.pid, exitcode = exitcode, signal = signal, index = culprit, unanswered = b.n,
+      })
+      last = e
+      self:_requeue(job, b.lo, culprit - 1, b.tries)
+      self:_requeue(job, culprit + 1, hi, b.tries)
       if b.tries < job.retries then
-        heap_push(q, { prio = job.prio, seq = b.seq, job = job, lo = b.lo,
-          hi = b.lo + b.n - 1, tries = b.tries + 1 })
+        self:_requeue(job, culprit, culprit, b.tries + 1)
       else
-        self:_fail_at(job, new_error("WorkerDied", {
-          message = ("worker %s died (%s) holding items %d..%d"):format(tostring(w.pid),
-            signal and ("signal " .. signal) or ("exit code " .. tostring(exitcode)),
-            b.lo, b.lo + b.n - 1),
-          pid = w.pid, exitcode = exitcode, signal = signal, index = b.lo,
-          unanswered = b.n,
-        }), b.lo)
+        self:_fail_at(job, e, culprit)
       end
+    elseif bid == sbid then
+      -- It died after its last item ran (sending the results) or before the
+      -- first: the whole batch counts as a try.
+      local e = new_error("WorkerDied", {
+        message = ("worker %d died (%s) %s items %d..%d"):format(w.pid, cause,
+          (sitem or 0) >= 1 and "while sending the results of" or "before running", b.lo, hi),
+        pid = w.pid, exitcode = exitcode, signal = signal, index = b.lo, unanswered = b.n,
+      })
+      last = e
+      if b.tries < job.retries then self:_requeue(job, b.lo, hi, b.tries + 1)
+      else self:_fail_at(job, e, b.lo) end
+    else
+      -- Never started: run it elsewhere, as it was.
+      self:_requeue(job, b.lo, hi, b.tries)
     end
   end
-  w.inflight = {}
+  last = last or new_error("WorkerDied", {
+    message = ("worker %d died (%s) while idle"):format(w.pid, cause),
+    pid = w.pid, exitcode = exitcode, signal = signal })
+  self.last_death = last
   if self.state == "terminated" then return end
-  if not w.replied then self.startup_failures = self.startup_failures + 1 end
-  if self.startup_failures > 2 * self.size + 2 then
-    -- Workers die before answering anything: a replacement would die too.
-    self.state = "broken"
-    local e = new_error("WorkerDied", { message = "pool workers keep dying at start (last: "
-      .. tostring(err) .. ")", pid = w.pid, exitcode = exitcode, signal = signal })
-    for job in pairs(self.jobs) do self:_end_job(job, e) end
-    return
+  -- Restart intensity: at most max_restarts in restart_window seconds.
+  local rs, window = self.restarts, self.restart_window
+  rs[#rs + 1] = t_death
+  while #rs > 0 and rs[1] < t_death - window do table.remove(rs, 1) end
+  if #rs > self.max_restarts then
+    return self:_give_up(("coproc pool: %d worker restarts within %g s (max_restarts = %d, "
+      .. "restart_window = %g): giving up on the pending work; last: %s"):format(#rs, window,
+      self.max_restarts, window, tostring(last.message)), last)
   end
-  self:_spawn()
-  self.replaced = self.replaced + 1
-  self.last_replace_seconds = clock() - t_death
+  local ok, e = pcall(self._spawn, self)
+  if not ok then
+    if #self.workers == 0 then
+      return self:_give_up("coproc pool: cannot start a replacement worker: " .. tostring(e), last)
+    end
+  else
+    self.replaced = self.replaced + 1
+    self.last_replace_seconds = clock() - t_death
+  end
+end
+
+-- Stop working on the pending jobs (they fail with an error saying why);
+-- the next call starts again.
+function Pool:_give_up(message, last)
+  self.state = "broken"
+  local e = new_error("WorkerDied", { message = message, pid = last.pid, exitcode = last.exitcode,
+    signal = last.signal, index = last.index, cause = last })
+  for job in pairs(self.jobs) do self:_end_job(job, e) end
+  self.queue = { n = 0 }
 end
 
 -- Workers that reached maxtasksperchild and have nothing in flight are
@@ -546,7 +717,7 @@ function Pool:_retire()
   local ws = self.workers
   for i = #ws, 1, -1 do
     local w = ws[i]
-    if w.dispatched >= self.maxtasks and w.nb == 0 and not w.retiring then
+    if w.dispatched >= self.maxtasks and w.batches == 0 and not w.retiring then
       w.retiring = true
       self:_remove(w)
       self:_spawn()
@@ -561,12 +732,8 @@ function Pool:_drain(w)
   local ok, msgs = pcall(m.receive_available, m)
   if not ok then return self:_on_death(w, msgs) end
   for i = 1, #msgs do self:_on_reply(w, msgs[i]) end
-  if #msgs == 0 and not w.dead then
-    -- coproc.wait said ready but nothing came: the peer may be gone.
-    local alive = select(2, pcall(w.res.is_alive, w.res))
-    if alive == false then
-      self:_on_death(w, new_error("WorkerDied", { message = "worker exited", pid = w.pid }))
-    end
+  if #msgs == 0 and not w.dead and not m:is_connected() then
+    self:_on_death(w, nil)
   end
 end
 
@@ -599,28 +766,25 @@ function Pool:_check_deaths()
 end
 
 local function any_inflight(self)
-  for _, w in ipairs(self.workers) do if w.nb > 0 then return true end end
+  for _, w in ipairs(self.workers) do if w.batches > 0 then return true end end
   return false
 end
 
--- Pump until done(job) is true. Raises coproc.Timeout after timeout seconds.
+-- Pump until done() is true. Raises coproc.Timeout after timeout seconds.
 function Pool:_wait_until(done, timeout, what)
   local deadline = timeout and clock() + timeout
-  local slept, t_os = 0, os.time()
   while not done() do
     local t
     if deadline then
-      local left = real_clock and deadline - clock() or timeout - slept
-      if left <= 0 or (not real_clock and os.time() - t_os > timeout + 1) then
+      t = deadline - clock()
+      if t <= 0 then
         error(new_error("Timeout", { message = ("%s timed out after %g s"):format(what, timeout) }), 3)
       end
-      t = left
     end
     if self.queue.n == 0 and not any_inflight(self) and not done() then
       error("coproc pool: internal error: waiting on work that is neither queued nor running", 3)
     end
-    local got = self:_pump(t)
-    if not got and t then slept = slept + t end
+    self:_pump(t)
   end
 end
 
@@ -631,11 +795,13 @@ end
 
 ---------------------------------------------------------------- public calls
 
-local function map_common(self, kind, fn, items, opts, star, what)
-  check_fn(fn, what)
-  local n = count_items(items, what)
-  opts = opts or {}
-  local job = self:_new_job(kind, fn, items, n, opts, star)
+-- Checks shared by the map-like calls; level is that of the public method.
+local function map_common(self, kind, fn, items, opts, star, what, level)
+  check_fn(fn, what, level + 1)
+  local n = count_items(items, what, level + 1)
+  opts = options.check(opts, JOB_OPTIONS, what, level + 1)
+  if opts.star ~= nil then star = opts.star end
+  local job = self:_new_job(kind, fn, items, n, opts, star, what, level + 1)
   return job, opts
 end
 
@@ -650,19 +816,16 @@ local function finish_map(self, job, timeout)
 end
 
 --- map(fn, items, opts) -> results (a list with .n; nil results kept as holes).
--- opts: chunksize, priority, timeout, progress, retries. Raises the first
--- error: WorkerError (worker traceback, .index of the item), WorkerDied,
--- Timeout (the map is abandoned; the pool stays usable).
 function Pool:map(fn, items, opts)
   local job
-  job, opts = map_common(self, "map", fn, items, opts, false, "map")
+  job, opts = map_common(self, "map", fn, items, opts, false, "map", 2)
   return finish_map(self, job, opts.timeout)
 end
 
 --- starmap(fn, arglists, opts): fn(table.unpack(args)) for each args.
 function Pool:starmap(fn, items, opts)
   local job
-  job, opts = map_common(self, "map", fn, items, opts, true, "starmap")
+  job, opts = map_common(self, "map", fn, items, opts, true, "starmap", 2)
   return finish_map(self, job, opts.timeout)
 end
 
@@ -675,12 +838,9 @@ local function closer(self, job)
 end
 
 --- imap(fn, items, opts): ordered lazy iterator: `for i, result in pool:imap(f, xs)`.
--- Yields the index first so nil results do not end the loop. Errors are
--- raised at the failing item, after the results before it.
--- opts.timeout bounds the wait for each next result.
 function Pool:imap(fn, items, opts)
   local job
-  job, opts = map_common(self, "imap", fn, items, opts, opts and opts.star, "imap")
+  job, opts = map_common(self, "imap", fn, items, opts, false, "imap", 2)
   local nexti, upto = 1, 0
   local ranges = job.ranges
   local function have()
@@ -710,10 +870,10 @@ function Pool:imap(fn, items, opts)
 end
 
 --- map_unordered(fn, items, opts): iterator yielding (index, result) as
--- results come in. Same errors and options as imap (imap_unordered alias).
+-- results come in (imap_unordered alias).
 function Pool:map_unordered(fn, items, opts)
   local job
-  job, opts = map_common(self, "unordered", fn, items, opts, opts and opts.star, "map_unordered")
+  job, opts = map_common(self, "unordered", fn, items, opts, false, "map_unordered", 2)
   local k, pos, left = 0, 0, 0   -- range k of job.done_*, item pos, left in it
   local function have() return job.ndone > k or job.finished end
   local function iter()
@@ -739,22 +899,27 @@ function Pool:map_unordered(fn, items, opts)
 end
 Pool.imap_unordered = Pool.map_unordered
 
---- submit(fn, args, opts) -> Future. args: a list (nil holes need args.n).
--- opts: priority (lower runs sooner; overtakes queued lower-priority work),
--- retries.
-function Pool:submit(fn, args, opts)
-  check_fn(fn, "submit")
-  args = args or {}
+local SUBMIT_OPTIONS = { priority = "number", retries = "nonnegint" }
+
+local function submit(self, fn, args, opts, what, level)
+  check_fn(fn, what, level + 1)
+  if args == nil then args = {} end
   if type(args) ~= "table" then
-    error(("bad argument #2 to 'submit' (table of arguments expected, got %s)"):format(type(args)), 2)
+    error(("bad argument #2 to '%s' (table of arguments expected, got %s)"):format(what, type(args)), level + 1)
   end
-  local job = self:_new_job("future", fn, { args }, 1, opts, true)
+  opts = options.check(opts, SUBMIT_OPTIONS, what, level + 1)
+  local job = self:_new_job("future", fn, { args }, 1, opts, true, what, level + 1)
   return Future.new(self, job)
+end
+
+--- submit(fn, args, opts) -> Future. args: a list (nil holes need args.n).
+function Pool:submit(fn, args, opts)
+  return submit(self, fn, args, opts, "submit", 2)
 end
 
 --- apply(fn, ...) -> fn(...) run in a worker.
 function Pool:apply(fn, ...)
-  return self:submit(fn, table.pack(...)):result()
+  return submit(self, fn, table.pack(...), nil, "apply", 2):result()
 end
 
 --- Wait for futures (from this pool): returns the list of those done, after
@@ -779,7 +944,7 @@ end
 
 --- No more work may be submitted; what was submitted still runs (join()).
 function Pool:close()
-  if self.state == "running" then self.state = "closed" end
+  if self.state == "running" or self.state == "broken" then self.state = "closed" end
 end
 
 --- Wait for every submitted job (up to timeout), then stop the workers.
@@ -794,13 +959,15 @@ function Pool:join(timeout)
   self:_stop_workers(GRACE)
 end
 
+-- Every worker gets a close request; those that do not exit within grace
+-- seconds (busy, stopped, not reading) get SIGTERM, then SIGKILL.
 function Pool:_stop_workers(grace)
   local ws = self.workers
   self.workers, self.mlist, self.by_m = {}, {}, {}
   self.state = "terminated"
-  for _, w in ipairs(ws) do pcall(w.m.send_close_request, w.m) end
-  for _, w in ipairs(ws) do pcall(w.m.flush, w.m) end
-  for _, w in ipairs(ws) do w.res:close(grace) end
+  local rs = {}
+  for i, w in ipairs(ws) do rs[i] = w.res end
+  resource.stop_all(rs, grace)
 end
 
 --- Stop now: unfinished jobs end with coproc.Cancelled, workers are closed
@@ -828,39 +995,53 @@ local LazyPool = {}
 LazyPool.__index = LazyPool
 LazyPool.__name = "coproc.LazyPool"
 
+local LAZY_OPTIONS = {
+  n = "posint", chunksize = "posint", retries = "nonnegint", timeout = "nonneg", progress = "boolean",
+  progress_stream = "any", budget = "nonneg", priority = "number", prefetch = "posint",
+  max_restarts = "nonnegint", restart_window = "nonneg", star = "boolean",
+}
+
 --- LazyPool(n, opts): forks n workers for each map, with the "inherit" start
 -- method: fn and items are inherited by the fork, never encoded or sent, so
 -- any closure and any item (userdata too) works; only indices go out and
--- results come back. opts: chunksize, retries, progress, budget.
+-- results come back.
 function M.LazyPool(n, opts)
   if type(n) == "table" and opts == nil then opts, n = n, n.n end
-  opts = opts or {}
-  n = n or coproc.cpu_count()
-  if math.type(n) ~= "integer" or n < 1 then
-    error("bad argument #1 to 'LazyPool' (positive integer expected)", 2)
+  opts = options.check(opts, LAZY_OPTIONS, "LazyPool", 2)
+  opts.n = nil
+  if n == nil then n = coproc.cpu_count() end
+  local ni = options.integer(n)
+  if not ni or ni < 1 then
+    error(("bad argument #1 to 'LazyPool' (positive integer expected, got %s)"):format(tostring(n)), 2)
   end
-  return setmetatable({ size = n, opts = opts }, LazyPool)
+  return setmetatable({ size = ni, opts = opts }, LazyPool)
 end
 
 local function lazy_engine(self, fn, items, star, opts)
   local lazy = { fn = fn, items = items, star = star }
   local o = {}
   for k, v in pairs(self.opts) do o[k] = v end
-  for k, v in pairs(opts or {}) do o[k] = v end
-  o.method = "inherit"
-  o._target = function(m, kw) return require("coproc.pool_worker").run(m, kw, lazy) end
-  o.initializer, o.initargs = nil, nil
-  local engine = M.Pool(self.size, o)
-  return engine, o
+  for k, v in pairs(opts) do o[k] = v end
+  local job_opts = { chunksize = o.chunksize, retries = o.retries, progress = o.progress,
+    progress_stream = o.progress_stream, priority = o.priority }
+  local pool_opts = {}
+  for k, v in pairs(o) do
+    if k ~= "timeout" and k ~= "star" and k ~= "progress_stream" then pool_opts[k] = v end
+  end
+  pool_opts.method = "inherit"
+  pool_opts._target = function(m, kw) return require("coproc.pool_worker").run(m, kw, lazy) end
+  local engine = M.Pool(self.size, pool_opts)
+  job_opts._lazy_fid = { id = 0, lazy = true, shared = true }
+  return engine, job_opts, o
 end
 
 local function lazy_map(self, fn, items, opts, star, what)
-  check_fn(fn, what)
-  local n = count_items(items, what)
-  local engine, o = lazy_engine(self, fn, items, star, opts)
+  check_fn(fn, what, 3)
+  local n = count_items(items, what, 3)
+  opts = options.check(opts, LAZY_OPTIONS, what, 3)
+  local engine, jo, o = lazy_engine(self, fn, items, star, opts)
   local ok, res = pcall(function()
-    o._lazy_fid = { id = 0, lazy = true }
-    local job = engine:_new_job("map", nil, items, n, o, star)
+    local job = engine:_new_job("map", nil, items, n, jo, star, what, 1)
     return finish_map(engine, job, o.timeout)
   end)
   engine:terminate()
@@ -875,21 +1056,38 @@ function LazyPool:starmap(fn, items, opts) return lazy_map(self, fn, items, opts
 --- map_unordered(fn, items, opts): iterator of (index, result) as they come;
 -- the workers end with the loop.
 function LazyPool:map_unordered(fn, items, opts)
-  check_fn(fn, "map_unordered")
-  count_items(items, "map_unordered")
-  local engine, o = lazy_engine(self, fn, items, opts and opts.star or false, opts)
-  o._lazy_fid = { id = 0, lazy = true }
-  local iter, _, _, inner = engine:map_unordered(fn, items, o)
-  local function wrapped()
-    local ok, i, r = pcall(iter)
+  check_fn(fn, "map_unordered", 2)
+  local n = count_items(items, "map_unordered", 2)
+  opts = options.check(opts, LAZY_OPTIONS, "map_unordered", 2)
+  local engine, jo, o = lazy_engine(self, fn, items, opts.star or false, opts)
+  local job = engine:_new_job("unordered", nil, items, n, jo, opts.star or false, "map_unordered", 2)
+  local k, pos, left = 0, 0, 0
+  local function have() return job.ndone > k or job.finished end
+  local function step()
+    if left == 0 then
+      if job.ndone <= k then
+        if job.err then error(job.err, 0) end
+        if job.finished then return nil end
+        engine:_wait_until(have, o.timeout, "map_unordered")
+        if job.ndone <= k then
+          if job.err then error(job.err, 0) end
+          return nil
+        end
+      end
+      k = k + 1
+      pos, left = job.done_lo[k], job.done_n[k]
+    end
+    local i = pos
+    pos, left = pos + 1, left - 1
+    return i, job.results[i]
+  end
+  local function iter()
+    local ok, i, r = pcall(step)
     if not ok then engine:terminate(); error(i, 0) end
     if i == nil then engine:terminate() end
     return i, r
   end
-  return wrapped, nil, nil, setmetatable({}, { __close = function()
-    getmetatable(inner).__close(inner)
-    engine:terminate()
-  end })
+  return iter, nil, nil, setmetatable({}, { __close = function() engine:terminate() end })
 end
 LazyPool.imap_unordered = LazyPool.map_unordered
 

@@ -3,29 +3,50 @@
 -- Runs in the worker process. The host (lua/coproc/pool.lua) sends, on the
 -- default channel of the worker's messenger:
 --
---   {"f", fid, fn}                  define function fid (fn: a function value
---                                   or a "module.function" name); sent with
---                                   the lowest priority number so it is popped
---                                   before any batch that uses it
+--   {"f", fid, kind, data, shared}  define function fid: kind "code" (data is
+--                                   the function encoded by coproc.encode) or
+--                                   "name" (data is "module.function"). Sent
+--                                   with the lowest priority number so it is
+--                                   popped before any batch that uses it
 --   {"d", fid}                      forget function fid
---   {"t", bid, fid, star, n, a1..an} run fn(a_j) for j = 1..n (fn(unpack(a_j))
---                                   when star), as one batch
+--   {"t", bid, fid, jid, star, ended, n, a1..an}
+--                                   run fn(a_j) for j = 1..n (fn(unpack(a_j))
+--                                   when star) as one batch of job jid; ended
+--                                   is false or a list of jobs that are over
+--   {"e", {jid...}}                 these jobs are over (when there is no batch
+--                                   to carry the list)
 --   {"r", bid, lo, n}               LazyPool: run the inherited fn on the
 --                                   inherited items lo .. lo+n-1
 --
--- and gets one reply per batch: {bid, seconds, nok, err, r1..r_nok} where nok
--- items ran without error (their first results follow) and err is false or
--- {message=, traceback=} for item nok+1, at which the batch stopped. seconds
--- is the worker's CPU time for the batch: the host's cost estimate, which
--- sizes batches and in-flight windows.
+-- and gets one reply per batch: {bid, seconds, nok, err, r1..r_nok}: nok
+-- items ran (their first results follow) and err is false or a table
+-- {message, traceback, class, value, kind} for item nok+1, at which the
+-- batch stopped. seconds is the worker's CPU time for the batch: the host's
+-- cost estimate, which sizes batches and in-flight windows.
 --
--- Everything is caught here with xpcall, so a failing fn never kills the
--- worker. A close request from the host raises ResourceRequestedClose out of
--- receive_blocking, which ends the worker cleanly.
+-- Every call runs with the function as the host had it when the call was
+-- made: a "code" function is decoded afresh for each job (jid), so upvalues
+-- changed in the host between calls, and changes the function made to its
+-- own upvalues in an earlier call, never leak into a later one. A function
+-- whose only upvalue is _ENV ("shared") is decoded once.
+--
+-- Nothing a batch does ends the worker: receiving, decoding, calling and
+-- replying are each protected, and a result that cannot be sent becomes an
+-- EncodeError for its item. Only a real crash (a signal, os.exit, running
+-- out of memory) or the host going away ends it. Before each item the C
+-- batch loop records (bid, item) in a slot shared with the host, which then
+-- names the item a dying worker was running.
+local core = require "coproc.core"
+
 local M = {}
 
 local traceback, unpack = debug.traceback, table.unpack
 local clock = os.clock
+local encode, decode, decode_prefix = core.encode, core.decode, core.decode_prefix
+local run_batch, batch_item, batch_done = core.run_batch, core.batch_item, core.batch_done
+local table_new = core.table_new
+
+local BATCH_HEAD = 7   -- {"t", bid, fid, jid, star, ended, n}, then the items
 
 --- Find a function by name: "mod.fn", "mod.sub.fn" (longest requirable
 -- module prefix wins), or a global path like "string.format" / "print".
@@ -54,16 +75,46 @@ function M.resolve(name)
   return v
 end
 
-local function err_handler(e)
-  local msg = type(e) == "string" and e or tostring(e)
-  return { message = msg, traceback = traceback(msg, 2) }
+local function is_coproc_error(e)
+  local mt = getmetatable(e)
+  return type(e) == "table" and mt ~= nil and rawget(mt, "__name") == "coproc.Error"
+end
+
+local function message_of(e)
+  if type(e) == "string" then return e end
+  if is_coproc_error(e) then return tostring(rawget(e, "message")) end
+  local ok, s = pcall(tostring, e)
+  return ok and s or ("(a " .. type(e) .. " error value)")
+end
+
+--- What an error raised by a task turns into on the wire: its message, the
+-- worker's traceback, the coproc class name when it is a coproc error, and
+-- the value itself when it is neither a string nor a coproc error and can
+-- be sent (error({code = 404}) arrives as err.value.code == 404).
+local function describe(e, level)
+  local msg = message_of(e)
+  local info = { message = msg, traceback = traceback(msg, level or 2) }
+  if is_coproc_error(e) then
+    local cls = rawget(e, "class")
+    info.class = type(cls) == "table" and cls.name or nil
+  elseif type(e) ~= "string" and e ~= nil then
+    if pcall(encode, e) then info.value = e end
+  end
+  return info
+end
+
+local function err_handler(e) return describe(e, 2) end
+
+local function failure(kind, message)
+  return { message = message, traceback = "", kind = kind }
 end
 
 --- The worker loop. kw: initializer, initargs. lazy: {fn=, items=, star=}
 -- (LazyPool, inherited by fork, never sent).
 function M.run(m, kw, lazy)
   kw = kw or {}
-  local fns = {}          -- fid -> function, or {err} when it failed to resolve
+  local defs = {}         -- fid -> {kind, data, shared, fn, err}
+  local insts = {}        -- jid -> {fid =, fn =} (non-shared functions)
   local init_err = false  -- once set, every task fails with it (pool stays sane)
 
   if kw.initializer ~= nil then
@@ -72,84 +123,164 @@ function M.run(m, kw, lazy)
       M.resolve(kw.initializer)(unpack(args, 1, args.n or #args))
     end, err_handler)
     if not ok then
-      init_err = { message = "initializer failed: " .. e.message, traceback = e.traceback }
+      e.message = "initializer failed: " .. e.message
+      init_err = e
     end
   end
 
   local lazy_fn, lazy_err
   if lazy then
     local ok, f = pcall(M.resolve, lazy.fn)
-    if ok then lazy_fn = f else lazy_err = { message = tostring(f), traceback = tostring(f) } end
+    if ok then lazy_fn = f else lazy_err = failure("resolve", message_of(f)) end
   end
 
-  -- One batch, under one xpcall: cheap per item; i tells where it stopped.
-  local i, reply
-  local function run_args(f, msg, n, star)
-    if star then
-      for j = 1, n do
-        local a = msg[5 + j]
-        i = j; reply[4 + j] = f(unpack(a, 1, a.n or #a))
-      end
+  -- The function of a batch: fn, or nil and an error description.
+  local function function_for(fid, jid)
+    local d = defs[fid]
+    if not d then return nil, failure("internal", "coproc pool: unknown function id " .. tostring(fid)) end
+    if d.err then return nil, d.err end
+    if d.shared and d.fn then return d.fn end
+    local inst = insts[jid]
+    if inst and inst.fid == fid then return inst.fn end
+    local ok, f
+    if d.kind == "name" then
+      ok, f = pcall(M.resolve, d.data)
     else
-      for j = 1, n do
-        i = j; reply[4 + j] = f(msg[5 + j])
+      ok, f = pcall(decode, d.data)
+      if ok and type(f) ~= "function" and not (type(f) == "table" and (getmetatable(f) or {}).__call) then
+        ok, f = false, "the function decoded to a " .. type(f)
       end
     end
+    if not ok then
+      local e = failure("resolve", "cannot load the function in the worker: " .. message_of(f))
+      if d.shared then d.err = e end
+      return nil, e
+    end
+    if d.shared then d.fn = f else insts[jid] = { fid = fid, fn = f } end
+    return f
   end
-  local function run_items(f, items, lo, n, star)
-    if star then
-      for j = 1, n do
-        local a = items[lo + j - 1]
-        i = j; reply[4 + j] = f(unpack(a, 1, a.n or #a))
-      end
+
+  -- Send the reply; a result that cannot be sent becomes an EncodeError for
+  -- its item (the items before it are still delivered).
+  local function reply_with(reply)
+    local ok, e = pcall(m.send_reply, m, reply)
+    if ok then return true end
+    local cls = is_coproc_error(e) and rawget(e, "class")
+    if not (cls and cls.name == "EncodeError") then return false, e end
+    local nok = reply[3]
+    local bad, why = nil, message_of(e)
+    for j = 1, nok do
+      local eok, ee = pcall(encode, reply[4 + j])
+      if not eok then bad, why = j, message_of(ee); break end
+    end
+    if bad == nil and reply[4] then
+      -- The error description itself (its value) is what could not go.
+      reply[4].value = nil
+      ok, e = pcall(m.send_reply, m, reply)
+      if ok then return true end
+      bad = nok + 1
+    end
+    bad = bad or 1
+    for j = 4 + bad, 4 + nok do reply[j] = nil end
+    reply[3] = bad - 1
+    why = why:gsub("^EncodeError: ", ""):gsub("^cannot send: ", "")
+    reply[4] = failure("encode", "the result cannot be sent to the host: " .. why)
+    ok, e = pcall(m.send_reply, m, reply)
+    if ok then return true end
+    -- Even that failed (a frame-size limit on the whole batch): report at
+    -- the first item of the batch.
+    for j = 5, 4 + reply[3] do reply[j] = nil end
+    reply[3] = 0
+    reply[4] = failure("encode", "the results cannot be sent to the host: " .. message_of(e))
+    return pcall(m.send_reply, m, reply)
+  end
+
+  local function run(bid, f, ferr, src, lo, n, star, late_err)
+    local reply = table_new(4 + n, 0)
+    reply[1], reply[2], reply[3], reply[4] = bid, 0, 0, false
+    if ferr then
+      reply[4] = ferr
     else
-      for j = 1, n do
-        i = j; reply[4 + j] = f(items[lo + j - 1])
+      local t0 = clock()
+      local ok, e = xpcall(run_batch, err_handler, f, src, lo, n, star, reply, 4, bid)
+      reply[2] = clock() - t0
+      if ok then
+        reply[3] = n
+        reply[4] = late_err or false
+      else
+        reply[3] = batch_item() - 1
+        reply[4] = e   -- item nok+1 raised before its result was stored
       end
     end
+    local ok, e = reply_with(reply)
+    batch_done()
+    return ok, e
   end
 
   while true do
-    local msg = m:receive_blocking()
+    local ok, raw = pcall(m.receive_raw, m)
+    if not ok then
+      local cls = is_coproc_error(raw) and rawget(raw, "class")
+      if cls and cls.name == "ResourceRequestedClose" then return end
+      error(raw, 0)   -- the connection is gone: nothing more can arrive
+    end
+    local msg, bad, derr
+    if decode_prefix then
+      msg, bad, derr = decode_prefix(raw)
+    else
+      local dok, v = pcall(decode, raw)
+      if dok then msg = v else msg, bad, derr = {}, 1, message_of(v) end
+    end
     local op = msg[1]
-    if op == "t" or op == "r" then
-      reply = { msg[2], 0, 0, false }
-      local f, ferr
-      if op == "t" then
-        f = fns[msg[3]]
-        if type(f) == "table" then ferr = f[1]; f = nil end
-        if f == nil and not ferr then
-          ferr = { message = "coproc pool: unknown function id " .. tostring(msg[3]), traceback = "" }
-        end
-      else
-        f, ferr = lazy_fn, lazy_err
+    local sent_ok, sent_err = true, nil
+    if op == "t" then
+      local bid, fid, jid, star, ended, n = msg[2], msg[3], msg[4], msg[5], msg[6], msg[7]
+      if type(ended) == "table" then
+        for i = 1, #ended do insts[ended[i]] = nil end
       end
-      ferr = init_err or ferr
-      if ferr then
-        reply[4] = ferr
-      else
-        i = 0
-        local t0 = clock()
-        local ok, e
-        if op == "t" then
-          ok, e = xpcall(run_args, err_handler, f, msg, msg[5], msg[4])
-        else
-          ok, e = xpcall(run_items, err_handler, f, lazy.items, msg[3], msg[4], lazy.star)
+      if bid ~= nil and (bad == nil or bad > BATCH_HEAD) and math.type(n) == "integer" then
+        local f, ferr = function_for(fid, jid)
+        ferr = init_err or ferr
+        local nrun, late = n, false
+        if bad then
+          nrun = bad - BATCH_HEAD - 1
+          late = failure("decode", "the item cannot be decoded in the worker: " .. derr)
         end
-        reply[2] = clock() - t0
-        if ok then
-          reply[3] = i
-        else
-          reply[3] = i - 1
-          reply[4] = e   -- item i raised before its result was stored
-        end
+        sent_ok, sent_err = run(bid, f, ferr, msg, BATCH_HEAD + 1, nrun, star, late)
+      elseif bid ~= nil then
+        sent_ok, sent_err = run(bid, nil, failure("decode", "coproc pool: malformed batch: " .. tostring(derr)),
+          msg, 1, 0, false)
       end
-      m:send_reply(reply)
+    elseif op == "r" then
+      if lazy then
+        sent_ok, sent_err = run(msg[2], lazy_fn, init_err or lazy_err, lazy.items, msg[3], msg[4], lazy.star)
+      else
+        sent_ok, sent_err = run(msg[2], nil, failure("internal", "coproc pool: not a LazyPool worker"), msg, 1, 0, false)
+      end
     elseif op == "f" then
-      local ok, f = pcall(M.resolve, msg[3])
-      fns[msg[2]] = ok and f or { { message = tostring(f), traceback = tostring(f) } }
+      if not bad then
+        defs[msg[2]] = { kind = msg[3], data = msg[4], shared = msg[5] == true }
+      elseif msg[2] ~= nil then
+        defs[msg[2]] = { err = failure("decode", "cannot receive the function: " .. tostring(derr)) }
+      end
+    elseif op == "e" then
+      local ended = msg[2]
+      if type(ended) == "table" then
+        for i = 1, #ended do insts[ended[i]] = nil end
+      end
     elseif op == "d" then
-      fns[msg[2]] = nil
+      local d = defs[msg[2]]
+      defs[msg[2]] = nil
+      if d then
+        for jid, inst in pairs(insts) do
+          if inst.fid == msg[2] then insts[jid] = nil end
+        end
+      end
+    end
+    if not sent_ok then
+      local cls = is_coproc_error(sent_err) and rawget(sent_err, "class")
+      if cls and cls.name == "ResourceRequestedClose" then return end
+      error(sent_err, 0)
     end
   end
 end

@@ -42,7 +42,8 @@ function M.WorkerResource(target, opts)
   if mtype ~= M.PriorityMessenger and mtype ~= M.MultiMessenger then
     error("bad option 'messenger_type' to 'WorkerResource' (coproc.PriorityMessenger or coproc.MultiMessenger expected)", 2)
   end
-  return setmetatable({ target = target, method = method, messenger_type = mtype }, WorkerResource)
+  return setmetatable({ target = target, method = method, messenger_type = mtype,
+    _with_status = opts._status == true }, WorkerResource)
 end
 
 --- Start the worker; kwargs become fields of the worker instance. Returns self.
@@ -55,7 +56,8 @@ function WorkerResource:start(kwargs)
     error("bad argument #1 to 'start' (table of keyword arguments expected)", 2)
   end
   if self.messenger then self.messenger:close() end
-  local m, proc = core.spawn(self.target, kwargs or {}, { method = self.method, fifo = self.messenger_type.fifo })
+  local m, proc = core.spawn(self.target, kwargs or {}, { method = self.method, fifo = self.messenger_type.fifo,
+    status = rawget(self, "_with_status") })
   self.messenger, self._proc = m, proc
   return self
 end
@@ -68,6 +70,12 @@ end
 function WorkerResource:pid()
   local p = rawget(self, "_proc")
   return p and p:pid()
+end
+
+-- The worker's status slot (bid, item), for the pool (see core.run_batch).
+function WorkerResource:_status()
+  local p = rawget(self, "_proc")
+  if p then return p:status() end
 end
 
 --- Exit code once exited (nil, signal when killed; nil while running).
@@ -123,6 +131,46 @@ function WorkerResource:__tostring()
   local p = rawget(self, "_proc")
   local state = not p and "not started" or (p:poll() and "exited" or "running")
   return ("coproc.WorkerResource(%s%s)"):format(state, p and (", pid " .. p:pid()) or "")
+end
+
+--- Stop many workers at once within about grace + 0.5 s whatever they do
+-- (busy, not reading, stopped): close requests to all, one shared wait for
+-- their output to go and for them to exit, then SIGTERM (and SIGCONT, so a
+-- stopped worker acts on it) to those left, then SIGKILL. Never raises.
+function M.stop_all(resources, grace)
+  grace = grace or CLOSE_TIMEOUT
+  local live = {}
+  for _, r in ipairs(resources) do
+    local p, m = rawget(r, "_proc"), rawget(r, "messenger")
+    if p and not p:poll() then
+      live[#live + 1] = r
+      if m and m:is_connected() then pcall(m.send_close_request, m) end
+    end
+  end
+  local deadline = core.now() + grace
+  for _, r in ipairs(live) do
+    local m = rawget(r, "messenger")
+    local left = deadline - core.now()
+    if left > 0 and m and m:is_connected() then pcall(m.flush, m, left) end
+  end
+  for _, r in ipairs(live) do
+    local left = deadline - core.now()
+    pcall(r._proc.wait, r._proc, left > 0 and left or 0)
+  end
+  for _, r in ipairs(live) do
+    local p = r._proc
+    if not p:poll() then pcall(p.kill, p, 15); pcall(p.kill, p, 18) end
+  end
+  local kill_at = core.now() + 0.5
+  for _, r in ipairs(live) do
+    local left = kill_at - core.now()
+    pcall(r._proc.wait, r._proc, left > 0 and left or 0)
+  end
+  for _, r in ipairs(live) do r._proc:terminate(0) end   -- SIGKILL what is left, and reap
+  for _, r in ipairs(resources) do
+    local m = rawget(r, "messenger")
+    if m then m:close() end
+  end
 end
 
 M.WorkerResource_mt = WorkerResource

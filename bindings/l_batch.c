@@ -1,0 +1,95 @@
+/* l_batch.c: the inner loop of a pool worker, in C, and the status slot
+ * that lets the host name the item a dying worker was running.
+ *
+ *   core.run_batch(f, src, lo, n, star, dst, off, bid) -> n
+ *     for j = 1..n: dst[off + j] = f(src[lo + j - 1])
+ *     (f(table.unpack(a, 1, a.n or #a)) with a = src[lo + j - 1] when star).
+ *     Errors propagate: the caller runs it under xpcall and asks
+ *     core.batch_item() which item raised.
+ *   core.batch_item() -> j of the item last started (0 before any)
+ *   core.batch_done()    the batch is over: the slot says "idle"
+ *
+ * Before each call the worker's status slot (a word pair in memory shared
+ * with the host, see cp_status in l_process.c) records (bid, j). It costs a
+ * store per item; a death by signal, os.exit or the OOM killer then still
+ * tells the host exactly which item was running. */
+#include "lcore.h"
+#include "lbatch.h"
+
+static volatile cp_status *g_slot; /* this worker's slot, NULL in a host */
+static lua_Integer g_item;
+
+void cp_l_batch_set_slot(volatile cp_status *slot)
+{
+    g_slot = slot;
+    g_item = 0;
+}
+
+static int l_run_batch(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_Integer lo = luaL_checkinteger(L, 3);
+    lua_Integer n = luaL_checkinteger(L, 4);
+    int star = lua_toboolean(L, 5);
+    luaL_checktype(L, 6, LUA_TTABLE);
+    lua_Integer off = luaL_checkinteger(L, 7);
+    lua_Integer bid = luaL_optinteger(L, 8, 0);
+    lua_settop(L, 8);
+    if (g_slot) { g_slot->bid = bid; g_slot->item = 0; }
+    for (lua_Integer j = 1; j <= n; j++) {
+        g_item = j;
+        if (g_slot) g_slot->item = j;
+        lua_pushvalue(L, 1);
+        lua_rawgeti(L, 2, lo + j - 1);
+        int nargs = 1;
+        if (star) {
+            int a = lua_gettop(L);
+            if (!lua_istable(L, a))
+                return luaL_error(L, "starmap item %I is a %s, not a table of arguments",
+                                  lo + j - 1, luaL_typename(L, a));
+            lua_Integer na;
+            lua_pushliteral(L, "n");
+            if (lua_rawget(L, a) == LUA_TNUMBER) na = lua_tointeger(L, -1);
+            else na = (lua_Integer)lua_rawlen(L, a);
+            lua_pop(L, 1);
+            if (na < 0 || na > 250) return luaL_error(L, "starmap item %I has %I arguments (at most 250)", lo + j - 1, na);
+            luaL_checkstack(L, (int)na + 2, "too many arguments");
+            for (lua_Integer k = 1; k <= na; k++) lua_rawgeti(L, a, k);
+            lua_remove(L, a);
+            nargs = (int)na;
+        }
+        lua_call(L, nargs, 1);
+        lua_rawseti(L, 6, off + j);
+    }
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+static int l_batch_item(lua_State *L)
+{
+    lua_pushinteger(L, g_item);
+    return 1;
+}
+
+static int l_batch_done(lua_State *L)
+{
+    (void)L;
+    g_item = 0;
+    if (g_slot) { g_slot->bid = 0; g_slot->item = 0; }
+    return 0;
+}
+
+void cp_l_batch_open(lua_State *L, int t)
+{
+    static const luaL_Reg fns[] = {
+        {"run_batch", l_run_batch},
+        {"batch_item", l_batch_item},
+        {"batch_done", l_batch_done},
+        {NULL, NULL}
+    };
+    t = lua_absindex(L, t);
+    lua_pushvalue(L, t);
+    luaL_setfuncs(L, fns, 0);
+    lua_pop(L, 1);
+}
