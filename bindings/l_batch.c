@@ -8,6 +8,8 @@
  *     core.batch_item() which item raised.
  *   core.batch_item() -> j of the item last started (0 before any)
  *   core.batch_done()    the batch is over: the slot says "idle"
+ *   core.claim(ticket) -> true to run the batch, false when the host took
+ *     it back (ticket 0: nothing to claim, always true)
  *
  * Before each call the worker's status slot (a word pair in memory shared
  * with the host, see cp_status in l_process.c) records (bid, j). It costs a
@@ -16,10 +18,17 @@
 #include "lcore.h"
 #include "lbatch.h"
 
-static volatile cp_status *g_slot; /* this worker's slot, NULL in a host */
+static cp_status *g_slot; /* this worker's slot, NULL in a host */
 static lua_Integer g_item;
 
-void cp_l_batch_set_slot(volatile cp_status *slot)
+/* A plain store on every machine coproc runs on; atomic so that the host,
+ * another process, always reads a whole value. */
+static inline void put(_Atomic int64_t *w, int64_t v)
+{
+    atomic_store_explicit(w, v, memory_order_relaxed);
+}
+
+void cp_l_batch_set_slot(cp_status *slot)
 {
     g_slot = slot;
     g_item = 0;
@@ -36,10 +45,10 @@ static int l_run_batch(lua_State *L)
     lua_Integer off = luaL_checkinteger(L, 7);
     lua_Integer bid = luaL_optinteger(L, 8, 0);
     lua_settop(L, 8);
-    if (g_slot) { g_slot->bid = bid; g_slot->item = 0; }
+    if (g_slot) { put(&g_slot->bid, bid); put(&g_slot->item, 0); }
     for (lua_Integer j = 1; j <= n; j++) {
         g_item = j;
-        if (g_slot) g_slot->item = j;
+        if (g_slot) put(&g_slot->item, j);
         lua_pushvalue(L, 1);
         lua_rawgeti(L, 2, lo + j - 1);
         int nargs = 1;
@@ -76,13 +85,30 @@ static int l_batch_done(lua_State *L)
 {
     (void)L;
     g_item = 0;
-    if (g_slot) { g_slot->bid = 0; g_slot->item = 0; }
+    if (g_slot) { put(&g_slot->bid, 0); put(&g_slot->item, 0); }
     return 0;
+}
+
+static int l_claim(lua_State *L)
+{
+    lua_Integer t = luaL_checkinteger(L, 1);
+    if (t == 0 || !g_slot) { lua_pushboolean(L, 1); return 1; }
+    luaL_argcheck(L, t >= 1 && t <= CP_TICKETS, 1, "no such ticket");
+    int32_t expect = CP_TICKET_FREE;
+    if (atomic_compare_exchange_strong(&g_slot->ticket[t], &expect, CP_TICKET_CLAIMED)) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    /* Revoked: say it was seen, so the host may hand the ticket out again. */
+    atomic_store(&g_slot->ticket[t], CP_TICKET_SKIPPED);
+    lua_pushboolean(L, 0);
+    return 1;
 }
 
 void cp_l_batch_open(lua_State *L, int t)
 {
     static const luaL_Reg fns[] = {
+        {"claim", l_claim},
         {"run_batch", l_run_batch},
         {"batch_item", l_batch_item},
         {"batch_done", l_batch_done},

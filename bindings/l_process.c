@@ -34,12 +34,12 @@
 typedef struct l_process {
     cp_proc p;
     int     started;
-    volatile cp_status *status; /* shared with the worker (spawn option status), or NULL */
+    cp_status *status; /* shared with the worker (spawn option status), or NULL */
 } l_process;
 
 /* One shared anonymous page per worker that asked for a status slot: the
  * worker writes it, the host reads it even after the worker died. */
-static volatile cp_status *status_new(void)
+static cp_status *status_new(void)
 {
     void *p = mmap(NULL, sizeof(cp_status), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return NULL;
@@ -116,13 +116,37 @@ static int l_exitcode(lua_State *L)
     return 2;
 }
 
+/* revoke(ticket) -> true when the batch sent with it will not run (the
+ * worker had not claimed it); see CP_TICKET_* in lbatch.h. */
+static int l_revoke(lua_State *L)
+{
+    l_process *lp = check(L, 1);
+    lua_Integer t = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, t >= 1 && t <= CP_TICKETS, 2, "no such ticket");
+    int32_t expect = CP_TICKET_FREE;
+    lua_pushboolean(L, lp->status && atomic_compare_exchange_strong(&lp->status->ticket[t], &expect, CP_TICKET_REVOKED));
+    return 1;
+}
+
+/* ticket(t [, reset]) -> the state of ticket t (before a reset to FREE). */
+static int l_ticket(lua_State *L)
+{
+    l_process *lp = check(L, 1);
+    lua_Integer t = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, t >= 1 && t <= CP_TICKETS, 2, "no such ticket");
+    if (!lp->status) return 0;
+    lua_pushinteger(L, lua_toboolean(L, 3) ? atomic_exchange(&lp->status->ticket[t], CP_TICKET_FREE)
+                                           : atomic_load(&lp->status->ticket[t]));
+    return 1;
+}
+
 /* status() -> bid, item as the worker last wrote them (nil without a slot). */
 static int l_status(lua_State *L)
 {
     l_process *lp = check(L, 1);
     if (!lp->status) return 0;
-    lua_pushinteger(L, (lua_Integer)lp->status->bid);
-    lua_pushinteger(L, (lua_Integer)lp->status->item);
+    lua_pushinteger(L, (lua_Integer)atomic_load_explicit(&lp->status->bid, memory_order_relaxed));
+    lua_pushinteger(L, (lua_Integer)atomic_load_explicit(&lp->status->item, memory_order_relaxed));
     return 2;
 }
 
@@ -199,7 +223,7 @@ static void preload_core(lua_State *L)
 }
 
 static _Noreturn void child_main(lua_State *L, int fresh, int fifo, const char *payload, size_t plen,
-                                 const char *path, const char *cpath, volatile cp_status *status)
+                                 const char *path, const char *cpath, cp_status *status)
 {
     cp_messenger_forget_all();
     cp_proc_forget_all();
@@ -371,6 +395,8 @@ static const luaL_Reg methods[] = {
     {"terminate", l_terminate},
     {"exitcode", l_exitcode},
     {"status", l_status},
+    {"revoke", l_revoke},
+    {"ticket", l_ticket},
     {NULL, NULL}
 };
 

@@ -53,7 +53,6 @@ end
 
 local BUDGET      = 0.004      -- seconds of estimated work in flight per worker
 local MAX_BATCHES = 4          -- messages in flight per worker
-local MAX_UNITS   = 256        -- chunks per message with an explicit chunksize
 local MAX_AUTO    = 8192       -- items per message with automatic chunking
 local MAX_UNSENT  = 4 << 20    -- bytes waiting for a worker before it gets no more
 local FN_PRIORITY = -huge      -- "define function" is popped before any batch
@@ -220,8 +219,12 @@ end
 function Pool:_spawn()
   local res = coproc.WorkerResource(self.target, { method = self.method, _status = true })
   res:start(self.kwargs)
+  local tickets = {}
+  for t = 64, 1, -1 do tickets[#tickets + 1] = t end
   local w = {
-    res = res, m = res.messenger, pid = res:pid(),
+    res = res, m = res.messenger, pid = res:pid(), proc = res._proc,
+    tickets = tickets, -- free tickets (see _steal)
+    skipping = {},     -- revoked tickets the worker may not have seen yet
     inflight = {},     -- bid -> batch {job, lo, n, est, tries}
     batches = 0,       -- batches in flight
     work = 0,          -- estimated seconds of work in flight
@@ -414,6 +417,32 @@ end
 
 ---------------------------------------------------------------- dispatch
 
+-- A ticket for the next batch to w (0 when all are out: that batch cannot
+-- be taken back).
+local function take_ticket(w)
+  local free = w.tickets
+  if #free == 0 then
+    local sk = w.skipping
+    for i = #sk, 1, -1 do
+      if w.proc:ticket(sk[i]) == 3 then   -- the worker saw the revoke: reusable
+        w.proc:ticket(sk[i], true)
+        free[#free + 1] = table.remove(sk, i)
+      end
+    end
+  end
+  local t = free[#free]
+  if t == nil then return 0 end
+  free[#free] = nil
+  return t
+end
+
+local function give_ticket(w, t)
+  if t > 0 then
+    w.proc:ticket(t, true)
+    w.tickets[#w.tickets + 1] = t
+  end
+end
+
 function Pool:_can_send(w)
   if w.retiring or w.dead then return false end
   if self.maxtasks and w.dispatched >= self.maxtasks then return false end
@@ -425,30 +454,26 @@ function Pool:_can_send(w)
   return w.batches == 0 or (w.batches < self.max_batches and w.work < self.budget)
 end
 
--- How many items of range r the next batch for w takes, and their estimated cost.
+-- How many items of range r the next batch for w takes, and their estimated
+-- cost. An explicit chunksize is the batch (Python's meaning: each chunk is
+-- dispatched on its own, so uneven tasks balance); automatic batches fill
+-- the window from the measured cost, at most a 1/(2n) share of what is left.
 function Pool:_batch_size(w, r)
   local job = r.job
   local rem = r.hi - r.lo + 1
   local cs, cost = job.chunksize, cost_of(self, job)
   local k
-  if self.prefetch or not cost then
-    k = cs or 1
+  if cs then
+    k = cs
+  elseif self.prefetch or not cost then
+    k = 1
   else
     local free = self.budget - w.work
     if free < 0 then free = 0 end
-    if cs then
-      local units = floor(free / (cost * cs))
-      if units < 1 then units = 1 elseif units > MAX_UNITS then units = MAX_UNITS end
-      k = units * cs
-    else
-      k = floor(free / cost)
-      local cap = self.max_auto
-      if k > cap then k = cap elseif k < 1 then k = 1 end
-    end
-    -- Never more than a 1/(2n) share of what is left (whole chunks, at least
-    -- one), so the tail of a job spreads over the workers.
+    k = floor(free / cost)
+    local cap = self.max_auto
+    if k > cap then k = cap elseif k < 1 then k = 1 end
     local share = ceil(rem / (2 * #self.workers))
-    if cs then share = ceil(share / cs) * cs end
     if k > share then k = share end
   end
   if self.maxtasks then
@@ -467,9 +492,10 @@ function Pool:_send_batch(w, r)
   local bid = self.next_bid
   local def = job.def
   local m = w.m
+  local ticket = take_ticket(w)
   local ok, err = true, nil
   if def.lazy then
-    ok, err = pcall(m.send_request, m, { "r", bid, lo, k }, nil, job.prio)
+    ok, err = pcall(m.send_request, m, { "r", bid, lo, k, ticket }, nil, job.prio)
   else
     if not w.defs[def.id] then
       ok, err = pcall(m.send_norequest, m, { "f", def.id, def.kind, def.data, def.shared }, nil, FN_PRIORITY)
@@ -479,12 +505,13 @@ function Pool:_send_batch(w, r)
       local ended = false
       if #w.ended > 0 then ended = w.ended end
       -- The batch is encoded straight from job.items (no copy per batch).
-      ok, err = pcall(m.send_request_slice, m, { "t", bid, def.id, job.seq, job.star, ended, k },
+      ok, err = pcall(m.send_request_slice, m, { "t", bid, def.id, job.seq, job.star, ended, ticket, k },
         job.items, lo, lo + k - 1, nil, job.prio)
       if ok and ended then w.ended = {} end
     end
   end
   if not ok then
+    give_ticket(w, ticket)
     if is_err(err, "WorkerDied") or is_err(err, "WorkerIsDeadError") or not m:is_connected() then
       self:_on_death(w, err)
     else
@@ -493,7 +520,7 @@ function Pool:_send_batch(w, r)
       heap_pop(self.queue)
       if type(err) == "table" then
         local at = tostring(err.message):match("%(at %[(%d+)%]")
-        local j = at and tonumber(at) - 7
+        local j = at and tonumber(at) - 8
         if j and j >= 1 and j <= k then
           err.index = lo + j - 1
           err.message = ("%s (item %d)"):format(err.message, err.index)
@@ -506,7 +533,7 @@ function Pool:_send_batch(w, r)
   self.next_bid = bid + 1
   r.lo = lo + k
   if r.lo > r.hi then heap_pop(self.queue) end
-  w.inflight[bid] = { job = job, lo = lo, n = k, est = est, tries = r.tries }
+  w.inflight[bid] = { job = job, lo = lo, n = k, est = est, tries = r.tries, ticket = ticket }
   w.batches = w.batches + 1
   w.work = w.work + est
   w.dispatched = w.dispatched + k
@@ -515,24 +542,59 @@ function Pool:_send_batch(w, r)
   return true
 end
 
-function Pool:_dispatch()
+-- Work stealing: when nothing is left to send and a worker is idle, the
+-- batches other workers hold but have not started are taken back (their
+-- tickets revoked: core.claim in the worker then skips them) and sent out
+-- again. So a window of several batches never leaves one worker with all
+-- the slow tasks while another idles.
+function Pool:_steal()
+  local idle = false
+  for _, w in ipairs(self.workers) do
+    if w.batches == 0 and self:_can_send(w) then idle = true; break end
+  end
+  if not idle then return false end
+  local took = false
+  for _, w in ipairs(self.workers) do
+    if w.batches >= 2 then
+      local running = w.res:_status()
+      for bid, b in pairs(w.inflight) do
+        if bid ~= running and b.ticket > 0 and w.proc:revoke(b.ticket) then
+          w.inflight[bid] = nil
+          w.batches = w.batches - 1
+          w.work = w.batches == 0 and 0 or w.work - b.est
+          w.skipping[#w.skipping + 1] = b.ticket
+          self:_requeue(b.job, b.lo, b.lo + b.n - 1, b.tries)
+          took = true
+        end
+      end
+    end
+  end
+  return took
+end
+
+function Pool:_dispatch(stolen)
   local q, ws = self.queue, self.workers
-  -- Round-robin, one batch per worker per round, so no worker's window is
-  -- filled from the top of the queue while another idles.
+  -- Rounds of one batch per worker, idle workers first in each round, so
+  -- no worker's window is filled from the top of the queue while another
+  -- idles.
   local moved = true
   while moved and q.n > 0 do
     moved = false
     local nw = #ws
-    for i = 1, nw do
-      local w = ws[i]
-      if w and self:_can_send(w) then
-        local r = q[1]
-        while r and r.job.finished do heap_pop(q); r = q[1] end
-        if not r then return end
-        if self:_send_batch(w, r) then moved = true end
+    for pass = 1, 2 do
+      for i = 1, nw do
+        local w = ws[i]
+        if w and (w.batches == 0) == (pass == 1) and self:_can_send(w) then
+          local r = q[1]
+          while r and (r.job.finished or (r.job.err_at and r.lo >= r.job.err_at)) do heap_pop(q); r = q[1] end
+          if not r then break end
+          if r.job.err_at and r.hi >= r.job.err_at then r.hi = r.job.err_at - 1 end
+          if self:_send_batch(w, r) then moved = true end
+        end
       end
     end
   end
+  if q.n == 0 and not stolen and self:_steal() then return self:_dispatch(true) end
 end
 
 ---------------------------------------------------------------- replies
@@ -562,6 +624,7 @@ function Pool:_on_reply(w, r)
   w.batches = w.batches - 1
   w.work = w.batches == 0 and 0 or w.work - b.est
   local job, nok, err = b.job, r[3], r[4]
+  give_ticket(w, b.ticket)
   self.tasks_done = self.tasks_done + nok
   if nok > 0 then
     local c = r[2] / nok
@@ -569,13 +632,14 @@ function Pool:_on_reply(w, r)
     learn_cost(self, job, c)
   end
   if job.finished then return end
-  if job.err_at and b.lo >= job.err_at then return end   -- imap: past its error
+  if job.err_at and b.lo >= job.err_at then return end   -- past its error
+  if job.err_at and b.lo + nok > job.err_at then nok = job.err_at - b.lo; err = false end
   if nok > 0 then
     local results, base = job.results, b.lo - 5
     for j = 5, 4 + nok do results[base + j] = r[j] end
     job.pending = job.pending - nok
-    if job.kind == "imap" then
-      job.ranges[b.lo] = nok
+    if job.kind == "imap" or job.kind == "map" then
+      if job.kind == "imap" then job.ranges[b.lo] = nok end
       job.got[b.lo] = nok
       if job.err_at then job.missing = job.missing - nok end
     elseif job.kind == "unordered" then
@@ -594,11 +658,12 @@ function Pool:_on_reply(w, r)
   end
 end
 
--- A job failed at item index. map, map_unordered and futures end at once;
--- imap ends once every item before index is in, so the loop yields them
--- and then raises (a later failure at a lower index takes over).
+-- A job failed at item index. map_unordered and futures end at once; map
+-- and imap end once every item before index is in (imap yields them, then
+-- raises), so they raise the error of the lowest failing item, whatever the
+-- order the workers finished in. Items after index are no longer sent.
 function Pool:_fail_at(job, err, index)
-  if job.kind ~= "imap" then return self:_end_job(job, err) end
+  if job.kind ~= "imap" and job.kind ~= "map" then return self:_end_job(job, err) end
   if job.err_at and job.err_at <= index then return end
   job.err_at, job.err_pending = index, err
   local have = 0
@@ -914,7 +979,8 @@ end
 
 --- submit(fn, args, opts) -> Future. args: a list (nil holes need args.n).
 function Pool:submit(fn, args, opts)
-  return submit(self, fn, args, opts, "submit", 2)
+  local f = submit(self, fn, args, opts, "submit", 2)
+  return f   -- not a tail call: argument errors name the caller's line
 end
 
 --- apply(fn, ...) -> fn(...) run in a worker.
@@ -1050,8 +1116,14 @@ local function lazy_map(self, fn, items, opts, star, what)
 end
 
 --- map(fn, items, opts) -> results, like Pool:map.
-function LazyPool:map(fn, items, opts) return lazy_map(self, fn, items, opts, false, "map") end
-function LazyPool:starmap(fn, items, opts) return lazy_map(self, fn, items, opts, true, "starmap") end
+function LazyPool:map(fn, items, opts)
+  local r = lazy_map(self, fn, items, opts, false, "map")
+  return r   -- not a tail call: argument errors name the caller's line
+end
+function LazyPool:starmap(fn, items, opts)
+  local r = lazy_map(self, fn, items, opts, true, "starmap")
+  return r
+end
 
 --- map_unordered(fn, items, opts): iterator of (index, result) as they come;
 -- the workers end with the loop.

@@ -9,13 +9,16 @@
 --                                   with the lowest priority number so it is
 --                                   popped before any batch that uses it
 --   {"d", fid}                      forget function fid
---   {"t", bid, fid, jid, star, ended, n, a1..an}
+--   {"t", bid, fid, jid, star, ended, ticket, n, a1..an}
 --                                   run fn(a_j) for j = 1..n (fn(unpack(a_j))
 --                                   when star) as one batch of job jid; ended
---                                   is false or a list of jobs that are over
+--                                   is false or a list of jobs that are over;
+--                                   the batch runs only if its ticket can be
+--                                   claimed (the host may have taken it back
+--                                   to give to an idle worker: core.claim)
 --   {"e", {jid...}}                 these jobs are over (when there is no batch
 --                                   to carry the list)
---   {"r", bid, lo, n}               LazyPool: run the inherited fn on the
+--   {"r", bid, lo, n, ticket}       LazyPool: run the inherited fn on the
 --                                   inherited items lo .. lo+n-1
 --
 -- and gets one reply per batch: {bid, seconds, nok, err, r1..r_nok}: nok
@@ -43,10 +46,10 @@ local M = {}
 local traceback, unpack = debug.traceback, table.unpack
 local clock = os.clock
 local encode, decode, decode_prefix = core.encode, core.decode, core.decode_prefix
-local run_batch, batch_item, batch_done = core.run_batch, core.batch_item, core.batch_done
+local run_batch, batch_item, batch_done, claim = core.run_batch, core.batch_item, core.batch_done, core.claim
 local table_new = core.table_new
 
-local BATCH_HEAD = 7   -- {"t", bid, fid, jid, star, ended, n}, then the items
+local BATCH_HEAD = 8   -- {"t", bid, fid, jid, star, ended, ticket, n}, then the items
 
 --- Find a function by name: "mod.fn", "mod.sub.fn" (longest requirable
 -- module prefix wins), or a global path like "string.format" / "print".
@@ -195,7 +198,8 @@ function M.run(m, kw, lazy)
     return pcall(m.send_reply, m, reply)
   end
 
-  local function run(bid, f, ferr, src, lo, n, star, late_err)
+  local function run(bid, ticket, f, ferr, src, lo, n, star, late_err)
+    if not claim(ticket) then return true end   -- taken back by the host: no reply
     local reply = table_new(4 + n, 0)
     reply[1], reply[2], reply[3], reply[4] = bid, 0, 0, false
     if ferr then
@@ -234,7 +238,7 @@ function M.run(m, kw, lazy)
     local op = msg[1]
     local sent_ok, sent_err = true, nil
     if op == "t" then
-      local bid, fid, jid, star, ended, n = msg[2], msg[3], msg[4], msg[5], msg[6], msg[7]
+      local bid, fid, jid, star, ended, ticket, n = msg[2], msg[3], msg[4], msg[5], msg[6], msg[7], msg[8]
       if type(ended) == "table" then
         for i = 1, #ended do insts[ended[i]] = nil end
       end
@@ -246,16 +250,17 @@ function M.run(m, kw, lazy)
           nrun = bad - BATCH_HEAD - 1
           late = failure("decode", "the item cannot be decoded in the worker: " .. derr)
         end
-        sent_ok, sent_err = run(bid, f, ferr, msg, BATCH_HEAD + 1, nrun, star, late)
+        sent_ok, sent_err = run(bid, ticket, f, ferr, msg, BATCH_HEAD + 1, nrun, star, late)
       elseif bid ~= nil then
-        sent_ok, sent_err = run(bid, nil, failure("decode", "coproc pool: malformed batch: " .. tostring(derr)),
-          msg, 1, 0, false)
+        sent_ok, sent_err = run(bid, math.type(ticket) == "integer" and ticket or 0, nil,
+          failure("decode", "coproc pool: malformed batch: " .. tostring(derr)), msg, 1, 0, false)
       end
     elseif op == "r" then
       if lazy then
-        sent_ok, sent_err = run(msg[2], lazy_fn, init_err or lazy_err, lazy.items, msg[3], msg[4], lazy.star)
+        sent_ok, sent_err = run(msg[2], msg[5], lazy_fn, init_err or lazy_err, lazy.items, msg[3], msg[4], lazy.star)
       else
-        sent_ok, sent_err = run(msg[2], nil, failure("internal", "coproc pool: not a LazyPool worker"), msg, 1, 0, false)
+        sent_ok, sent_err = run(msg[2], msg[5], nil, failure("internal", "coproc pool: not a LazyPool worker"),
+          msg, 1, 0, false)
       end
     elseif op == "f" then
       if not bad then
