@@ -1,16 +1,16 @@
 /* l_batch.c: the inner loop of a pool worker, in C, and the status slot
  * that lets the host name the item a dying worker was running.
  *
- *   core.run_batch(f, src, lo, n, star, dst, off, bid) -> n
+ *   core.run_batch(f, src, lo, n, star, dst, off, bid, ticket) -> count
  *     for j = 1..n: dst[off + j] = f(src[lo + j - 1])
- *     (f(table.unpack(a, 1, a.n or #a)) with a = src[lo + j - 1] when star).
+ *     (f(table.unpack(a, 1, a.n or #a)) with a = src[lo + j - 1] when star),
+ *     each item claimed on the batch's ticket first: the loop stops early
+ *     (count < n) where the host took the rest back (see lbatch.h).
  *     Errors propagate: the caller runs it under xpcall and asks
  *     core.batch_item() which item raised.
  *   core.batch_item() -> j of the item last started (0 before any)
  *   core.batch_done()    the batch is over: the slot says "idle"
- *   core.claim(ticket) -> true to run the batch, false when the host took
- *     it back (ticket 0: nothing to claim, always true)
- *
+
  * Before each call the worker's status slot (a word pair in memory shared
  * with the host, see cp_status in l_process.c) records (bid, j). It costs a
  * store per item; a death by signal, os.exit or the OOM killer then still
@@ -34,6 +34,20 @@ void cp_l_batch_set_slot(cp_status *slot)
     g_item = 0;
 }
 
+/* Claim item j (1-based) of the batch on ticket t: false when the host has
+ * taken it back. */
+static int claim(int t, lua_Integer j)
+{
+    if (t == 0 || !g_slot) return 1;
+    _Atomic uint64_t *w = &g_slot->ticket[t];
+    uint64_t old = atomic_load(w);
+    for (;;) {
+        uint64_t claimed = old >> 32, limit = old & 0xffffffffu;
+        if (claimed >= limit || (lua_Integer)claimed != j - 1) return 0;
+        if (atomic_compare_exchange_weak(w, &old, (claimed + 1) << 32 | limit)) return 1;
+    }
+}
+
 static int l_run_batch(lua_State *L)
 {
     luaL_checkany(L, 1);
@@ -44,9 +58,13 @@ static int l_run_batch(lua_State *L)
     luaL_checktype(L, 6, LUA_TTABLE);
     lua_Integer off = luaL_checkinteger(L, 7);
     lua_Integer bid = luaL_optinteger(L, 8, 0);
-    lua_settop(L, 8);
+    lua_Integer t = luaL_optinteger(L, 9, 0);
+    luaL_argcheck(L, t >= 0 && t <= CP_TICKETS, 9, "no such ticket");
+    lua_settop(L, 9);
     if (g_slot) { put(&g_slot->bid, bid); put(&g_slot->item, 0); }
-    for (lua_Integer j = 1; j <= n; j++) {
+    lua_Integer j;
+    for (j = 1; j <= n; j++) {
+        if (!claim((int)t, j)) break;
         g_item = j;
         if (g_slot) put(&g_slot->item, j);
         lua_pushvalue(L, 1);
@@ -71,7 +89,7 @@ static int l_run_batch(lua_State *L)
         lua_call(L, nargs, 1);
         lua_rawseti(L, 6, off + j);
     }
-    lua_pushinteger(L, n);
+    lua_pushinteger(L, j - 1);
     return 1;
 }
 
@@ -89,19 +107,14 @@ static int l_batch_done(lua_State *L)
     return 0;
 }
 
+/* core.claim(ticket, j) -> true when item j may be reported on (it is the
+ * next one and the host has not taken it back); for an error found before
+ * the item could run (its function or its value cannot be decoded). */
 static int l_claim(lua_State *L)
 {
-    lua_Integer t = luaL_checkinteger(L, 1);
-    if (t == 0 || !g_slot) { lua_pushboolean(L, 1); return 1; }
-    luaL_argcheck(L, t >= 1 && t <= CP_TICKETS, 1, "no such ticket");
-    int32_t expect = CP_TICKET_FREE;
-    if (atomic_compare_exchange_strong(&g_slot->ticket[t], &expect, CP_TICKET_CLAIMED)) {
-        lua_pushboolean(L, 1);
-        return 1;
-    }
-    /* Revoked: say it was seen, so the host may hand the ticket out again. */
-    atomic_store(&g_slot->ticket[t], CP_TICKET_SKIPPED);
-    lua_pushboolean(L, 0);
+    lua_Integer t = luaL_checkinteger(L, 1), j = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, t >= 0 && t <= CP_TICKETS, 1, "no such ticket");
+    lua_pushboolean(L, claim((int)t, j));
     return 1;
 }
 

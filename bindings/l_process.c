@@ -116,28 +116,53 @@ static int l_exitcode(lua_State *L)
     return 2;
 }
 
-/* revoke(ticket) -> true when the batch sent with it will not run (the
- * worker had not claimed it); see CP_TICKET_* in lbatch.h. */
-static int l_revoke(lua_State *L)
+static _Atomic uint64_t *ticket_word(lua_State *L, l_process *lp, int arg)
 {
-    l_process *lp = check(L, 1);
-    lua_Integer t = luaL_checkinteger(L, 2);
-    luaL_argcheck(L, t >= 1 && t <= CP_TICKETS, 2, "no such ticket");
-    int32_t expect = CP_TICKET_FREE;
-    lua_pushboolean(L, lp->status && atomic_compare_exchange_strong(&lp->status->ticket[t], &expect, CP_TICKET_REVOKED));
-    return 1;
+    lua_Integer t = luaL_checkinteger(L, arg);
+    luaL_argcheck(L, t >= 1 && t <= CP_TICKETS, arg, "no such ticket");
+    if (!lp->status) luaL_error(L, "this worker has no status slot");
+    return &lp->status->ticket[t];
 }
 
-/* ticket(t [, reset]) -> the state of ticket t (before a reset to FREE). */
+/* ticket(t) -> claimed, limit of the batch sent with ticket t. */
 static int l_ticket(lua_State *L)
 {
     l_process *lp = check(L, 1);
-    lua_Integer t = luaL_checkinteger(L, 2);
-    luaL_argcheck(L, t >= 1 && t <= CP_TICKETS, 2, "no such ticket");
-    if (!lp->status) return 0;
-    lua_pushinteger(L, lua_toboolean(L, 3) ? atomic_exchange(&lp->status->ticket[t], CP_TICKET_FREE)
-                                           : atomic_load(&lp->status->ticket[t]));
-    return 1;
+    uint64_t v = atomic_load(ticket_word(L, lp, 2));
+    lua_pushinteger(L, (lua_Integer)(v >> 32));
+    lua_pushinteger(L, (lua_Integer)(v & 0xffffffffu));
+    return 2;
+}
+
+/* set_ticket(t, n): a batch of n items goes out with ticket t. */
+static int l_set_ticket(lua_State *L)
+{
+    l_process *lp = check(L, 1);
+    _Atomic uint64_t *w = ticket_word(L, lp, 2);
+    lua_Integer n = luaL_checkinteger(L, 3);
+    luaL_argcheck(L, n >= 0 && n <= 0xffffffffLL, 3, "batch too large for a ticket");
+    atomic_store(w, (uint64_t)n);
+    return 0;
+}
+
+/* truncate(t, limit) -> the new limit: the batch on ticket t stops after
+ * item limit, or after the item it has already claimed if that is later. */
+static int l_truncate(lua_State *L)
+{
+    l_process *lp = check(L, 1);
+    _Atomic uint64_t *w = ticket_word(L, lp, 2);
+    lua_Integer want = luaL_checkinteger(L, 3);
+    uint64_t old = atomic_load(w);
+    for (;;) {
+        uint64_t claimed = old >> 32, limit = old & 0xffffffffu;
+        uint64_t nl = want < 0 ? 0 : (uint64_t)want;
+        if (nl < claimed) nl = claimed;
+        if (nl >= limit) { lua_pushinteger(L, (lua_Integer)limit); return 1; }
+        if (atomic_compare_exchange_weak(w, &old, claimed << 32 | nl)) {
+            lua_pushinteger(L, (lua_Integer)nl);
+            return 1;
+        }
+    }
 }
 
 /* status() -> bid, item as the worker last wrote them (nil without a slot). */
@@ -395,8 +420,9 @@ static const luaL_Reg methods[] = {
     {"terminate", l_terminate},
     {"exitcode", l_exitcode},
     {"status", l_status},
-    {"revoke", l_revoke},
     {"ticket", l_ticket},
+    {"set_ticket", l_set_ticket},
+    {"truncate", l_truncate},
     {NULL, NULL}
 };
 

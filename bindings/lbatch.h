@@ -6,21 +6,23 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#define CP_TICKETS 64 /* batches of a worker that can be taken back at once */
+#define CP_TICKETS 64 /* batches of a worker whose tails can be taken back */
 
-/* Ticket states: a batch sent with ticket t is run only if the worker moves
- * ticket[t] from FREE to CLAIMED before starting it; the host takes a batch
- * back by moving it from FREE to REVOKED first. One compare-and-swap each,
- * so a batch is either run or given back, never both. */
-enum { CP_TICKET_FREE = 0, CP_TICKET_CLAIMED = 1, CP_TICKET_REVOKED = 2, CP_TICKET_SKIPPED = 3 };
-
-/* A page shared by a worker and its host (MAP_SHARED, made before fork). */
+/* A page shared by a worker and its host (MAP_SHARED, made before fork).
+ *
+ * Tickets: a batch sent with ticket t (1..CP_TICKETS; 0 = none) has the word
+ * ticket[t] = claimed << 32 | limit, set by the host to (0, n) before it
+ * sends the batch. The worker claims item j by moving claimed from j-1 to j,
+ * and only while claimed < limit; the host takes back the tail of a batch
+ * by lowering limit, but never below claimed. Both are compare-and-swaps on
+ * the one word, so every item is either run by the worker or given back to
+ * the host, never both, never neither. */
 typedef struct cp_status {
     /* Written by the worker, read by the host (also after the worker died):
      * which batch and which item of it is running. */
     _Atomic int64_t bid;   /* 0 while idle */
     _Atomic int64_t item;  /* 1-based item of the batch being run, 0 before the first */
-    _Atomic int32_t ticket[CP_TICKETS + 1]; /* [0] unused: ticket 0 means "none" */
+    _Atomic uint64_t ticket[CP_TICKETS + 1];
 } cp_status;
 
 /* In a worker: the slot to write (NULL: none). */

@@ -53,6 +53,7 @@ end
 
 local BUDGET      = 0.004      -- seconds of estimated work in flight per worker
 local MAX_BATCHES = 4          -- messages in flight per worker
+local MAX_UNITS   = 256        -- chunks per message with an explicit chunksize
 local MAX_AUTO    = 8192       -- items per message with automatic chunking
 local MAX_UNSENT  = 4 << 20    -- bytes waiting for a worker before it gets no more
 local FN_PRIORITY = -huge      -- "define function" is popped before any batch
@@ -224,7 +225,6 @@ function Pool:_spawn()
   local w = {
     res = res, m = res.messenger, pid = res:pid(), proc = res._proc,
     tickets = tickets, -- free tickets (see _steal)
-    skipping = {},     -- revoked tickets the worker may not have seen yet
     inflight = {},     -- bid -> batch {job, lo, n, est, tries}
     batches = 0,       -- batches in flight
     work = 0,          -- estimated seconds of work in flight
@@ -417,19 +417,10 @@ end
 
 ---------------------------------------------------------------- dispatch
 
--- A ticket for the next batch to w (0 when all are out: that batch cannot
--- be taken back).
+-- A ticket for the next batch to w (0 when all are out: that batch's tail
+-- cannot be taken back). See _steal.
 local function take_ticket(w)
   local free = w.tickets
-  if #free == 0 then
-    local sk = w.skipping
-    for i = #sk, 1, -1 do
-      if w.proc:ticket(sk[i]) == 3 then   -- the worker saw the revoke: reusable
-        w.proc:ticket(sk[i], true)
-        free[#free + 1] = table.remove(sk, i)
-      end
-    end
-  end
   local t = free[#free]
   if t == nil then return 0 end
   free[#free] = nil
@@ -437,10 +428,7 @@ local function take_ticket(w)
 end
 
 local function give_ticket(w, t)
-  if t > 0 then
-    w.proc:ticket(t, true)
-    w.tickets[#w.tickets + 1] = t
-  end
+  if t > 0 then w.tickets[#w.tickets + 1] = t end
 end
 
 function Pool:_can_send(w)
@@ -455,26 +443,27 @@ function Pool:_can_send(w)
 end
 
 -- How many items of range r the next batch for w takes, and their estimated
--- cost. An explicit chunksize is the batch (Python's meaning: each chunk is
--- dispatched on its own, so uneven tasks balance); automatic batches fill
--- the window from the measured cost, at most a 1/(2n) share of what is left.
+-- cost: about the worker's free share of the budget by the measured cost, in
+-- whole chunks when chunksize is given, and never more than a 1/(2n) share
+-- of what is left of the job, so the tail spreads over the workers. Work
+-- stealing (_steal) then evens out what estimates get wrong.
 function Pool:_batch_size(w, r)
   local job = r.job
   local rem = r.hi - r.lo + 1
   local cs, cost = job.chunksize, cost_of(self, job)
+  local unit = cs or 1
   local k
-  if cs then
-    k = cs
-  elseif self.prefetch or not cost then
-    k = 1
+  if self.prefetch or not cost then
+    k = unit
   else
     local free = self.budget - w.work
     if free < 0 then free = 0 end
-    k = floor(free / cost)
-    local cap = self.max_auto
-    if k > cap then k = cap elseif k < 1 then k = 1 end
-    local share = ceil(rem / (2 * #self.workers))
-    if k > share then k = share end
+    local units = floor(free / (cost * unit))
+    local cap = cs and MAX_UNITS or self.max_auto
+    if units > cap then units = cap elseif units < 1 then units = 1 end
+    local share = ceil(ceil(rem / (2 * #self.workers)) / unit)
+    if units > share then units = share end
+    k = units * unit
   end
   if self.maxtasks then
     local left = self.maxtasks - w.dispatched
@@ -493,6 +482,7 @@ function Pool:_send_batch(w, r)
   local def = job.def
   local m = w.m
   local ticket = take_ticket(w)
+  if ticket > 0 then w.proc:set_ticket(ticket, k) end
   local ok, err = true, nil
   if def.lazy then
     ok, err = pcall(m.send_request, m, { "r", bid, lo, k, ticket }, nil, job.prio)
@@ -542,28 +532,64 @@ function Pool:_send_batch(w, r)
   return true
 end
 
--- Work stealing: when nothing is left to send and a worker is idle, the
--- batches other workers hold but have not started are taken back (their
--- tickets revoked: core.claim in the worker then skips them) and sent out
--- again. So a window of several batches never leaves one worker with all
--- the slow tasks while another idles.
+-- Work stealing. When nothing is left to send and a worker is idle, the
+-- worker with the most items it has not started gives back about half of
+-- them: whole batches it has not begun, or the tail of the batch it runs
+-- (in whole chunks), by lowering the limit on the batch's ticket (the
+-- worker claims each item on it before running it, lbatch.h). The items go
+-- back to the queue and out to the idle worker. So neither a window of
+-- several batches nor a batch of many items leaves one worker with the
+-- slow tasks while another idles.
 function Pool:_steal()
-  local idle = false
+  local nidle = 0
   for _, w in ipairs(self.workers) do
-    if w.batches == 0 and self:_can_send(w) then idle = true; break end
+    if w.batches == 0 and self:_can_send(w) then nidle = nidle + 1 end
   end
-  if not idle then return false end
   local took = false
-  for _, w in ipairs(self.workers) do
-    if w.batches >= 2 then
-      local running = w.res:_status()
-      for bid, b in pairs(w.inflight) do
-        if bid ~= running and b.ticket > 0 and w.proc:revoke(b.ticket) then
-          w.inflight[bid] = nil
-          w.batches = w.batches - 1
-          w.work = w.batches == 0 and 0 or w.work - b.est
-          w.skipping[#w.skipping + 1] = b.ticket
-          self:_requeue(b.job, b.lo, b.lo + b.n - 1, b.tries)
+  for _ = 1, nidle do
+    -- the donor: most unstarted items
+    local donor, most, list
+    for _, w in ipairs(self.workers) do
+      if w.batches > 0 then
+        local total, bs = 0, {}
+        for bid, b in pairs(w.inflight) do
+          if b.ticket > 0 and not b.job.finished then
+            local claimed, limit = w.proc:ticket(b.ticket)
+            local unit = b.job.chunksize or 1
+            local keep = ceil(claimed / unit) * unit   -- the running chunk stays
+            if keep < limit then
+              total = total + (limit - keep)
+              bs[#bs + 1] = { bid = bid, b = b, keep = keep, limit = limit, unit = unit }
+            end
+          end
+        end
+        if total > 0 and (not most or total > most) then donor, most, list = w, total, bs end
+      end
+    end
+    if not donor then break end
+    -- the worker runs lower (priority, bid) first: take from the other end
+    table.sort(list, function(x, y)
+      if x.b.job.prio ~= y.b.job.prio then return x.b.job.prio > y.b.job.prio end
+      return x.bid > y.bid
+    end)
+    local need = ceil(most / 2)
+    for _, e in ipairs(list) do
+      if need <= 0 then break end
+      local b = e.b
+      local want = e.limit - need
+      if want < e.keep then want = e.keep end
+      want = ceil(want / e.unit) * e.unit
+      if want < e.limit then
+        local nl = donor.proc:truncate(b.ticket, want)
+        if nl < e.limit then
+          local cost = cost_of(self, b.job)
+          self:_requeue(b.job, b.lo + nl, b.lo + e.limit - 1, b.tries)
+          need = need - (e.limit - nl)
+          if cost then
+            donor.work = donor.work - (e.limit - nl) * cost
+            if donor.work < 0 then donor.work = 0 end
+          end
+          b.n = nl
           took = true
         end
       end

@@ -13,9 +13,9 @@
 --                                   run fn(a_j) for j = 1..n (fn(unpack(a_j))
 --                                   when star) as one batch of job jid; ended
 --                                   is false or a list of jobs that are over;
---                                   the batch runs only if its ticket can be
---                                   claimed (the host may have taken it back
---                                   to give to an idle worker: core.claim)
+--                                   each item is claimed on the ticket before
+--                                   it runs: the host may take back the tail
+--                                   of a batch for an idle worker (lbatch.h)
 --   {"e", {jid...}}                 these jobs are over (when there is no batch
 --                                   to carry the list)
 --   {"r", bid, lo, n, ticket}       LazyPool: run the inherited fn on the
@@ -198,19 +198,21 @@ function M.run(m, kw, lazy)
     return pcall(m.send_reply, m, reply)
   end
 
+  -- Run a batch and reply {bid, seconds, nok, err, results...}. nok is less
+  -- than n without an error when the host took the rest back.
   local function run(bid, ticket, f, ferr, src, lo, n, star, late_err)
-    if not claim(ticket) then return true end   -- taken back by the host: no reply
+    if math.type(ticket) ~= "integer" then ticket = 0 end
     local reply = table_new(4 + n, 0)
     reply[1], reply[2], reply[3], reply[4] = bid, 0, 0, false
     if ferr then
-      reply[4] = ferr
+      if claim(ticket, 1) then reply[4] = ferr end
     else
       local t0 = clock()
-      local ok, e = xpcall(run_batch, err_handler, f, src, lo, n, star, reply, 4, bid)
+      local ok, e = xpcall(run_batch, err_handler, f, src, lo, n, star, reply, 4, bid, ticket)
       reply[2] = clock() - t0
       if ok then
-        reply[3] = n
-        reply[4] = late_err or false
+        reply[3] = e
+        if late_err and e == n and claim(ticket, n + 1) then reply[4] = late_err end
       else
         reply[3] = batch_item() - 1
         reply[4] = e   -- item nok+1 raised before its result was stored
