@@ -133,14 +133,22 @@ local function heap_pop(h)
   return top
 end
 
--- True when fn keeps no state of its own: no upvalue but _ENV (so one
--- decoded instance can serve every call in a worker).
-local function stateless(fn)
-  if type(fn) ~= "function" or debug.getinfo(fn, "S").what == "C" then return true end
+-- What state fn can keep in a worker between calls: "none" (no upvalue but
+-- _ENV: one decoded instance can serve every call), "scalars" (its upvalues
+-- are numbers, strings, booleans or nil: the worker reuses an instance as
+-- long as they still hold the values it was sent) or false (a table or
+-- function upvalue: a fresh instance for every call).
+local function fn_state(fn)
+  if type(fn) ~= "function" or debug.getinfo(fn, "S").what == "C" then return "none" end
+  local kind = "none"
   for i = 1, huge do
-    local name = debug.getupvalue(fn, i)
-    if name == nil then return true end
-    if name ~= "_ENV" then return false end
+    local name, v = debug.getupvalue(fn, i)
+    if name == nil then return kind end
+    if name ~= "_ENV" then
+      local t = type(v)
+      if t == "table" or t == "function" or t == "userdata" or t == "thread" then return false end
+      kind = "scalars"
+    end
   end
 end
 
@@ -274,7 +282,7 @@ function Pool:_ref_def(fn)
   if type(fn) == "string" then
     def = self.defs_by_name[fn]
     if not def then
-      def = { id = self.next_def, kind = "name", data = fn, shared = true, refs = 0, costkey = fn }
+      def = { id = self.next_def, kind = "name", data = fn, shared = "none", refs = 0, costkey = fn }
       self.defs_by_name[fn] = def
       self.next_def = def.id + 1
     end
@@ -282,7 +290,7 @@ function Pool:_ref_def(fn)
     local bytes = encode(fn)
     def = self.defs_by_code[bytes]
     if not def then
-      def = { id = self.next_def, kind = "code", data = bytes, shared = stateless(fn), refs = 0 }
+      def = { id = self.next_def, kind = "code", data = bytes, shared = fn_state(fn), refs = 0 }
       self.defs_by_code[bytes] = def
       self.next_def = def.id + 1
     end
@@ -391,7 +399,7 @@ function Pool:_end_job(job, err)
   self.njobs = self.njobs - 1
   -- Workers that made an instance of a stateful function for this job may
   -- drop it: they are told with their next batch.
-  if not job.def.shared then
+  if job.def.shared ~= "none" then
     for w in pairs(job.sent_to) do
       if not w.dead then
         local e = w.ended
@@ -1123,7 +1131,7 @@ local function lazy_engine(self, fn, items, star, opts)
   pool_opts.method = "inherit"
   pool_opts._target = function(m, kw) return require("coproc.pool_worker").run(m, kw, lazy) end
   local engine = M.Pool(self.size, pool_opts)
-  job_opts._lazy_fid = { id = 0, lazy = true, shared = true }
+  job_opts._lazy_fid = { id = 0, lazy = true, shared = "none" }
   return engine, job_opts, o
 end
 

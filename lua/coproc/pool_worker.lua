@@ -3,11 +3,12 @@
 -- Runs in the worker process. The host (lua/coproc/pool.lua) sends, on the
 -- default channel of the worker's messenger:
 --
---   {"f", fid, kind, data, shared}  define function fid: kind "code" (data is
+--   {"f", fid, kind, data, state}   define function fid: kind "code" (data is
 --                                   the function encoded by coproc.encode) or
---                                   "name" (data is "module.function"). Sent
---                                   with the lowest priority number so it is
---                                   popped before any batch that uses it
+--                                   "name" (data is "module.function"); state
+--                                   "none", "scalars" or false, see below.
+--                                   Sent with the lowest priority number so it
+--                                   is popped before any batch that uses it
 --   {"d", fid}                      forget function fid
 --   {"t", bid, fid, jid, star, ended, ticket, n, a1..an}
 --                                   run fn(a_j) for j = 1..n (fn(unpack(a_j))
@@ -29,9 +30,11 @@
 --
 -- Every call runs with the function as the host had it when the call was
 -- made: a "code" function is decoded afresh for each job (jid), so upvalues
--- changed in the host between calls, and changes the function made to its
--- own upvalues in an earlier call, never leak into a later one. A function
--- whose only upvalue is _ENV ("shared") is decoded once.
+-- changed in the host between calls (they make a new definition), and
+-- changes the function made to its own upvalues in an earlier call, never
+-- leak into a later one. Cheaper where that is invisible: a function whose
+-- only upvalue is _ENV (state "none") is decoded once; one whose upvalues
+-- are scalars ("scalars") is decoded again only when a call changed them.
 --
 -- Nothing a batch does ends the worker: receiving, decoding, calling and
 -- replying are each protected, and a result that cannot be sent becomes an
@@ -137,14 +140,37 @@ function M.run(m, kw, lazy)
     if ok then lazy_fn = f else lazy_err = failure("resolve", message_of(f)) end
   end
 
+  -- Upvalue values of f, to see later whether a call changed them.
+  local function upvalues_of(f)
+    local vals, i = {}, 1
+    while true do
+      local name, v = debug.getupvalue(f, i)
+      if name == nil then return vals end
+      vals[i] = v
+      i = i + 1
+    end
+  end
+  local function unchanged(f, vals)
+    local i = 1
+    while true do
+      local name, v = debug.getupvalue(f, i)
+      if name == nil then return true end
+      if v ~= vals[i] then return false end
+      i = i + 1
+    end
+  end
+
   -- The function of a batch: fn, or nil and an error description.
   local function function_for(fid, jid)
     local d = defs[fid]
     if not d then return nil, failure("internal", "coproc pool: unknown function id " .. tostring(fid)) end
     if d.err then return nil, d.err end
-    if d.shared and d.fn then return d.fn end
     local inst = insts[jid]
     if inst and inst.fid == fid then return inst.fn end
+    if d.fn and (d.state == "none" or (d.state == "scalars" and unchanged(d.fn, d.vals))) then
+      if d.state == "scalars" then insts[jid] = { fid = fid, fn = d.fn } end
+      return d.fn
+    end
     local ok, f
     if d.kind == "name" then
       ok, f = pcall(M.resolve, d.data)
@@ -156,10 +182,15 @@ function M.run(m, kw, lazy)
     end
     if not ok then
       local e = failure("resolve", "cannot load the function in the worker: " .. message_of(f))
-      if d.shared then d.err = e end
+      if d.state == "none" then d.err = e end
       return nil, e
     end
-    if d.shared then d.fn = f else insts[jid] = { fid = fid, fn = f } end
+    if d.state == "none" then
+      d.fn = f
+    else
+      if d.state == "scalars" and type(f) == "function" then d.fn, d.vals = f, upvalues_of(f) end
+      insts[jid] = { fid = fid, fn = f }
+    end
     return f
   end
 
@@ -266,7 +297,7 @@ function M.run(m, kw, lazy)
       end
     elseif op == "f" then
       if not bad then
-        defs[msg[2]] = { kind = msg[3], data = msg[4], shared = msg[5] == true }
+        defs[msg[2]] = { kind = msg[3], data = msg[4], state = msg[5] }
       elseif msg[2] ~= nil then
         defs[msg[2]] = { err = failure("decode", "cannot receive the function: " .. tostring(derr)) }
       end
