@@ -497,7 +497,9 @@ int cp_plot_compute_layout(const cp_plot_spec *s, cp_plot_layout *l, char *err, 
     /* Time: whole display units; CPU: percent, at least 0..10. */
     l->time.div = cp_plot_time_unit(tmax, &l->time.unit);
     l->time.step = cp_plot_nice_step(tmax / l->time.div, 8);
-    l->time.max = tmax;
+    /* End on a tick when the data ends just short of one. */
+    double tend = ceil(tmax / l->time.div / l->time.step - 1e-9) * l->time.step * l->time.div;
+    l->time.max = tend - tmax < 0.02 * tmax ? tend : tmax;
     l->cpu_axis.div = 1;
     l->cpu_axis.unit = "%";
     double ctop = cmax * 1.1 > 10 ? cmax * 1.1 : 10;

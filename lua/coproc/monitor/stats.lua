@@ -296,14 +296,15 @@ end
 -- Plots
 ---------------------------------------------------------------------------
 
-local MAXPTS = 2400 -- about two points per pixel column
+local MAXPTS = 1200 -- about one point per pixel column
 
 -- At most MAXPTS points: per bucket the largest memory value (peaks matter
--- in a memory plot), at its time, and the mean CPU over the bucket.
+-- in a memory plot), at its time, and the CPU averaged over the bucket and
+-- its neighbours (CPU is noisy; its mean is what a reader wants).
 local function thin(xs, mem, cpu)
   local n = #mem
   if n <= MAXPTS then return xs, mem, cpu end
-  local ox, om, oc, per = {}, {}, {}, n / MAXPTS
+  local ox, om, sums, cnts, per = {}, {}, {}, {}, n / MAXPTS
   for b = 0, MAXPTS - 1 do
     local lo, hi = math.floor(b * per) + 1, math.min(n, math.floor((b + 1) * per))
     local best, sum, cnt = lo, 0, 0
@@ -312,7 +313,13 @@ local function thin(xs, mem, cpu)
       local c = cpu[k]
       if c == c then sum, cnt = sum + c, cnt + 1 end
     end
-    ox[#ox + 1], om[#om + 1], oc[#oc + 1] = xs[best], mem[best], cnt > 0 and sum / cnt or NAN
+    ox[b + 1], om[b + 1], sums[b + 1], cnts[b + 1] = xs[best], mem[best], sum, cnt
+  end
+  local oc = {}
+  for b = 1, MAXPTS do
+    local sum, cnt = 0, 0
+    for k = math.max(1, b - 2), math.min(MAXPTS, b + 2) do sum, cnt = sum + sums[k], cnt + cnts[k] end
+    oc[b] = cnt > 0 and sum / cnt or NAN
   end
   return ox, om, oc
 end
