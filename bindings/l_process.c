@@ -379,12 +379,6 @@ static int l_getpid(lua_State *L)
     return 1;
 }
 
-static int l_now(lua_State *L)
-{
-    lua_pushnumber(L, cp_now());
-    return 1;
-}
-
 /* table_new(narray, nhash): a table with room for that many items, so a
  * list filled out of order (pool results) stays in the array part. */
 static int l_table_new(lua_State *L)
@@ -457,7 +451,6 @@ void cp_l_process_open(lua_State *L, int t)
         {"spawn", l_spawn},
         {"cpu_count", l_cpu_count},
         {"getpid", l_getpid},
-        {"now", l_now},
         {"terminate_all", l_terminate_all},
         {"isatty", l_isatty},
         {"table_new", l_table_new},

@@ -27,6 +27,10 @@ int  cp_l_isclass(lua_State *L, int i);
 /* Raise "attempt to use a closed <tname>". */
 int  cp_l_closed(lua_State *L, const char *tname);
 
+/* Registry field holding the error factory (a string key: coproc.core and
+ * coproc.plot each link a copy of lcore.c and must find the same one). */
+#define CP_L_ERROR_FACTORY "coproc.error_factory"
+
 /* [-0, +1, m] Push a coproc error object of class cls (e.g. "WorkerDied")
  * with a formatted message. Extra fields can be set on it before raising.
  * The object is made by the Lua constructor registered with
@@ -38,5 +42,8 @@ int  cp_l_error(lua_State *L, const char *cls, const char *fmt, ...);
 /* Raise the error object on top of the stack, after it passed through the
  * factory (call after setting extra fields on a cp_l_pusherror table). */
 int  cp_l_raise(lua_State *L);
+/* Raise an OSError {message = "<formatted>: strerror(err)", errno = err,
+ * call = the system call or operation that failed}. Never returns. */
+int  cp_l_oserror(lua_State *L, int err, const char *call, const char *fmt, ...);
 
 #endif

@@ -529,6 +529,12 @@ static void prepend_path(lua_State *L)
     lua_getfield(L, -1, "path");
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
     lua_setfield(L, -3, "path");
+    lua_pop(L, 1);
+    /* coproc's other C modules (coproc.plot) sit next to coproc/core.so. */
+    const char *cdir = strcmp(dir, CP_SOURCE_LUA_DIR) == 0 ? CP_BUILD_DIR : CP_INSTALL_CMOD_DIR;
+    lua_getfield(L, -1, "cpath");
+    lua_pushfstring(L, "%s/?.so;%s", cdir, lua_tostring(L, -1));
+    lua_setfield(L, -3, "cpath");
     lua_pop(L, 2);
 }
 

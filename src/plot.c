@@ -1,27 +1,27 @@
-/* plot.c: see plot.h. */
+/* plot.c: drawing a laid-out plot with PLplot (see plot.h). Everything but
+ * the curves is drawn in a page-wide pixel frame, so it lands exactly where
+ * cp_plot_compute_layout() put it. */
 #include "plot.h"
 
 #include <plplot.h>
 
+#define _USE_MATH_DEFINES
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
-/* Colour map 0: background, ink, grid, then the process lines (a qualitative
- * palette that stays distinguishable on white). */
-enum { COL_BG = 0, COL_INK = 1, COL_GRID = 2, COL_FIRST_LINE = 3 };
+#define PX_PER_MM (90.0 / 25.4)
+
 static const int PALETTE[][3] = {
-    {255, 255, 255}, {0, 0, 0}, {205, 205, 205},
-    {31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40}, {148, 103, 189},
-    {140, 86, 75}, {227, 119, 194}, {127, 127, 127}, {188, 189, 34}, {23, 190, 207},
+    {255, 255, 255}, {0, 0, 0}, {222, 222, 222}, {185, 185, 185}, {40, 40, 40}, {120, 120, 120},
+    /* named lines: distinct on white */
+    {31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40}, {148, 103, 189}, {140, 86, 75},
+    {227, 119, 194}, {188, 189, 34}, {23, 190, 207}, {57, 59, 121}, {99, 121, 57}, {132, 60, 57},
 };
-#define NCOLORS ((int)(sizeof PALETTE / sizeof PALETTE[0]))
-#define NLINE_COLORS (NCOLORS - COL_FIRST_LINE)
-#define MAX_LEGEND 16
+#define NCOLOURS ((int)(sizeof PALETTE / sizeof PALETTE[0]))
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -30,35 +30,6 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
-}
-
-const char *cp_plot_device(const char *path)
-{
-    const char *dot = path ? strrchr(path, '.') : NULL;
-    if (!dot) return NULL;
-    if (strcasecmp(dot, ".png") == 0) return "pngcairo";
-    if (strcasecmp(dot, ".svg") == 0) return "svgcairo";
-    return NULL;
-}
-
-double cp_plot_mem_unit(double max_bytes, const char **name)
-{
-    static const char *names[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double div = 1;
-    int i = 0;
-    /* Switch unit once values pass 2 of the next one, so axes read 2..2000
-     * rather than 0.001..0.9. */
-    while (i < 4 && max_bytes >= 2 * div * 1024) { div *= 1024; i++; }
-    *name = names[i];
-    return div;
-}
-
-double cp_plot_time_unit(double span_s, const char **name)
-{
-    if (span_s >= 3 * 3600) { *name = "h"; return 3600; }
-    if (span_s >= 180) { *name = "min"; return 60; }
-    *name = "s";
-    return 1;
 }
 
 static int have_device(const char *dev)
@@ -72,7 +43,7 @@ static int have_device(const char *dev)
     return 0;
 }
 
-/* PLplot prints non-fatal problems through the abort handler; keep the last. */
+/* PLplot reports non-fatal problems through the abort handler; keep the last. */
 static char plot_abort_msg[256];
 static void on_abort(PLCHAR_VECTOR msg)
 {
@@ -94,34 +65,217 @@ static char *escape_text(const char *s)
     return o;
 }
 
-static double line_max(const cp_plot_line *l)
+/* ---- the page frame: pixels, y down as in the layout ------------------- */
+
+static double g_W, g_H, g_em;
+
+static void page_frame(void)
 {
-    double m = 0;
-    for (size_t i = 0; i < l->n; i++)
-        if (isfinite(l->y[i]) && l->y[i] > m) m = l->y[i];
-    return m;
+    plvpor(0, 1, 0, 1);
+    plwind(0, g_W, 0, g_H);
 }
 
-static int by_max_desc(const void *a, const void *b, void *ctx)
+static void text_size(double scale) { plschr(g_em / PX_PER_MM, scale); }
+
+/* Text whose reference point (just: 0 left, 0.5 centre, 1 right; half the
+ * capital height above the baseline) is at pixel (x, y). */
+static void text_at(double x, double y, double just, const char *s, int vertical)
 {
-    const cp_plot_line *L = ctx;
-    double ma = line_max(&L[*(const size_t *)a]), mb = line_max(&L[*(const size_t *)b]);
-    return (ma < mb) - (ma > mb);
+    char *t = escape_text(s);
+    if (!t) return;
+    plptex(x, g_H - y, vertical ? 0 : 1, vertical ? 1 : 0, just, t);
+    free(t);
 }
 
-/* Insertion sort with a context (qsort_r is not C11); legends are short. */
-static void sort_idx(size_t *idx, size_t n, const cp_plot_line *L)
+static void rect_fill(cp_rect r, int col)
 {
-    for (size_t i = 1; i < n; i++)
-        for (size_t j = i; j > 0 && by_max_desc(&idx[j - 1], &idx[j], (void *)L) > 0; j--) {
-            size_t t = idx[j];
-            idx[j] = idx[j - 1];
-            idx[j - 1] = t;
+    PLFLT xs[4] = {r.x0, r.x1, r.x1, r.x0}, ys[4] = {g_H - r.y0, g_H - r.y0, g_H - r.y1, g_H - r.y1};
+    plcol0(col);
+    plfill(4, xs, ys);
+}
+
+static void rect_line(cp_rect r, int col, double width)
+{
+    PLFLT xs[5] = {r.x0, r.x1, r.x1, r.x0, r.x0};
+    PLFLT ys[5] = {g_H - r.y0, g_H - r.y0, g_H - r.y1, g_H - r.y1, g_H - r.y0};
+    plcol0(col);
+    plwidth(width);
+    plline(5, xs, ys);
+}
+
+static void seg(double x0, double y0, double x1, double y1, int col, double width)
+{
+    PLFLT xs[2] = {x0, x1}, ys[2] = {g_H - y0, g_H - y1};
+    plcol0(col);
+    plwidth(width);
+    plline(2, xs, ys);
+}
+
+/* ---- panels ------------------------------------------------------------ */
+
+static void fmt_tick(char *buf, size_t n, double v, double step)
+{
+    snprintf(buf, n, "%.*f", cp_plot_tick_decimals(step), v);
+}
+
+/* A filled dot of radius rad pixels. */
+static void dot(double x, double y, double rad, int col)
+{
+    PLFLT xs[12], ys[12];
+    for (int i = 0; i < 12; i++) {
+        xs[i] = x + rad * cos(i * M_PI / 6);
+        ys[i] = g_H - y + rad * sin(i * M_PI / 6);
+    }
+    plcol0(col);
+    plfill(12, xs, ys);
+}
+
+/* Grid, frame, ticks and tick labels of a panel with x from 0 to tx (data
+ * units, shown divided by tdiv) and y from 0 to ymax. */
+static void panel_frame(cp_rect r, const cp_plot_axis *tx, const cp_plot_axis *ty, int xlabels)
+{
+    double xspan = tx->max / tx->div, yspan = ty->max / ty->div;
+    double tick = 0.35 * g_em;
+    text_size(0.9);
+    for (double v = 0; v <= xspan * (1 + 1e-9); v += tx->step) {
+        double x = r.x0 + v / xspan * (r.x1 - r.x0);
+        if (v > 0 && x < r.x1 - 1) seg(x, r.y0, x, r.y1, CP_PLOT_COL_GRID, 0.6);
+        seg(x, r.y1, x, r.y1 - tick, CP_PLOT_COL_INK, 0.8);
+        seg(x, r.y0, x, r.y0 + tick, CP_PLOT_COL_INK, 0.8);
+        if (xlabels) {
+            char buf[32];
+            fmt_tick(buf, sizeof buf, v, tx->step);
+            plcol0(CP_PLOT_COL_INK);
+            text_at(x, r.y1 + 0.5 * g_em + 0.45 * g_em, 0.5, buf, 0);
         }
+    }
+    for (double v = 0; v <= yspan * (1 + 1e-9); v += ty->step) {
+        double y = r.y1 - v / yspan * (r.y1 - r.y0);
+        if (v > 0 && y > r.y0 + 1) seg(r.x0, y, r.x1, y, CP_PLOT_COL_GRID, 0.6);
+        seg(r.x0, y, r.x0 + tick, y, CP_PLOT_COL_INK, 0.8);
+        seg(r.x1, y, r.x1 - tick, y, CP_PLOT_COL_INK, 0.8);
+        char buf[32];
+        fmt_tick(buf, sizeof buf, v, ty->step);
+        plcol0(CP_PLOT_COL_INK);
+        text_at(r.x0 - 0.5 * g_em, y, 1.0, buf, 0);
+    }
+    rect_line(r, CP_PLOT_COL_INK, 1.0);
 }
 
-int cp_plot_memory(const cp_plot_spec *s, char *err, size_t errlen)
+/* A series in a panel (world: 0..xmax, 0..ymax), split at NaN gaps. */
+static void series_line(cp_rect r, double xmax, double ymax, const double *x, const double *y,
+                        size_t n, int col, double width, double *bx, double *by)
 {
+    plvpor(r.x0 / g_W, r.x1 / g_W, 1 - r.y1 / g_H, 1 - r.y0 / g_H);
+    plwind(0, xmax, 0, ymax);
+    plcol0(col);
+    plwidth(width);
+    size_t run = 0;
+    for (size_t k = 0; k <= n; k++) {
+        int ok = k < n && isfinite(x[k]) && isfinite(y[k]);
+        if (ok) { bx[run] = x[k]; by[run] = fmin(y[k], ymax); run++; }
+        if (!ok || k == n) {
+            if (run == 1) plpoin(1, bx, by, 17);
+            else if (run > 1) plline((PLINT)run, bx, by);
+            run = 0;
+        }
+    }
+    page_frame();
+}
+
+static void draw_panel(const cp_plot_spec *s, const cp_plot_layout *l, int cpu, double *bx, double *by)
+{
+    cp_rect r = cpu ? l->cpu : l->mem;
+    const cp_plot_axis *ya = cpu ? &l->cpu_axis : &l->memory;
+    panel_frame(r, &l->time, ya, cpu || !s->include_cpu);
+    /* Unnamed lines first, then named ones, the total on top. */
+    for (int pass = 0; pass < 3; pass++) {
+        for (size_t i = 0; i < s->nseries; i++) {
+            const cp_plot_series *se = &s->series[i];
+            const double *y = cpu ? se->cpu : se->mem;
+            int col = l->colour[i];
+            int p = se->total ? 2 : col == CP_PLOT_COL_UNNAMED ? 0 : 1;
+            if (p != pass || !y) continue;
+            series_line(r, l->time.max, ya->max, se->x, y, se->n, col, se->total ? 2.4 : p ? 1.3 : 0.9,
+                        bx, by);
+        }
+    }
+    char lab[96];
+    if (cpu) snprintf(lab, sizeof lab, "CPU (%% of a core)");
+    else snprintf(lab, sizeof lab, "%s (%s)", s->mem_label ? s->mem_label : "memory", l->memory.unit);
+    text_size(1.0);
+    plcol0(CP_PLOT_COL_INK);
+    text_at(1.45 * g_em, (r.y0 + r.y1) / 2, 0.5, lab, 1);
+}
+
+static void draw_legend(const cp_plot_spec *s, const cp_plot_layout *l)
+{
+    if (l->legend_where == CP_LEGEND_NONE || !l->legend_entries) return;
+    cp_rect b = l->legend;
+    rect_fill(b, CP_PLOT_COL_BG);
+    rect_line(b, CP_PLOT_COL_LEADER, 0.6);
+    double em = g_em * 0.9;
+    double colw = (b.x1 - b.x0 - 1.2 * em - (double)(l->legend_cols - 1) * 1.2 * em) / (double)l->legend_cols;
+    text_size(0.9);
+    size_t k = 0;
+    for (size_t pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < s->nseries; i++) {
+            const cp_plot_series *se = &s->series[i];
+            if (!se->label || l->colour[i] == CP_PLOT_COL_UNNAMED || !!se->total != (pass == 0)) continue;
+            size_t row = k % l->legend_rows, col = k / l->legend_rows;
+            double x = b.x0 + 0.6 * em + (double)col * (colw + 1.2 * em);
+            double y = b.y0 + 0.4 * em + ((double)row + 0.5) * 1.4 * em;
+            seg(x, y, x + 2.4 * em, y, l->colour[i], se->total ? 2.4 : 1.6);
+            plcol0(CP_PLOT_COL_INK);
+            text_at(x + 2.9 * em, y, 0, se->label, 0);
+            k++;
+        }
+    }
+    if (l->legend_more) {
+        size_t row = k % l->legend_rows, col = k / l->legend_rows;
+        double x = b.x0 + 0.6 * em + (double)col * (colw + 1.2 * em);
+        double y = b.y0 + 0.4 * em + ((double)row + 0.5) * 1.4 * em;
+        char buf[48];
+        snprintf(buf, sizeof buf, "+%zu more", l->legend_more);
+        seg(x, y, x + 2.4 * em, y, CP_PLOT_COL_UNNAMED, 1.0);
+        plcol0(CP_PLOT_COL_INK);
+        text_at(x + 2.9 * em, y, 0, buf, 0);
+    }
+}
+
+static void draw_notes(const cp_plot_spec *s, const cp_plot_layout *l)
+{
+    text_size(0.85);
+    for (size_t i = 0; i < l->nlabels; i++) {
+        const cp_plot_label *lb = &l->labels[i];
+        if (lb->placed && lb->leader) {
+            double cx = fmin(fmax(lb->ax, lb->box.x0), lb->box.x1);
+            double cy = fmin(fmax(lb->ay, lb->box.y0), lb->box.y1);
+            seg(lb->ax, lb->ay, cx, cy, CP_PLOT_COL_LEADER, 0.7);
+        }
+    }
+    for (size_t i = 0; i < l->nlabels; i++) {
+        const cp_plot_label *lb = &l->labels[i];
+        dot(lb->ax, lb->ay, 0.28 * g_em, CP_PLOT_COL_INK);
+        if (!lb->placed) continue;
+        rect_fill(lb->box, CP_PLOT_COL_BG);
+        rect_line(lb->box, CP_PLOT_COL_GRID, 0.6);
+        plcol0(CP_PLOT_COL_NOTE);
+        text_at(lb->box.x0 + 0.35 * g_em * 0.85, (lb->box.y0 + lb->box.y1) / 2, 0,
+                s->notes[i].text ? s->notes[i].text : "", 0);
+    }
+    if (l->unplaced) {
+        char buf[64];
+        snprintf(buf, sizeof buf, "%zu notes not labelled", l->unplaced);
+        plcol0(CP_PLOT_COL_LEADER);
+        text_at(l->unplaced_box.x1, (l->unplaced_box.y0 + l->unplaced_box.y1) / 2, 1.0, buf, 0);
+    }
+}
+
+int cp_plot_draw(const cp_plot_spec *s, const cp_plot_layout *l, char *err, size_t errlen,
+                 int *errnum)
+{
+    if (errnum) *errnum = 0;
     const char *dev = cp_plot_device(s->path);
     if (!dev) {
         seterr(err, errlen, "plot path '%s' must end in .png or .svg", s->path ? s->path : "(null)");
@@ -134,167 +288,55 @@ int cp_plot_memory(const cp_plot_spec *s, char *err, size_t errlen)
     /* PLplot exit()s when it cannot open the file: find out first. */
     FILE *f = fopen(s->path, "ab");
     if (!f) {
+        if (errnum) *errnum = errno;
         seterr(err, errlen, "cannot write plot file '%s': %s", s->path, strerror(errno));
         return -1;
     }
     fclose(f);
-
-    int W = s->width > 0 ? s->width : 1200, H = s->height > 0 ? s->height : 720;
-    double fs = s->font_size > 0 ? s->font_size : 11;
-
-    /* Ranges and units. */
-    double xmax = 0, ymax = 0;
-    size_t maxn = 0;
-    for (size_t i = 0; i < s->nlines; i++) {
-        const cp_plot_line *l = &s->lines[i];
-        if (l->n > maxn) maxn = l->n;
-        for (size_t k = 0; k < l->n; k++) {
-            if (isfinite(l->x[k]) && l->x[k] > xmax) xmax = l->x[k];
-            if (isfinite(l->y[k]) && l->y[k] > ymax) ymax = l->y[k];
-        }
-    }
-    if (xmax <= 0) xmax = 1;
-    if (ymax <= 0) ymax = 1024;
-    const char *tu, *mu;
-    double tdiv = cp_plot_time_unit(xmax, &tu);
-    double mdiv = cp_plot_mem_unit(ymax, &mu);
-    double X1 = xmax / tdiv, Y1 = ymax / mdiv * (s->nnotes ? 1.35 : 1.08);
-
-    double *bx = malloc((maxn ? maxn : 1) * sizeof *bx);
-    double *by = malloc((maxn ? maxn : 1) * sizeof *by);
-    size_t *order = malloc((s->nlines ? s->nlines : 1) * sizeof *order);
-    if (!bx || !by || !order) {
-        free(bx); free(by); free(order);
+    size_t maxn = 1;
+    for (size_t i = 0; i < s->nseries; i++) if (s->series[i].n > maxn) maxn = s->series[i].n;
+    double *bx = malloc(maxn * sizeof *bx), *by = malloc(maxn * sizeof *by);
+    if (!bx || !by) {
+        free(bx);
+        free(by);
         seterr(err, errlen, "out of memory");
         return -1;
     }
-
-    int r[NCOLORS], g[NCOLORS], b[NCOLORS];
-    for (int i = 0; i < NCOLORS; i++) { r[i] = PALETTE[i][0]; g[i] = PALETTE[i][1]; b[i] = PALETTE[i][2]; }
+    g_W = l->width;
+    g_H = l->height;
+    g_em = l->em;
+    int r[NCOLOURS], g[NCOLOURS], b[NCOLOURS];
+    for (int i = 0; i < NCOLOURS; i++) { r[i] = PALETTE[i][0]; g[i] = PALETTE[i][1]; b[i] = PALETTE[i][2]; }
     plot_abort_msg[0] = '\0';
     plsabort(on_abort);
     plsdev(dev);
     plsfnam(s->path);
-    plspage(90, 90, W, H, 0, 0);
-    plscmap0(r, g, b, NCOLORS);
+    plspage(90, 90, l->width, l->height, 0, 0);
+    plscmap0(r, g, b, NCOLOURS);
     plinit();
     pladv(0);
-    /* Character height in mm from points; the viewport leaves the right side
-     * for the legend. */
-    plschr(fs * 0.3528, 1.0);
-    const double vx0 = 0.085, vx1 = 0.76, vy0 = 0.11, vy1 = 0.91;
-    plvpor(vx0, vx1, vy0, vy1);
-    plwind(0, X1, 0, Y1);
+    page_frame();
 
-    plcol0(COL_GRID);
-    plwidth(0.6);
-    plbox("g", 0, 0, "g", 0, 0);
-    plcol0(COL_INK);
-    plwidth(1.0);
-    plbox("bcnst", 0, 0, "bcnstv", 0, 0);
-    char xlab[64], ylab[96];
-    snprintf(xlab, sizeof xlab, "time (%s)", tu);
-    snprintf(ylab, sizeof ylab, "%s (%s)", s->metric ? s->metric : "memory", mu);
-    pllab(xlab, ylab, "");
     if (s->title) {
-        char *t = escape_text(s->title);
-        if (t) plmtex("t", 1.5, 0.5, 0.5, t);
-        free(t);
+        text_size(1.15);
+        plcol0(CP_PLOT_COL_INK);
+        text_at((l->title.x0 + l->title.x1) / 2, (l->title.y0 + l->title.y1) / 2, 0.5, s->title, 0);
     }
-
-    /* Process lines first, the total on top. */
-    size_t nproc = 0;
-    for (size_t pass = 0; pass < 2; pass++) {
-        for (size_t i = 0; i < s->nlines; i++) {
-            const cp_plot_line *l = &s->lines[i];
-            if (!!l->emphasis != (pass == 1)) continue;
-            for (size_t k = 0; k < l->n; k++) { bx[k] = l->x[k] / tdiv; by[k] = l->y[k] / mdiv; }
-            plcol0(l->emphasis ? COL_INK : COL_FIRST_LINE + (int)(nproc % NLINE_COLORS));
-            plwidth(l->emphasis ? 2.6 : 1.4);
-            if (l->n == 1) plpoin(1, bx, by, 17);
-            else if (l->n > 1) plline((PLINT)l->n, bx, by);
-            if (!l->emphasis) nproc++;
-        }
-    }
-
-    /* Notes: a dot on the curve and the text going up at 45 degrees on
-     * screen (dx, dy are world units of equal physical length). */
-    if (s->nnotes) {
-        double pw = (vx1 - vx0) * W, ph = (vy1 - vy0) * H;
-        double dx = X1 / pw, dy = Y1 / ph;
-        plschr(0, 0.85);
-        for (size_t i = 0; i < s->nnotes; i++) {
-            const cp_plot_note *n = &s->notes[i];
-            if (!isfinite(n->x) || !isfinite(n->y)) continue;
-            double x = n->x / tdiv, y = n->y / mdiv;
-            plcol0(COL_INK);
-            plwidth(1.0);
-            plpoin(1, &x, &y, 17);
-            char *t = escape_text(n->text ? n->text : "");
-            if (!t) continue;
-            /* Start the text a little up and right of the dot. */
-            plcol0(COL_FIRST_LINE + 3); /* red: notes stand out from the lines */
-            plptex(x + 6 * dx, y + 6 * dy, dx, dy, 0.0, t);
-            free(t);
-        }
-        plschr(0, 1.0);
-    }
-
-    /* Legend: the total, then the largest processes; the rest summarised. */
-    size_t nl = 0, ntot = 0;
-    for (size_t i = 0; i < s->nlines; i++) if (s->lines[i].emphasis) order[nl++] = i;
-    ntot = nl;
-    nproc = 0;
-    size_t *pidx = order + nl;
-    for (size_t i = 0; i < s->nlines; i++) if (!s->lines[i].emphasis) pidx[nproc++] = i;
-    /* Colours follow drawing order, so remember each line's colour before sorting. */
-    int colour_of[512];
-    size_t cmax = s->nlines < 512 ? s->nlines : 512;
-    for (size_t k = 0, c = 0; k < cmax; k++)
-        colour_of[k] = s->lines[k].emphasis ? COL_INK : COL_FIRST_LINE + (int)(c++ % NLINE_COLORS);
-    sort_idx(pidx, nproc, s->lines);
-    size_t shown = nproc;
-    int more = 0;
-    if (ntot + shown > MAX_LEGEND) { shown = MAX_LEGEND - 1 - ntot; more = 1; }
-    PLINT nleg = (PLINT)(ntot + shown + (size_t)more);
-    PLINT opts[MAX_LEGEND], tcol[MAX_LEGEND], lcol[MAX_LEGEND], lsty[MAX_LEGEND];
-    PLFLT lw[MAX_LEGEND];
-    const char *texts[MAX_LEGEND];
-    char *owned[MAX_LEGEND] = {0};
-    char morebuf[48];
-    for (PLINT k = 0; k < nleg; k++) {
-        opts[k] = PL_LEGEND_LINE;
-        tcol[k] = COL_INK;
-        lsty[k] = 1;
-        if ((size_t)k < ntot + shown) {
-            size_t li = order[k];
-            lcol[k] = li < cmax ? colour_of[li] : COL_FIRST_LINE;
-            lw[k] = s->lines[li].emphasis ? 2.6 : 1.4;
-            owned[k] = escape_text(s->lines[li].label ? s->lines[li].label : "?");
-            texts[k] = owned[k] ? owned[k] : "?";
-        } else {
-            snprintf(morebuf, sizeof morebuf, "+ %zu more", nproc - shown);
-            opts[k] = PL_LEGEND_NONE;
-            lcol[k] = COL_INK;
-            lw[k] = 1;
-            texts[k] = morebuf;
-        }
-    }
-    if (nleg > 0) {
-        PLFLT lwid, lhei;
-        pllegend(&lwid, &lhei, PL_LEGEND_BACKGROUND | PL_LEGEND_BOUNDING_BOX,
-                 PL_POSITION_RIGHT | PL_POSITION_TOP | PL_POSITION_OUTSIDE,
-                 0.015, -0.115, 0.05, COL_BG, COL_INK, 1, 0, 0, nleg, opts,
-                 0.8, 0.85, 2.0, 0.0, tcol, texts,
-                 NULL, NULL, NULL, NULL, lcol, lsty, lw, NULL, NULL, NULL, NULL);
-    }
-    for (PLINT k = 0; k < nleg; k++) free(owned[k]);
+    draw_panel(s, l, 0, bx, by);
+    if (s->include_cpu) draw_panel(s, l, 1, bx, by);
+    cp_rect bottom = s->include_cpu ? l->cpu : l->mem;
+    char xlab[48];
+    snprintf(xlab, sizeof xlab, "time (%s)", l->time.unit);
+    text_size(1.0);
+    plcol0(CP_PLOT_COL_INK);
+    text_at((bottom.x0 + bottom.x1) / 2, bottom.y1 + 0.5 * g_em + 1.5 * 0.9 * g_em + 0.75 * g_em, 0.5, xlab, 0);
+    draw_legend(s, l);
+    draw_notes(s, l);
 
     plend();
     plsabort(NULL);
     free(bx);
     free(by);
-    free(order);
     if (plot_abort_msg[0]) {
         seterr(err, errlen, "PLplot: %s", plot_abort_msg);
         return -1;

@@ -79,9 +79,11 @@ int cp_procstat_parse_stat(const char *text, size_t n, cp_procsample *s)
     s->state = *p++;
     /* Fields 4.. after the state; we want 4 ppid, 14 utime, 15 stime,
      * 22 starttime, 23 vsize, 24 rss (pages). */
-    unsigned long long f[25] = {0};
+    unsigned long long f[29] = {0};
     for (int i = 4; i <= 24; i++)
         if (next_ull(&p, end, &f[i])) return -1;
+    for (int i = 25; i <= 28; i++) /* optional: older or odd formats stop earlier */
+        if (next_ull(&p, end, &f[i])) break;
     s->ppid = (pid_t)f[4];
     s->threads = (long)f[20];
     s->cpu_ticks = f[14] + f[15];
@@ -89,18 +91,23 @@ int cp_procstat_parse_stat(const char *text, size_t n, cp_procsample *s)
     s->start = f[22];
     s->vms = f[23];
     s->rss = f[24] * (unsigned long long)cp_procstat_pagesize();
+    s->stack = f[28];
     return 0;
 }
 
 int cp_procstat_parse_statm(const char *text, size_t n, unsigned long long *vms,
-                            unsigned long long *rss)
+                            unsigned long long *rss, unsigned long long *code)
 {
     const char *p = text, *end = text + n;
-    unsigned long long size, res;
+    unsigned long long size, res, shared, txt;
     if (next_ull(&p, end, &size) || next_ull(&p, end, &res)) return -1;
     unsigned long long ps = (unsigned long long)cp_procstat_pagesize();
     *vms = size * ps;
     *rss = res * ps;
+    if (code) {
+        if (next_ull(&p, end, &shared) || next_ull(&p, end, &txt)) return -1;
+        *code = txt * ps;
+    }
     return 0;
 }
 
@@ -190,15 +197,12 @@ int cp_procstat_exists(pid_t pid)
     return stat(path, &st) == 0;
 }
 
-/* A growable pid list. */
-typedef struct { pid_t *v; size_t n, cap; } pidvec;
-
-static int pv_push(pidvec *a, pid_t p)
+int cp_pidvec_push(cp_pidvec *a, pid_t p)
 {
     if (a->n == a->cap) {
         size_t cap = a->cap ? a->cap * 2 : 64;
         pid_t *v = realloc(a->v, cap * sizeof *v);
-        if (!v) return -1;
+        if (!v) { errno = ENOMEM; return -1; }
         a->v = v;
         a->cap = cap;
     }
@@ -206,13 +210,30 @@ static int pv_push(pidvec *a, pid_t p)
     return 0;
 }
 
-static long emit(pidvec *found, pid_t *out, size_t cap)
+int cp_pidvec_has(const cp_pidvec *a, pid_t p)
 {
-    size_t k = found->n < cap ? found->n : cap;
-    if (k) memcpy(out, found->v, k * sizeof *out);
-    long r = (long)found->n;
-    free(found->v);
-    return r;
+    for (size_t i = 0; i < a->n; i++)
+        if (a->v[i] == p) return 1;
+    return 0;
+}
+
+void cp_pidvec_free(cp_pidvec *a)
+{
+    free(a->v);
+    a->v = NULL;
+    a->n = a->cap = 0;
+}
+
+int cp_procstat_parse_children(const char *text, size_t n, pid_t prune, cp_pidvec *out)
+{
+    const char *p = text, *end = text + n;
+    unsigned long long v;
+    while (p < end) {
+        while (p < end && !isdigit((unsigned char)*p)) p++;
+        if (p >= end || next_ull(&p, end, &v)) break;
+        if ((pid_t)v != prune && cp_pidvec_push(out, (pid_t)v)) return -1;
+    }
+    return 0;
 }
 
 static int is_pid_name(const char *s)
@@ -223,85 +244,106 @@ static int is_pid_name(const char *s)
     return 1;
 }
 
-long cp_procstat_descendants(pid_t root, pid_t prune, pid_t *out, size_t cap)
+int cp_procstat_have_children_files(void)
+{
+    static int have = -1;
+    if (have < 0) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
+        have = access(path, R_OK) == 0;
+    }
+    return have;
+}
+
+int cp_procstat_task_children(void *ud, pid_t parent, pid_t prune, cp_pidvec *out)
+{
+    (void)ud;
+    char path[96], buf[8192]; /* ~7 bytes per child */
+    snprintf(path, sizeof path, "/proc/%d/task", (int)parent);
+    DIR *d = opendir(path);
+    if (!d) return 0; /* gone */
+    struct dirent *e;
+    int r = 0;
+    while (r == 0 && (e = readdir(d))) {
+        if (!is_pid_name(e->d_name)) continue;
+        snprintf(path, sizeof path, "/proc/%d/task/%.16s/children", (int)parent, e->d_name);
+        long n = read_path(path, buf, sizeof buf);
+        if (n > 0) r = cp_procstat_parse_children(buf, (size_t)n, prune, out);
+    }
+    closedir(d);
+    return r;
+}
+
+int cp_procstat_ppid_table(cp_ppid_table *t)
 {
     DIR *d = opendir("/proc");
     if (!d) return -1;
-    /* Collect (pid, ppid) for every process, then walk down from root. */
-    pidvec pids = {0}, ppids = {0}, found = {0};
     struct dirent *e;
     char path[300], buf[512];
-    int oom = 0;
-    while ((e = readdir(d))) {
+    int r = 0;
+    while (r == 0 && (e = readdir(d))) {
         if (!is_pid_name(e->d_name)) continue;
         snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
         long n = read_path(path, buf, sizeof buf);
         cp_procsample s;
         if (n <= 0 || cp_procstat_parse_stat(buf, (size_t)n, &s)) continue; /* vanished */
-        if (pv_push(&pids, s.pid) || pv_push(&ppids, s.ppid)) { oom = 1; break; }
+        r = cp_pidvec_push(&t->pid, s.pid) || cp_pidvec_push(&t->ppid, s.ppid) ? -1 : 0;
     }
     closedir(d);
-    /* Breadth-first: found doubles as the queue. */
-    pid_t parent = root;
-    for (size_t qi = 0; !oom; qi++) {
-        for (size_t i = 0; i < pids.n; i++)
-            if (ppids.v[i] == parent && pids.v[i] != prune && pids.v[i] != root)
-                if (pv_push(&found, pids.v[i])) { oom = 1; break; }
-        if (qi >= found.n) break;
-        parent = found.v[qi];
-    }
-    free(pids.v);
-    free(ppids.v);
-    if (oom) { free(found.v); errno = ENOMEM; return -1; }
-    return emit(&found, out, cap);
+    if (r) cp_procstat_ppid_table_free(t);
+    return r;
 }
 
-/* Append the pids listed in one children file (space-separated). */
-static int add_children(const char *path, pid_t prune, pidvec *found, char *buf, size_t cap)
+void cp_procstat_ppid_table_free(cp_ppid_table *t)
 {
-    long n = read_path(path, buf, cap);
-    if (n <= 0) return 0; /* gone, or no children */
-    const char *p = buf, *end = buf + n;
-    unsigned long long v;
-    while (p < end) {
-        while (p < end && !isdigit((unsigned char)*p)) p++;
-        if (p >= end || next_ull(&p, end, &v)) break;
-        if ((pid_t)v != prune && pv_push(found, (pid_t)v)) return -1;
-    }
+    cp_pidvec_free(&t->pid);
+    cp_pidvec_free(&t->ppid);
+}
+
+int cp_procstat_table_children(void *ud, pid_t parent, pid_t prune, cp_pidvec *out)
+{
+    const cp_ppid_table *t = ud;
+    for (size_t i = 0; i < t->pid.n; i++)
+        if (t->ppid.v[i] == parent && t->pid.v[i] != prune && cp_pidvec_push(out, t->pid.v[i]))
+            return -1;
     return 0;
 }
 
-long cp_procstat_descendants_fast(pid_t root, pid_t prune, pid_t *out, size_t cap)
+long cp_procstat_walk(pid_t root, pid_t prune, cp_children_fn children, void *ud,
+                      cp_pidvec *out)
 {
-    static int have = -1; /* is there a children file at all? */
-    char path[320];
-    if (have < 0) {
-        snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
-        have = access(path, R_OK) == 0;
-    }
-    if (!have) return -2;
-    pidvec found = {0};
-    char buf[4096];
+    cp_pidvec kids = {0};
+    out->n = 0;
     pid_t parent = root;
+    /* Breadth first: out doubles as the queue. A process can be listed twice
+     * when it is re-parented (to a subreaper inside the tree) between two
+     * reads, and pids can be reused: keep the first sighting only. */
     for (size_t qi = 0;; qi++) {
-        snprintf(path, sizeof path, "/proc/%d/task", (int)parent);
-        DIR *d = opendir(path);
-        if (d) {
-            struct dirent *e;
-            while ((e = readdir(d))) {
-                if (!is_pid_name(e->d_name)) continue;
-                snprintf(path, sizeof path, "/proc/%d/task/%s/children", (int)parent, e->d_name);
-                if (add_children(path, prune, &found, buf, sizeof buf)) {
-                    closedir(d);
-                    free(found.v);
-                    errno = ENOMEM;
-                    return -1;
-                }
-            }
-            closedir(d);
+        kids.n = 0;
+        if (children(ud, parent, prune, &kids)) goto oom;
+        for (size_t k = 0; k < kids.n; k++) {
+            pid_t c = kids.v[k];
+            if (c == root || c == prune || cp_pidvec_has(out, c)) continue;
+            if (cp_pidvec_push(out, c)) goto oom;
         }
-        if (qi >= found.n) break;
-        parent = found.v[qi];
+        if (qi >= out->n) break;
+        parent = out->v[qi];
     }
-    return emit(&found, out, cap);
+    cp_pidvec_free(&kids);
+    return (long)out->n;
+oom:
+    cp_pidvec_free(&kids);
+    errno = ENOMEM;
+    return -1;
+}
+
+long cp_procstat_descendants(pid_t root, pid_t prune, cp_pidvec *out)
+{
+    if (cp_procstat_have_children_files())
+        return cp_procstat_walk(root, prune, cp_procstat_task_children, NULL, out);
+    cp_ppid_table t = {0};
+    if (cp_procstat_ppid_table(&t)) return -1;
+    long n = cp_procstat_walk(root, prune, cp_procstat_table_children, &t, out);
+    cp_procstat_ppid_table_free(&t);
+    return n;
 }

@@ -1,10 +1,9 @@
 /* proctrack.c: see proctrack.h. */
 #include "proctrack.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <time.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,49 +24,87 @@ static long find(const cp_proctrack *t, pid_t pid)
     return -1;
 }
 
+static int open_proc(pid_t pid, const char *file)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, file);
+    return open(path, O_RDONLY | O_CLOEXEC);
+}
+
 /* Re-read e's stat into s: name (renamed set when it changed), state, ppid.
- * Returns 0, or -1 when the process is gone (or is another one). */
+ * Returns 0, 1 when the process runs a new image (its name or its stack
+ * start changed: an exec), or -1 when it is gone (or is another one). */
 static int restat(cp_proctrack *t, cp_proctrack_entry *e, cp_procsample *s)
 {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)e->pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open_proc(e->pid, "stat");
     if (fd < 0) return -1;
     long n = cp_procstat_pread(fd, t->buf, sizeof t->buf);
     close(fd);
     /* (pid, start) names the process: a reused pid has a later start. */
     if (n <= 0 || cp_procstat_parse_stat(t->buf, (size_t)n, s) || s->start != e->start) return -1;
     e->threads = s->threads;
+    e->state = s->state;
+    e->ppid = s->ppid;
+    int exec = s->stack != e->stack && s->stack != 0;
+    e->stack = s->stack;
     if (strcmp(e->name, s->name) != 0) {
         memcpy(e->name, s->name, sizeof e->name);
         e->renamed = 1;
+        exec = 1;
     }
-    e->state = s->state;
-    e->ppid = s->ppid;
-    return 0;
+    return exec;
 }
 
-static void read_smaps(cp_proctrack *t, cp_proctrack_entry *e)
+/* Read e's smaps_rollup (rss: its RSS now, the base of later estimates).
+ * An ESRCH from a live process means the file still points at an address
+ * space the process left (an exec we did not see): reopen once. */
+static void read_smaps(cp_proctrack *t, cp_proctrack_entry *e, unsigned long long rss)
 {
+    e->smaps_due = 0;
+    if (e->smaps_fd < 0) return;
     cp_procsample m;
     long n = cp_procstat_pread(e->smaps_fd, t->buf, sizeof t->buf);
+    t->smaps_reads++;
+    if (n < 0 && errno == ESRCH && e->state != 'Z') {
+        close(e->smaps_fd);
+        e->smaps_fd = open_proc(e->pid, "smaps_rollup");
+        if (e->smaps_fd < 0) return; /* exiting: keep the last values */
+        n = cp_procstat_pread(e->smaps_fd, t->buf, sizeof t->buf);
+        t->smaps_reads++;
+    }
     if (n > 0 && cp_procstat_parse_smaps(t->buf, (size_t)n, &m) == 0) {
         e->pss = m.pss;
         e->uss = m.uss;
+        e->smaps_rss = rss;
     } else if (e->state == 'Z' || n == 0) {
         e->pss = e->uss = 0; /* a zombie has no memory left */
+        e->smaps_rss = rss;
     }
+}
+
+/* After an exec: the old smaps_rollup describes the old program. */
+static void reopen_smaps(cp_proctrack *t, cp_proctrack_entry *e, unsigned long long rss)
+{
+    if (e->smaps_fd >= 0) close(e->smaps_fd);
+    e->smaps_fd = open_proc(e->pid, "smaps_rollup");
+    e->pss = e->uss = -1; /* unknown unless the new program is readable */
+    read_smaps(t, e, rss);
+}
+
+/* The parent of pid and the parent's children: their sharing changed when
+ * pid appeared or exited, so their PSS is re-read at the next sample. */
+static void family_due(cp_proctrack *t, pid_t ppid)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (t->e[i].pid == ppid || t->e[i].ppid == ppid) t->e[i].smaps_due = 1;
 }
 
 /* Open and identify pid; appends it. 0 added, 1 gone already, -1 ENOMEM. */
 static int add(cp_proctrack *t, pid_t pid)
 {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC); /* for this identification only */
+    int fd = open_proc(pid, "stat"); /* for this identification only */
     if (fd < 0) return 1;
-    snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
-    int mfd = open(path, O_RDONLY | O_CLOEXEC);
+    int mfd = open_proc(pid, "statm");
     if (mfd < 0) { close(fd); return 1; }
     /* The clock first, then stat: stat read after it proves the pid was
      * this process's when the clock was made (see proctrack.h). */
@@ -77,7 +114,10 @@ static int add(cp_proctrack *t, pid_t pid)
     cp_procsample s;
     long n = cp_procstat_pread(fd, t->buf, sizeof t->buf);
     close(fd);
-    if (n <= 0 || cp_procstat_parse_stat(t->buf, (size_t)n, &s)) {
+    unsigned long long vms, rss, code;
+    long nm = n > 0 && cp_procstat_parse_stat(t->buf, (size_t)n, &s) == 0
+                  ? cp_procstat_pread(mfd, t->buf, sizeof t->buf) : -1;
+    if (nm <= 0 || cp_procstat_parse_statm(t->buf, (size_t)nm, &vms, &rss, &code)) {
         close(mfd);
         return 1;
     }
@@ -97,28 +137,34 @@ static int add(cp_proctrack *t, pid_t pid)
     e->statm_fd = mfd;
     e->threads = s.threads;
     /* Missing without CONFIG_PROC_CHILDREN: rescans then scan all of /proc. */
-    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid, (int)pid);
-    e->children_fd = open(path, O_RDONLY | O_CLOEXEC);
+    char path[64];
+    snprintf(path, sizeof path, "task/%d/children", (int)pid);
+    e->children_fd = open_proc(pid, path);
     e->have_clock = have_clock;
     e->clock = clk;
-    e->vms = s.vms;
+    e->code = code;
+    size_t len = (size_t)nm < sizeof e->statm ? (size_t)nm : sizeof e->statm;
+    memcpy(e->statm, t->buf, len);
+    e->statm_len = (unsigned char)len;
+    e->stack = s.stack;
     e->state = s.state;
     e->renamed = 1;
     e->pss = e->uss = -1;
     memcpy(e->name, s.name, sizeof e->name);
     /* smaps_rollup needs ptrace-read access; without it PSS/USS stay unknown. */
-    snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
-    e->smaps_fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (e->smaps_fd >= 0) read_smaps(t, e); /* so samples before the next smaps round have values */
+    e->smaps_fd = open_proc(pid, "smaps_rollup");
+    read_smaps(t, e, rss); /* so the next samples have values */
     return 0;
 }
 
 static void drop(cp_proctrack *t, size_t i)
 {
+    pid_t ppid = t->e[i].ppid;
     entry_close(&t->e[i]);
     /* Keep order (root first, then discovery order) for stable output. */
     memmove(&t->e[i], &t->e[i + 1], (t->n - i - 1) * sizeof *t->e);
     t->n--;
+    family_due(t, ppid);
 }
 
 int cp_proctrack_init(cp_proctrack *t, pid_t root, int include_children, pid_t prune)
@@ -145,137 +191,121 @@ void cp_proctrack_free(cp_proctrack *t)
 {
     for (size_t i = 0; i < t->n; i++) entry_close(&t->e[i]);
     free(t->e);
-    free(t->scan);
+    cp_pidvec_free(&t->scan);
     t->e = NULL;
-    t->scan = NULL;
-    t->n = t->cap = t->scan_cap = 0;
+    t->n = t->cap = 0;
 }
 
-static int scan_push(cp_proctrack *t, size_t *m, pid_t pid)
-{
-    if (*m == t->scan_cap) {
-        size_t cap = t->scan_cap ? t->scan_cap * 2 : 64;
-        pid_t *v = realloc(t->scan, cap * sizeof *v);
-        if (!v) return -1;
-        t->scan = v;
-        t->scan_cap = cap;
-    }
-    t->scan[(*m)++] = pid;
-    return 0;
-}
+/* The walk's source of children: a tracked process with one thread (at its
+ * last stat read) through its kept-open children file, the others through
+ * every task's children file, or the /proc scan (ud) without them. */
+typedef struct { cp_proctrack *t; cp_ppid_table *table; } walk_ctx;
 
-/* Append the pids in one children file's text (space-separated). */
-static int scan_children(cp_proctrack *t, size_t *m, const char *p, long n)
+static int track_children(void *ud, pid_t parent, pid_t prune, cp_pidvec *out)
 {
-    const char *end = p + (n > 0 ? n : 0);
-    while (p < end) {
-        while (p < end && (*p < '0' || *p > '9')) p++;
-        if (p >= end) break;
-        long v = 0;
-        while (p < end && *p >= '0' && *p <= '9') v = v * 10 + (*p++ - '0');
-        if ((pid_t)v != t->prune && scan_push(t, m, (pid_t)v)) return -1;
+    walk_ctx *w = ud;
+    if (w->table) return cp_procstat_table_children(w->table, parent, prune, out);
+    long i = find(w->t, parent);
+    if (i >= 0 && w->t->e[i].children_fd >= 0 && w->t->e[i].threads == 1) {
+        char buf[8192];
+        long n = cp_procstat_pread(w->t->e[i].children_fd, buf, sizeof buf);
+        return n > 0 ? cp_procstat_parse_children(buf, (size_t)n, prune, out) : 0;
     }
-    return 0;
-}
-
-/* Descendants of the root into t->scan, breadth first. A tracked process
- * with one thread (at its last stat read) is asked through its kept-open
- * children file; the others through every /proc/<pid>/task/<tid>/children.
- * Returns the count, or -1 on ENOMEM. */
-static long walk(cp_proctrack *t)
-{
-    size_t m = 0;
-    char path[96], buf[8192]; /* a children file: ~7 bytes per child */
-    pid_t parent = t->root;
-    for (size_t qi = 0;; qi++) {
-        long i = find(t, parent);
-        if (i >= 0 && t->e[i].children_fd >= 0 && t->e[i].threads == 1) {
-            long n = cp_procstat_pread(t->e[i].children_fd, buf, sizeof buf);
-            if (scan_children(t, &m, buf, n)) return -1;
-        } else {
-            snprintf(path, sizeof path, "/proc/%d/task", (int)parent);
-            DIR *d = opendir(path);
-            if (d) {
-                struct dirent *de;
-                while ((de = readdir(d))) {
-                    if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
-                    snprintf(path, sizeof path, "/proc/%d/task/%.16s/children", (int)parent, de->d_name);
-                    int fd = open(path, O_RDONLY | O_CLOEXEC);
-                    if (fd < 0) continue;
-                    long n = cp_procstat_pread(fd, buf, sizeof buf);
-                    close(fd);
-                    if (scan_children(t, &m, buf, n)) { closedir(d); return -1; }
-                }
-                closedir(d);
-            }
-        }
-        if (qi >= m) break;
-        parent = t->scan[qi];
-    }
-    return (long)m;
+    return cp_procstat_task_children(NULL, parent, prune, out);
 }
 
 long cp_proctrack_rescan(cp_proctrack *t)
 {
-    long m = 0;
+    t->scan.n = 0;
     if (t->include_children) {
-        if (t->n && t->e[0].pid == t->root && t->e[0].children_fd >= 0) {
-            m = walk(t);
-            if (m < 0) return -1;
-        } else {
-            for (;;) {
-                m = cp_procstat_descendants_fast(t->root, t->prune, t->scan, t->scan_cap);
-                if (m == -2) m = cp_procstat_descendants(t->root, t->prune, t->scan, t->scan_cap);
-                if (m < 0) return -1;
-                if ((size_t)m <= t->scan_cap) break;
-                size_t cap = (size_t)m + 16;
-                pid_t *s = realloc(t->scan, cap * sizeof *s);
-                if (!s) return -1;
-                t->scan = s;
-                t->scan_cap = cap;
-            }
+        cp_ppid_table table = {0};
+        walk_ctx w = {t, NULL};
+        if (!cp_procstat_have_children_files()) {
+            if (cp_procstat_ppid_table(&table)) return -1;
+            w.table = &table;
         }
+        long m = cp_procstat_walk(t->root, t->prune, track_children, &w, &t->scan);
+        cp_procstat_ppid_table_free(&table);
+        if (m < 0) return -1;
     }
     /* Drop the tracked processes that left the tree (exited, or re-parented
      * away); the root stays until it is gone. */
     for (size_t i = 0; i < t->n;) {
-        int keep = t->e[i].pid == t->root;
-        for (long k = 0; !keep && k < m; k++) keep = t->scan[k] == t->e[i].pid;
+        int keep = t->e[i].pid == t->root || cp_pidvec_has(&t->scan, t->e[i].pid);
         cp_procsample s;
-        if (keep && restat(t, &t->e[i], &s) == 0) i++; /* a name follows exec */
+        if (keep && restat(t, &t->e[i], &s) >= 0) i++; /* a name follows exec */
         else drop(t, i);
     }
-    for (long k = 0; k < m; k++)
-        if (find(t, t->scan[k]) < 0 && add(t, t->scan[k]) < 0) return -1;
+    for (size_t k = 0; k < t->scan.n; k++) {
+        if (find(t, t->scan.v[k]) >= 0) continue;
+        int r = add(t, t->scan.v[k]);
+        if (r < 0) return -1;
+        if (r == 0) family_due(t, t->e[t->n - 1].ppid);
+    }
     return (long)t->n;
 }
 
+/* Mark the round robin's share of this sample as due. */
+static void pick_smaps(cp_proctrack *t, double share)
+{
+    if (t->n == 0) return;
+    size_t k;
+    if (share >= 1) {
+        k = t->n;
+    } else {
+        t->smaps_credit += (share > 0 ? share : 0) * (double)t->n;
+        k = (size_t)floor(t->smaps_credit);
+        t->smaps_credit -= (double)k;
+        if (k > t->n) k = t->n;
+    }
+    for (size_t j = 0; j < k; j++) t->e[(t->smaps_cursor + j) % t->n].smaps_due = 1;
+    t->smaps_cursor = (t->smaps_cursor + k) % t->n;
+}
+
+/* Last PSS (or USS) moved by the RSS change since it was read. */
+static long long estimate(long long v, unsigned long long rss, unsigned long long base)
+{
+    if (v < 0) return -1;
+    long long e = v + ((long long)rss - (long long)base);
+    return e > 0 ? e : 0;
+}
+
 size_t cp_proctrack_sample(cp_proctrack *t, cp_procsample *out, size_t cap,
-                           int with_smaps, size_t *vanished)
+                           double smaps_share, size_t *vanished)
 {
     size_t k = 0, gone = 0;
+    pick_smaps(t, smaps_share);
     for (size_t i = 0; i < t->n && k < cap;) {
         cp_proctrack_entry *e = &t->e[i];
         cp_procsample *s = &out[k];
         struct timespec ts;
         int clock_ok = e->have_clock && clock_gettime(e->clock, &ts) == 0;
         long n = cp_procstat_pread(e->statm_fd, t->buf, sizeof t->buf);
+        unsigned long long code = 0;
         /* statm after the clock: success proves the clock was this process's. */
-        if (n <= 0 || cp_procstat_parse_statm(t->buf, (size_t)n, &s->vms, &s->rss)
+        if (n <= 0 || cp_procstat_parse_statm(t->buf, (size_t)n, &s->vms, &s->rss, &code)
             || (e->have_clock && !clock_ok)) {
             drop(t, i);
             gone++;
             continue;
         }
         /* stat only when needed: no clock, no memory (a zombie, or exiting:
-         * its state), or a new address space (an exec: its name). */
-        if (!e->have_clock || s->vms == 0 || s->vms != e->vms) {
-            if (restat(t, e, s)) {
+         * its state), or memory that moved (maybe an exec: name, stack). */
+        size_t len = (size_t)n < sizeof e->statm ? (size_t)n : sizeof e->statm;
+        int moved = len != e->statm_len || memcmp(t->buf, e->statm, len) != 0;
+        if (moved) {
+            memcpy(e->statm, t->buf, len);
+            e->statm_len = (unsigned char)len;
+        }
+        if (!e->have_clock || s->vms == 0 || moved) {
+            int r = restat(t, e, s);
+            if (r < 0) {
                 drop(t, i);
                 gone++;
                 continue;
             }
-            e->vms = s->vms;
+            if ((code != e->code || r == 1) && s->vms != 0) reopen_smaps(t, e, s->rss);
+            e->code = code;
         }
         if (clock_ok) {
             s->cpu_ns = (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
@@ -285,10 +315,11 @@ size_t cp_proctrack_sample(cp_proctrack *t, cp_procsample *out, size_t cap,
         s->ppid = e->ppid;
         s->start = e->start;
         s->state = e->state;
+        s->threads = e->threads;
         memcpy(s->name, e->name, sizeof s->name);
-        if (with_smaps && e->smaps_fd >= 0) read_smaps(t, e);
-        s->pss = e->pss;
-        s->uss = e->uss;
+        if (e->smaps_due) read_smaps(t, e, s->rss);
+        s->pss = estimate(e->pss, s->rss, e->smaps_rss);
+        s->uss = estimate(e->uss, s->rss, e->smaps_rss);
         k++;
         i++;
     }

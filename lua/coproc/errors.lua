@@ -63,6 +63,8 @@ M.define "WorkerIsAlreadyAliveError"
 M.define "WorkerIsAlreadyDeadError"
 M.define "WorkerIsDeadError"
 M.define "Cancelled"
+M.define "OSError"      -- a system call failed: errno, call, message (and path when a file)
+M.define "MonitorError" -- coproc.monitor could not do what was asked (see docs/monitor.md)
 
 M.ErrorMeta = Error
 

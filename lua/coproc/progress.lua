@@ -30,12 +30,14 @@ end
 
 --- New bar for `total` items, or nil when it should stay silent.
 -- opts: stream (default io.stderr), force (draw even if not a TTY),
--- clock (a seconds clock, default os.clock), width (bar cells, default 30),
+-- clock (a seconds clock, default coproc.core.now: monotonic wall time, so
+-- rate and ETA count the time the user waits, not this process's CPU),
+-- width (bar cells, default 30),
 -- label (text before the bar), interval (seconds between redraws, 0.1).
 function M.new(total, opts)
   opts = opts or {}
   if not opts.force and not M.stderr_is_tty() then return nil end
-  local clock = opts.clock or os.clock
+  local clock = opts.clock or core.now
   return setmetatable({
     total = total, done = 0, stream = opts.stream or io.stderr, clock = clock,
     t0 = clock(), last = -math.huge, width = opts.width or 30,
@@ -62,7 +64,9 @@ function Bar:advance(n)
   local now = self.clock()
   if self.done >= self.total or now - self.last >= self.interval then
     self.last = now
-    self.stream:write("\r", self:line())
+    -- "\27[K" clears to the end of the line: a shorter line (ETA 00:06
+    -- after 00:065) leaves nothing of the longer one behind.
+    self.stream:write("\r", self:line(), "\27[K")
     if self.stream.flush then self.stream:flush() end
   end
 end
@@ -71,7 +75,7 @@ end
 function Bar:finish()
   if self.finished then return end
   self.finished = true
-  self.stream:write("\r", self:line(), "\n")
+  self.stream:write("\r", self:line(), "\27[K\n")
   if self.stream.flush then self.stream:flush() end
 end
 

@@ -297,6 +297,13 @@ describe("coproc-lua", function()
       end
     end)
 
+    it("finds coproc's other C modules (coproc.plot) without LUA_CPATH", function()
+      local code, out = run{ "-e", "print(package.searchpath('coproc.plot', package.cpath))",
+        env = { LUA_CPATH = "/nowhere/?.so", LUA_CPATH_5_4 = "/nowhere/?.so" } }
+      assert.equal(0, code)
+      assert.matches("/coproc/plot%.so\n$", out)
+    end)
+
     it("puts coproc's Lua directory first on package.path", function()
       local code, out = run{ "-e", "print(package.path)", env = { LUA_PATH_5_4 = "/nowhere/?.lua" } }
       assert.equal(0, code)

@@ -2,6 +2,7 @@
 local coproc = require "coproc"
 local monitor = require "coproc.monitor"
 local C = coproc.core.monitor
+local now, getpid = coproc.now, coproc.getpid
 
 local MiB = 1024 * 1024
 local tmpdir = os.tmpname()
@@ -19,9 +20,9 @@ end
 
 -- Poll until pred() is true; a generous hang guard, not a timing assertion.
 local function wait_for(pred, what, timeout)
-  local deadline = C.now() + (timeout or 30)
+  local deadline = now() + (timeout or 30)
   while not pred() do
-    if C.now() > deadline then error("timed out waiting for " .. what, 2) end
+    if now() > deadline then error("timed out waiting for " .. what, 2) end
   end
 end
 
@@ -56,7 +57,7 @@ describe("coproc.Monitor", function()
     assert.equal(monitor, coproc.Monitor)
     local m = coproc.Monitor { snapshot_seconds = 0.05 }
     assert.is_false(m:is_alive())
-    assert.equal(C.getpid(), m.opts.pid)
+    assert.equal(getpid(), m.opts.pid)
   end)
 
   it("sees the memory growth of a child that allocates, and notes carry memory", function()
@@ -77,7 +78,7 @@ describe("coproc.Monitor", function()
     end, "the child's RSS to reach 64 MiB")
     -- The monitor never watches itself; host and child are both there.
     assert.is_nil(proc_of(stats, m:worker_pid()))
-    assert.truthy(proc_of(stats, C.getpid()))
+    assert.truthy(proc_of(stats, getpid()))
     local p = proc_of(stats, w:pid())
     -- growth, not an absolute size (under valgrind a fresh process is large)
     assert.truthy(p.rss[#p.rss] - p.rss[1] >= 48 * MiB)
@@ -129,7 +130,10 @@ describe("coproc.Monitor", function()
     assert.is_false(m:is_alive())
     assert.is_false(C.exists(wp))
     m:stop() -- twice is fine
-    assert.has_error(function() m:get_stats() end, "coproc.Monitor: not running (call start())")
+    local ok, e = pcall(m.get_stats, m)
+    assert.is_false(ok)
+    assert.is_true(coproc.is(e, coproc.MonitorError))
+    assert.equal("coproc.Monitor: not running (call start())", e.message)
   end)
 
   it("writes notes to log_path as readable lines as they come", function()
@@ -141,7 +145,7 @@ describe("coproc.Monitor", function()
     local notes = m:get_stats().notes -- a round trip: the notes before it are handled
     assert.same({ true, false, true }, { notes[1].label, notes[2].label, notes[3].label })
     local text = read_file(log)
-    assert.truthy(text:find("monitor started: pid " .. C.getpid(), 1, true))
+    assert.truthy(text:find("monitor started: pid " .. getpid(), 1, true))
     assert.truthy(text:find("| phase one: details here", 1, true))
     assert.truthy(text:find("| only logged", 1, true))
     assert.falsy(text:find("only labelled", 1, true))
@@ -160,7 +164,7 @@ describe("coproc.Monitor", function()
     s:to_csv(tmp("s.csv"), { notes_path = tmp("notes.csv") })
     s:to_json(tmp("s.json"))
     local header = read_file(tmp("s.csv")):match("^[^\n]*")
-    assert.equal("time_s,pid,name,rss,vms,pss,uss,cpu_percent", header)
+    assert.equal("time_s,pid,name,rss,vms,pss,uss,cpu_percent,memory,memory_metric", header)
     assert.truthy(read_file(tmp("notes.csv")):find('"a ""quoted"", note","with, commas"', 1, true))
 
     local j = monitor.Stats.from_json(tmp("s.json"))
@@ -208,8 +212,165 @@ describe("coproc.Monitor", function()
     assert.truthy(#svg > 5000 and #svg < 20 * MiB)
     stats:save_memory_plot(tmp("stats.png"), { include_notes = false, metric = "uss", width = 800, height = 500 })
     assert.equal(800, (string.unpack(">I4", read_file(tmp("stats.png")), 17)))
-    assert.has_error(function() stats:save_memory_plot(tmp("x.pdf")) end)
-    assert.has_error(function() stats:save_memory_plot("/nonexistent-dir/x.png") end)
+    assert.has_error(function() stats:save_memory_plot(tmp("x.pdf")) end,
+      "bad argument #1 to 'save_memory_plot' (a .png or .svg path expected, got '" .. tmp("x.pdf") .. "')")
+    local ok, e = pcall(stats.save_memory_plot, stats, "/nonexistent-dir/x.png")
+    assert.is_false(ok)
+    assert.is_true(coproc.is(e, coproc.OSError))
+    assert.equal("/nonexistent-dir/x.png", e.path)
+    assert.equal(2, e.errno) -- ENOENT
+    assert.truthy(e.message:find("cannot write plot file '/nonexistent-dir/x.png'", 1, true))
+  end)
+
+  it("keeps PSS right across exec (within 10% of a direct smaps_rollup read)", function()
+    -- sh execs a Lua that holds 96 MiB: a kept-open smaps_rollup would stay
+    -- bound to the shell's address space (PSS ~1 MiB, USS 0).
+    local marker = tmp("exec.marker")
+    os.remove(marker)
+    local prog = ("local s = string.rep('x', 96 << 20); local f = io.open(%q, 'w'); f:write(#s); f:close(); " ..
+      "while io.open(%q) do os.execute('sleep 0.05 </dev/null >/dev/null 2>&1') end"):format(marker, marker)
+    local cmd <close> = C.spawn { "sh", "-c", "read x < /dev/null; exec lua5.4 -e \"$0\"", prog }
+    local m <close> = coproc.Monitor { pid = cmd:pid(), snapshot_seconds = 0.01, include_children = false }:start()
+    wait_for(function() return read_file(marker) ~= nil end, "the exec'd program to fill its memory")
+    local n0 = #m:get_stats().t
+    wait_for(function() return #m:get_stats().t >= n0 + 3 end, "3 samples after the exec")
+    local stats = m:get_stats()
+    local p = stats.procs[1]
+    assert.equal("lua5.4", p.name)
+    local direct = assert(C.read(cmd:pid(), true))
+    local pss = p.pss[#p.pss]
+    assert.truthy(direct.pss >= 96 * MiB)
+    assert.truthy(math.abs(pss - direct.pss) <= direct.pss * 0.10,
+      ("monitor PSS %d vs smaps_rollup %d"):format(pss, direct.pss))
+    assert.truthy(p.uss[#p.uss] >= 90 * MiB)
+    os.remove(marker) -- the program ends
+  end)
+
+  it("counts a forked tree honestly by default (within 15% of the sum of PSS)", function()
+    -- Workers forked from a host holding 96 MiB share those pages: a sum
+    -- of RSS counts them three times.
+    local big = string.rep("y", 96 << 20)
+    local a <close> = coproc.WorkerResource(hog):start()
+    local b <close> = coproc.WorkerResource(hog):start()
+    local m <close> = coproc.Monitor { snapshot_seconds = 0.01 }:start()
+    assert.equal("pss", m.opts.metric)
+    local n0 = #m:get_stats().t
+    wait_for(function() return #m:get_stats().t >= n0 + 5 end, "5 samples")
+    m:add_note("now", nil, { do_print = false }) -- a sample with every smaps_rollup read at once
+    local stats = m:get_stats()
+    local i = #stats.t
+    local direct, rss = 0, 0
+    for _, p in ipairs(stats.procs) do
+      local k = i - p.i0 + 1
+      if k >= 1 and k <= #p.rss then
+        local r = assert(C.read(p.pid, true))
+        direct = direct + r.pss
+        rss = rss + p.rss[k]
+      end
+    end
+    local total = stats.total.mem[i]
+    assert.truthy(#stats.procs >= 3)
+    assert.truthy(math.abs(total - direct) <= direct * 0.15, ("total %d vs sum of PSS %d"):format(total, direct))
+    assert.truthy(rss > total + 96 * MiB) -- what the old RSS total would have said
+    assert.equal(0, stats.total.mem_rss[i])
+    assert.equal(total, stats.notes[1].mem)
+    assert.truthy(#big > 0)
+  end)
+
+  it("lays the plot out inside the image: legend, note labels apart and off the total, a CPU panel", function()
+    local m <close> = coproc.Monitor { snapshot_seconds = 0.01 }:start()
+    local ws = {}
+    for k = 1, 5 do ws[k] = coproc.WorkerResource(hog):start() end
+    m:update_child_processes()
+    m:add_note("start", nil, { do_print = false })
+    for k = 1, 5 do ws[k].messenger:send_request(k * 4 * MiB); ws[k].messenger:receive_blocking(nil, 30) end
+    m:add_note("middle: every worker holds memory", nil, { do_print = false })
+    wait_for(function() return #m:get_stats().t >= 20 end, "20 samples")
+    m:add_note("end", nil, { do_print = false })
+    local stats = m:get_stats()
+    for k = 1, 5 do ws[k]:terminate() end
+    local L = stats:plot_layout()
+    local function inside(a, b) return a.x0 >= b.x0 and a.y0 >= b.y0 and a.x1 <= b.x1 and a.y1 <= b.y1 end
+    local function meet(a, b) return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1 end
+    local image = { x0 = 0, y0 = 0, x1 = L.width, y1 = L.height }
+    assert.equal(1200, L.width)
+    assert.truthy(inside(L.memory, image) and inside(L.legend, image))
+    assert.truthy(L.cpu and inside(L.cpu, image) and L.cpu.y0 > L.memory.y1)
+    assert.equal(#stats.procs + 1, L.legend.entries) -- total + 6 processes, none left out
+    assert.equal(3, #L.labels)
+    local tot = stats.total.mem
+    for i, a in ipairs(L.labels) do
+      assert.is_true(a.placed)
+      assert.truthy(inside(a, L.memory))
+      if L.legend.where ~= "below" then assert.is_false(meet(a, L.legend)) end
+      for j = 1, i - 1 do assert.is_false(meet(a, L.labels[j])) end
+      for k = 1, #stats.t do -- every sample of the total, in pixels
+        local x = L.memory.x0 + stats.t[k] / L.time.max * (L.memory.x1 - L.memory.x0)
+        local y = L.memory.y1 - tot[k] / L.memory.max * (L.memory.y1 - L.memory.y0)
+        assert.is_false(x > a.x0 and x < a.x1 and y > a.y0 and y < a.y1)
+      end
+    end
+    assert.is_nil(stats:plot_layout { include_cpu = false }.cpu)
+    local _, drawn = stats:save_memory_plot(tmp("layout.png"))
+    assert.same(L.labels[2], drawn.labels[2])
+  end)
+
+  it("writes and reads files with errors that name them", function()
+    local s = monitor.Stats.new(1, 0.1)
+    local ok, e = pcall(s.to_csv, s, "/nonexistent-dir/s.csv")
+    assert.is_false(ok)
+    assert.is_true(coproc.is(e, coproc.OSError))
+    assert.same({ "/nonexistent-dir/s.csv", "open", 2 }, { e.path, e.call, e.errno })
+    assert.equal("cannot write CSV file '/nonexistent-dir/s.csv': /nonexistent-dir/s.csv: No such file or directory", e.message)
+    ok, e = pcall(s.to_json, s, "/nonexistent-dir/s.json")
+    assert.is_true(coproc.is(e, coproc.OSError))
+    ok, e = pcall(monitor.Stats.from_csv, tmp("missing.csv"))
+    assert.is_true(coproc.is(e, coproc.OSError))
+    local f = io.open(tmp("not.csv"), "w"); f:write("a,b\n"); f:close()
+    ok, e = pcall(monitor.Stats.from_csv, tmp("not.csv"))
+    assert.is_true(coproc.is(e, coproc.MonitorError))
+    assert.equal(tmp("not.csv"), e.path)
+    -- core.monitor raises coproc errors too
+    ok, e = pcall(C.proctrack, 1 << 23, false)
+    assert.is_true(coproc.is(e, coproc.OSError))
+    assert.same({ 3, "proctrack" }, { e.errno, e.call }) -- ESRCH
+    ok, e = pcall(C.spawn, { "/nonexistent/prog" })
+    assert.is_true(coproc.is(e, coproc.OSError))
+    assert.equal("cannot run '/nonexistent/prog': No such file or directory", e.message)
+  end)
+
+  it("gives its C types one shape: close twice, closed use, __tostring", function()
+    local t = C.proctrack(getpid(), false)
+    assert.truthy(tostring(t):find("^coproc.ProcTrack %(root %d+, 1 processes%)"))
+    t:close(); t:close()
+    assert.equal("coproc.ProcTrack (closed)", tostring(t))
+    assert.has_error(function() t:pids() end, "attempt to use a closed coproc.ProcTrack")
+    local c = C.spawn { "sleep", "30" }
+    assert.truthy(tostring(c):find("running", 1, true))
+    local pid = c:pid()
+    c:close(); c:close() -- kills and reaps the running command
+    assert.is_false(C.exists(pid))
+    assert.has_error(function() c:wait() end, "attempt to use a closed coproc.Command")
+    assert.equal(getmetatable(c).__gc, getmetatable(c).__close)
+    local plot = require "coproc.plot"
+    local p = plot.new { series = { { x = { 0, 1 }, mem = { 1, 2 }, total = true } } }
+    assert.equal("coproc.Plot (1 lines, 0 notes)", tostring(p))
+    p:close(); p:close()
+    assert.has_error(function() p:layout() end, "attempt to use a closed coproc.Plot")
+    assert.has_error(function() getmetatable(p).__index.layout({}) end)
+  end)
+
+  it("keeps PLplot out of hosts and workers until they plot", function()
+    -- In a fresh host: busted's own process has plotted already.
+    local out = io.popen(os.getenv("COPROC_LUA") .. [[ -e "
+      local coproc = require 'coproc'
+      local function mapped(pid) return io.open('/proc/' .. pid .. '/maps'):read('a'):find('plplot') ~= nil end
+      local w <close> = coproc.WorkerResource(function(m) m:receive_blocking() end):start()
+      local m <close> = coproc.Monitor { snapshot_seconds = 0.05 }:start()
+      print(mapped(coproc.getpid()), mapped(w:pid()))
+      m:get_stats():save_memory_plot(os.tmpname() .. '.png')
+      print(mapped(coproc.getpid()))"]]):read("a")
+    assert.equal("false\tfalse\ntrue\n", out)
   end)
 
   describe("rejects bad options with clear errors", function()
@@ -220,35 +381,40 @@ describe("coproc.Monitor", function()
     end
     it("negative or zero interval", function()
       assert.truthy(err_of(function() coproc.Monitor { snapshot_seconds = -1 } end)
-        :find("snapshot_seconds must be a positive number", 1, true))
+        :find("bad option 'snapshot_seconds' to 'Monitor' (a positive number of seconds expected, got -1)", 1, true))
       assert.truthy(err_of(function() coproc.Monitor { snapshot_seconds = 0 } end):find("snapshot_seconds", 1, true))
       assert.truthy(err_of(function() coproc.Monitor { snapshot_seconds = "fast" } end):find("snapshot_seconds", 1, true))
     end)
     it("unwritable log or figure path", function()
       assert.truthy(err_of(function() coproc.Monitor { log_path = "/nonexistent-dir/m.log" } end)
-        :find("cannot write log_path '/nonexistent-dir/m.log'", 1, true))
+        :find("OSError: coproc.Monitor: cannot write log_path '/nonexistent-dir/m.log'", 1, true))
       assert.truthy(err_of(function() coproc.Monitor { fig_path = "/nonexistent-dir/m.png" } end)
         :find("cannot write fig_path", 1, true))
       assert.truthy(err_of(function() coproc.Monitor { fig_path = tmp("m.jpg") } end)
-        :find("fig_path must end in .png or .svg", 1, true))
+:find("bad option 'fig_path' to 'Monitor' (a .png or .svg path expected", 1, true))
       -- The check leaves no empty file behind.
       coproc.Monitor { fig_path = tmp("fresh.png") }
       assert.is_nil(read_file(tmp("fresh.png")))
     end)
     it("a pid that does not exist", function()
       assert.truthy(err_of(function() coproc.Monitor { pid = 1 << 23 } end)
-        :find("no process with pid " .. (1 << 23), 1, true))
-      assert.truthy(err_of(function() coproc.Monitor { pid = -5 } end):find("pid must be a positive integer", 1, true))
+        :find("MonitorError: coproc.Monitor: no process with pid " .. (1 << 23), 1, true))
+      assert.truthy(err_of(function() coproc.Monitor { pid = -5 } end):find("bad option 'pid' to 'Monitor' (a positive integer expected", 1, true))
     end)
     it("a pid that exits before start", function()
       local w = coproc.WorkerResource(hog):start()
       local m = coproc.Monitor { pid = w:pid() }
       w:terminate()
-      assert.truthy(err_of(function() m:start() end):find("no process with pid " .. w:pid(), 1, true))
+      local ok, e = pcall(m.start, m)
+      assert.is_false(ok)
+      assert.is_true(coproc.is(e, coproc.MonitorError))
+      assert.equal(w:pid(), e.pid)
+      assert.truthy(e.message:find("no process with pid " .. w:pid(), 1, true))
       assert.is_false(m:is_alive())
     end)
     it("unknown options and bad save_fig_freq", function()
-      assert.truthy(err_of(function() coproc.Monitor { snapshot_second = 1 } end):find("unknown option 'snapshot_second'", 1, true))
+      assert.truthy(err_of(function() coproc.Monitor { snapshot_second = 1 } end)
+        :find("bad option 'snapshot_second' to 'Monitor' (did you mean 'snapshot_seconds'?)", 1, true))
       assert.truthy(err_of(function() coproc.Monitor { save_fig_freq = 0 } end):find("save_fig_freq", 1, true))
     end)
   end)
@@ -285,13 +451,63 @@ describe("coproc-lua -m coproc.monitor", function()
     assert.equal(2, names.sleep)
   end)
 
+  it("rejects a bad --plot, --csv or number before running the command (exit 2)", function()
+    local marker = tmp("not-started")
+    for _, opts in ipairs { "--plot x.jpg", "--plot /nonexistent-dir/p.png", "--csv /nonexistent-dir/a.csv",
+        "--interval 0", "--interval=abc", "--metric foo", "--no-such-option" } do
+      os.remove(marker)
+      local code, err = run(opts .. " -- sh -c 'touch " .. marker .. "'")
+      assert.equal(2, code, opts)
+      assert.truthy(err:find("Usage:", 1, true), opts)
+      assert.is_nil(read_file(marker), "the command ran despite " .. opts)
+    end
+    -- --opt=value forms work
+    local code = run(("-q --interval=0.01 --csv=%s -- true"):format(tmp("eq.csv")))
+    assert.equal(0, code)
+    assert.truthy(read_file(tmp("eq.csv")):find("^time_s,"))
+  end)
+
+  it("exits non-zero naming the file when an output cannot be written after the run", function()
+    local dir = tmp("vanishing")
+    os.execute("mkdir -p " .. dir)
+    -- the command removes the directory its CSV was to go to
+    local code, err = run(("-q --interval 0.01 --csv %s/out.csv -- rm -r %s"):format(dir, dir))
+    assert.equal(1, code)
+    assert.truthy(err:find("cannot write CSV file '" .. dir .. "/out.csv'", 1, true))
+  end)
+
+  it("on Ctrl-C forwards it to the command, waits, writes what it has, exits 130", function()
+    local marker, csv, js, png = tmp("ctrlc.marker"), tmp("ctrlc.csv"), tmp("ctrlc.json"), tmp("ctrlc.png")
+    os.remove(marker)
+    -- The command writes its parent's pid (the CLI's) once it runs, then
+    -- becomes a sleep that SIGINT ends.
+    local p = io.popen(("%s -m coproc.monitor --interval 0.01 --csv %s --json %s --plot %s -- " ..
+      "sh -c 'echo $PPID > %s; exec sleep 60' 2>%s"):format(exe, csv, js, png, marker, tmp("ctrlc.err")))
+    wait_for(function() local s = read_file(marker); return s and s:match("%d+\n") end, "the command to start")
+    local cli = read_file(marker):match("%d+")
+    os.execute("kill -INT " .. cli)
+    p:read("a")
+    local _, how, code = p:close()
+    assert.equal("exit", how)
+    assert.equal(130, code)
+    local err = read_file(tmp("ctrlc.err"))
+    assert.falsy(err:find("traceback", 1, true))
+    assert.truthy(err:find("sh stopped by SIGINT", 1, true))
+    local s = monitor.Stats.from_csv(csv)
+    assert.truthy(#s.t >= 1)
+    assert.equal("sleep", s.procs[1].name)
+    assert.equal(s.procs[1].pid, monitor.Stats.from_json(js).pid)
+    assert.equal("\137PNG", read_file(png):sub(1, 4))
+  end)
+
   it("fails clearly on a missing command or bad options", function()
     local code, err = run("-- /nonexistent/no-such-program")
     assert.equal(127, code)
     assert.truthy(err:find("cannot run '/nonexistent/no-such-program'", 1, true))
     code, err = run("--interval -1 -- true")
     assert.equal(2, code)
-    assert.truthy(err:find("snapshot_seconds must be a positive number", 1, true))
+    assert.truthy(err:find("--interval must be a positive number, got '-1'", 1, true))
+    assert.truthy(err:find("Usage: coproc-lua -m coproc.monitor", 1, true))
     code, err = run("")
     assert.equal(2, code)
     assert.truthy(err:find("no command given", 1, true))
