@@ -63,6 +63,7 @@ M.define "WorkerIsAlreadyAliveError"
 M.define "WorkerIsAlreadyDeadError"
 M.define "WorkerIsDeadError"
 M.define "Cancelled"
+M.define "OSError"            -- a system call failed: fields errno, call
 
 M.ErrorMeta = Error
 
