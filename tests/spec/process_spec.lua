@@ -172,7 +172,9 @@ describe("process: fds the script holds", function()
     case(COPROC_LUA, { 3, 4, 5 }, "3>&- 4>&- 5>&-")
   end)
 
-  it("a stock lua5.4: a file on fd 0 (stdin closed) and on fd 3", function()
+  -- (The sanitizer build has no stock interpreter: coproc-lua fills fd 0.)
+  local stock = STOCK_LUA ~= COPROC_LUA and it or pending
+  stock("a stock lua5.4: a file on fd 0 (stdin closed) and on fd 3", function()
     case(STOCK_LUA, { 0, 3 }, "<&- 3>&- 4>&-")
   end)
 end)
@@ -399,15 +401,18 @@ print("ok")
 describe("process: running out of fds", function()
   it("starting a worker past `ulimit -n` raises OSError; the others keep working", function()
     local script = write_script(ULIMIT_SCRIPT)
-    local out, rc = run("sh -c " .. sh_quote("ulimit -n 40; exec " .. COPROC_LUA .. " " .. sh_quote(script)))
+    -- Neighbouring limits run out at different calls (socketpair, dup).
+    for _, limit in ipairs { 40, 41, 42 } do
+      local out, rc = run("sh -c " .. sh_quote(("ulimit -n %d; exec %s %s"):format(limit, COPROC_LUA, sh_quote(script))))
+      assert.equal(0, rc, out)
+      assert.matches("\nok\n$", out)
+      local n = tonumber(out:match("started\t(%d+)"))
+      assert.is_true(n >= 3, out)
+      local errno, call, msg = out:match("error\t(%d+)\t(%S+)\t([^\n]+)")
+      assert.equal(24, tonumber(errno), out)            -- EMFILE
+      assert.matches("OSError: cannot start a worker: " .. call .. ": Too many open files", msg, 1, true)
+    end
     os.remove(script)
-    assert.equal(0, rc, out)
-    assert.matches("\nok\n$", out)
-    local n = tonumber(out:match("started\t(%d+)"))
-    assert.is_true(n >= 3, out)
-    local errno, call, msg = out:match("error\t(%d+)\t(%S+)\t([^\n]+)")
-    assert.equal(24, tonumber(errno), out)            -- EMFILE
-    assert.matches("OSError: cannot start a worker: " .. call .. ": Too many open files", msg, 1, true)
   end)
 end)
 
