@@ -306,7 +306,7 @@ describe("process: a worker's own children", function()
     assert.is_true(gone)
   end)
 
-  it("a stopped worker is terminated by SIGTERM, not after the grace period", function()
+  it("a stopped worker is terminated by SIGTERM, not SIGKILL", function()
     local w = coproc.WorkerResource(function(m)
       m:send_reply(1)
       while true do end
@@ -314,10 +314,9 @@ describe("process: a worker's own children", function()
     w.messenger:receive_blocking()
     os.execute("kill -STOP " .. w:pid())
     local t0 = coproc.now()
-    w._proc:terminate(30)                   -- SIGTERM + SIGCONT: it dies at once
-    assert.is_true(coproc.now() - t0 < 10)
+    w:terminate(0.05)                       -- close request unread, then SIGTERM (+ SIGCONT)
+    assert.is_true(coproc.now() - t0 < 5)
     assert.same({ nil, 15 }, { w:exitcode() })
-    w:close()
   end)
 
   it("pool:terminate() takes what pool tasks started in the background", function()
@@ -339,6 +338,39 @@ describe("process: a worker's own children", function()
     kill_all(list)
     assert.is_true(gone, "background sleeps outlived pool:terminate()")
   end)
+
+  -- The host ends (os.exit: atexit's terminate_all; an error; the end of the
+  -- script: __gc) with the worker still running.
+  for _, ending in ipairs { "os.exit(0)", "error('the host fails')", "-- the end" } do
+    it("a host ending with " .. ending .. " takes its workers' children along", function()
+      local script = write_script(([[
+local coproc = require "coproc"
+W = coproc.WorkerResource(function(m)
+  local h = io.popen("echo $$; exec sleep 100 2>/dev/null")
+  local p1 = tonumber(h:read("l"))
+  local tmp = os.tmpname()
+  os.execute("sleep 100 </dev/null >/dev/null 2>&1 & echo $! > " .. tmp)
+  local f = io.open(tmp)
+  local p2 = tonumber(f:read("l"))
+  f:close()
+  os.remove(tmp)
+  m:send_reply(p1 .. " " .. p2)
+  while true do m:receive_blocking() end
+end):start()
+print("pids " .. W.messenger:receive_blocking())
+io.stdout:flush()
+%s
+]]):format(ending))
+      local out = run(COPROC_LUA .. " " .. sh_quote(script))
+      os.remove(script)
+      local p1, p2 = out:match("pids (%d+) (%d+)")
+      assert.is_truthy(p1, out)
+      local pids = { tonumber(p1), tonumber(p2) }
+      local gone = gone_within(pids, 10)
+      kill_all(pids)
+      assert.is_true(gone, "the worker's children outlived the host")
+    end)
+  end
 
   it("workers lead their own process group; a nested worker leads its own", function()
     local function pgid(pid)
