@@ -8,7 +8,9 @@
  * EncodeError is raised in the host and no process is made); the child makes
  * a new lua_State and decodes them. "inherit": the child runs target in its
  * copy of this state. Either way the child never returns into the host's Lua
- * frames: it ends with _exit. */
+ * frames: it ends with _exit. Its connection is the fd cp_proc_spawn hands
+ * it (whatever number the socketpair got, never a fixed one). A system call
+ * that fails on the way raises OSError {errno =, call =}. */
 #include "lcore.h"
 #include "lmessenger.h"
 #include "codec.h"
