@@ -19,6 +19,7 @@
 #include "proc.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -224,6 +225,17 @@ static int os_error(lua_State *L, const char *call, int e)
     return cp_l_raise(L);
 }
 
+/* True when n more fds can be opened now. */
+static int fds_left(int n)
+{
+    int fds[4], k = 0;
+    while (k < n && k < 4 && (fds[k] = fcntl(0, F_DUPFD_CLOEXEC, 3)) >= 0) k++;
+    int e = errno;
+    for (int i = 0; i < k; i++) close(fds[i]);
+    errno = e;
+    return k == n;
+}
+
 static int l_spawn(lua_State *L)
 {
     luaL_checkany(L, 1);
@@ -263,6 +275,14 @@ static int l_spawn(lua_State *L)
         }
         /* path/cpath stay anchored on the stack until we return. */
     }
+    /* The loop is made on first use, taking two fds (epoll, eventfd), and
+     * libev aborts when it cannot get them: make it now, if there is room. */
+    if (!fds_left(2)) {
+        int e = errno;
+        cp_buf_free(&payload);
+        return os_error(L, "dup", e);
+    }
+    cp_loop();
     l_messenger *lm = cp_l_messenger_push(L);
     int mi = lua_gettop(L);
     l_process *lp = lua_newuserdatauv(L, sizeof *lp, 0);

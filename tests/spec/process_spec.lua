@@ -491,6 +491,34 @@ print("after", #lines("ls /proc/" .. host .. "/fd"), children())
 print(("%d cycles in %.2f s (%.2f ms each)"):format(n, dt, dt / n * 1000))
 ]=]
 
+describe("process: running out of fds at the first worker", function()
+  it("is an OSError at every limit, never an abort (the loop's own fds included)", function()
+    local script = write_script([[
+local coproc = require "coproc"
+local ok, e = pcall(function()
+  local w <close> = coproc.WorkerResource(function(m) m:send_reply(m:receive_blocking()) end):start()
+  w.messenger:send_request(5)
+  return w.messenger:receive_blocking()
+end)
+print(ok and "worked " .. tostring(e) or (coproc.is(e, coproc.OSError) and "OSError " .. e.call) or tostring(e))
+]])
+    local errors = 0
+    for limit = 4, 12 do
+      -- (limits too low for the interpreter itself to start are skipped)
+      local _, starts = run("sh -c " .. sh_quote(("ulimit -n %d; exec %s -e 'require [[coproc]]'"):format(limit, COPROC_LUA)))
+      if starts ~= 0 then goto next end
+      local out, rc = run("sh -c " .. sh_quote(("ulimit -n %d; exec %s %s"):format(limit, COPROC_LUA, sh_quote(script))))
+      assert.equal(0, rc, limit .. ": " .. out)
+      local line = out:match("^[^\n]*")
+      assert.is_truthy(line == "worked 5" or line:match("^OSError %a+$"), limit .. ": " .. out)
+      if line ~= "worked 5" then errors = errors + 1 end
+      ::next::
+    end
+    os.remove(script)
+    assert.is_true(errors >= 1)
+  end)
+end)
+
 describe("process: many workers", function()
   it(("%d start/terminate cycles leave no fd and no child behind"):format(scaled(1000, 10)), function()
     local script = write_script(CYCLES_SCRIPT)
