@@ -8,7 +8,9 @@
  * EncodeError is raised in the host and no process is made); the child makes
  * a new lua_State and decodes them. "inherit": the child runs target in its
  * copy of this state. Either way the child never returns into the host's Lua
- * frames: it ends with _exit. */
+ * frames: it ends with _exit. Its connection is the fd cp_proc_spawn hands
+ * it (whatever number the socketpair got, never a fixed one). A system call
+ * that fails on the way raises OSError {errno =, call =}. */
 #include "lcore.h"
 #include "lmessenger.h"
 #include "lbatch.h"
@@ -18,6 +20,7 @@
 #include "proc.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -247,11 +250,12 @@ static void preload_core(lua_State *L)
     lua_pop(L, 1);
 }
 
-static _Noreturn void child_main(lua_State *L, int fresh, int fifo, const char *payload, size_t plen,
+static _Noreturn void child_main(lua_State *L, int fd, int fresh, int fifo, const char *payload, size_t plen,
                                  const char *path, const char *cpath, cp_status *status)
 {
     cp_messenger_forget_all();
     cp_proc_forget_all();
+    cp_proc_keep_stdio(); /* an inherited messenger may have sat on 0-2 */
     cp_l_batch_set_slot(status);
     int code;
     if (fresh) {
@@ -269,7 +273,7 @@ static _Noreturn void child_main(lua_State *L, int fresh, int fifo, const char *
         luaL_requiref(W, "coproc.core", cp_core_open, 0); /* registers the metatables */
         lua_pop(W, 1);
         l_messenger *lm = cp_l_messenger_push(W);
-        if (cp_messenger_open(&lm->m, CP_CHILD_FD, fifo, NULL)) _exit(72);
+        if (cp_messenger_open(&lm->m, fd, fifo, NULL)) _exit(72);
         lua_pushlstring(W, payload, plen);
         code = run_worker(W, "main_fresh", 1);
         cp_l_messenger_drain(lm, 10.0);
@@ -277,7 +281,7 @@ static _Noreturn void child_main(lua_State *L, int fresh, int fifo, const char *
     } else {
         reseed(L);
         l_messenger *lm = cp_l_messenger_push(L);
-        if (cp_messenger_open(&lm->m, CP_CHILD_FD, fifo, NULL)) _exit(72);
+        if (cp_messenger_open(&lm->m, fd, fifo, NULL)) _exit(72);
         lua_pushvalue(L, 1);
         lua_pushvalue(L, 2);
         code = run_worker(L, "run", 2);
@@ -285,6 +289,30 @@ static _Noreturn void child_main(lua_State *L, int fresh, int fifo, const char *
     }
     fflush(NULL);
     _exit(code & 0xff);
+}
+
+/* Raise OSError{errno = e, call = call}: a system call failed while
+ * starting a worker (fds or processes used up). */
+static int os_error(lua_State *L, const char *call, int e)
+{
+    if (!call) call = "?";
+    cp_l_pusherror(L, "OSError", "cannot start a worker: %s: %s", call, strerror(e));
+    lua_pushinteger(L, e);
+    lua_setfield(L, -2, "errno");
+    lua_pushstring(L, call);
+    lua_setfield(L, -2, "call");
+    return cp_l_raise(L);
+}
+
+/* True when n more fds can be opened now. */
+static int fds_left(int n)
+{
+    int fds[4], k = 0;
+    while (k < n && k < 4 && (fds[k] = fcntl(0, F_DUPFD_CLOEXEC, 3)) >= 0) k++;
+    int e = errno;
+    for (int i = 0; i < k; i++) close(fds[i]);
+    errno = e;
+    return k == n;
 }
 
 static int l_spawn(lua_State *L)
@@ -329,6 +357,14 @@ static int l_spawn(lua_State *L)
         }
         /* path/cpath stay anchored on the stack until we return. */
     }
+    /* The loop is made on first use, taking two fds (epoll, eventfd), and
+     * libev aborts when it cannot get them: make it now, if there is room. */
+    if (!fds_left(2)) {
+        int e = errno;
+        cp_buf_free(&payload);
+        return os_error(L, "dup", e);
+    }
+    cp_loop();
     l_messenger *lm = cp_l_messenger_push(L);
     int mi = lua_gettop(L);
     l_process *lp = lua_newuserdatauv(L, sizeof *lp, 0);
@@ -347,16 +383,22 @@ static int l_spawn(lua_State *L)
     if (pid < 0) {
         int e = errno;
         cp_buf_free(&payload);
-        return luaL_error(L, "cannot start a worker: %s", strerror(e));
+        return os_error(L, lp->p.failed_call, e);
     }
-    if (pid == 0) child_main(L, fresh, fifo, payload.data ? cp_buf_head(&payload) : "", cp_buf_size(&payload), path, cpath,
+    if (pid == 0) child_main(L, fd, fresh, fifo, payload.data ? cp_buf_head(&payload) : "", cp_buf_size(&payload), path, cpath,
                              lp->status);
     cp_buf_free(&payload);
     lp->started = 1;
-    if (cp_messenger_open(&lm->m, fd, fifo, &lp->p)) {
+    int opened = cp_messenger_open(&lm->m, fd, fifo, &lp->p) == 0;
+    if (!opened || (lp->p.pidfd >= 0 && lm->m.pidfd < 0)) {
+        /* No fd left for the messenger's copy of the pidfd (it watches the
+         * worker's exit): an OSError like any other shortage. */
         int e = errno;
+        if (opened) cp_messenger_close(&lm->m);
+        else close(fd);
         cp_proc_terminate(&lp->p, 0);
-        return luaL_error(L, "cannot set up the worker connection: %s", strerror(e));
+        cp_proc_release(&lp->p);
+        return os_error(L, opened ? "dup" : "fcntl", e);
     }
     /* The messenger keeps its process alive (it reports its exit). */
     lua_pushvalue(L, pi);
@@ -437,6 +479,8 @@ static void at_exit(void)
 
 void cp_l_process_open(lua_State *L, int t)
 {
+    /* require "coproc": from here on no socket or pidfd may land on 0-2. */
+    cp_proc_keep_stdio();
     if (g_atexit_pid != getpid()) {
         g_atexit_pid = getpid();
         atexit(at_exit);

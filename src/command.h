@@ -1,34 +1,27 @@
-/* command.h: run an external program (fork + execvp) and wait for it through
- * a pidfd, for the monitor's command-line form. No Lua here.
- *
- * Only this child is ever reaped (waitpid on its pid), never another. */
+/* command.h: compatibility layer for the monitor's binding: external
+ * programs are cp_proc children now (proc.h: cp_proc_spawn_exec,
+ * cp_proc_wait_intr, cp_proc_exitcode). New code should call those; these
+ * wrappers keep the old names and the shell's exit-code convention. */
 #ifndef CP_COMMAND_H
 #define CP_COMMAND_H
 
-#include <sys/types.h>
+#include "proc.h"
 
-typedef struct cp_command {
-    pid_t pid;
-    int   pidfd;   /* -1 when the kernel has no pidfd_open */
-    int   reaped;
-    int   status;  /* raw waitpid status once reaped */
-} cp_command;
+/* Fields used by callers: pid, pidfd, reaped, status. */
+typedef cp_proc cp_command;
 
-/* Start argv[0] (searched in PATH) with argv (NULL-terminated), signal
- * dispositions and mask reset to defaults. Returns 0, or -1 with errno set,
- * including the errno of a failed exec (reported back through a close-on-exec
- * pipe, so "no such command" is an error here, not an exit status). */
+/* cp_proc_spawn_exec: 0, or -1 with errno (a failed exec included). */
 int cp_command_spawn(cp_command *c, char *const argv[]);
 
-/* Wait up to timeout seconds (< 0: forever) for the program to exit.
- * Returns 1 when it exited (c->status valid), 0 on timeout, -1 on error.
- * EINTR returns -1 with errno EINTR so the caller can handle signals. */
+/* cp_proc_wait_intr: 1 exited, 0 timed out, -1 with errno (EINTR when a
+ * signal handler ran, ECHILD when never started). */
 int cp_command_wait(cp_command *c, double timeout);
 
-/* Shell-style exit code: the exit status, or 128 + signal number. */
+/* Shell-style exit code: the exit status, or 128 + signal number; -1 while
+ * it runs. (cp_proc_exitcode gives -signal instead.) */
 int cp_command_exitcode(const cp_command *c);
 
-/* Close the pidfd (does not kill or reap). */
+/* cp_proc_release: close the pidfd (does not kill or reap). */
 void cp_command_release(cp_command *c);
 
 #endif

@@ -8,6 +8,7 @@
 #include <lualib.h>
 
 #include "coproc_core.h"
+#include "proc.h"
 
 #include <limits.h>
 #include <signal.h>
@@ -594,6 +595,10 @@ static int pmain(lua_State *L)
 
 int main(int argc, char **argv)
 {
+    /* Before anything opens an fd: a closed stdin/stdout/stderr becomes
+     * /dev/null, so no file, socket or pidfd can take its number (a print
+     * would then write into it). */
+    cp_proc_keep_stdio();
     if (argv[0] && argv[0][0]) {
         const char *base = strrchr(argv[0], '/');
         progname = base ? base + 1 : argv[0];

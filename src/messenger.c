@@ -131,9 +131,10 @@ void cp_messenger_forget_all(void)
         /* Inherited list: every entry belongs to the parent. */
         for (cp_messenger *m = g_all, *next; m; m = next) {
             next = m->next;
-            /* fd CP_CHILD_FD is by now the child's own connection. */
-            if (m->fd >= 0 && m->fd != CP_CHILD_FD) close(m->fd);
-            if (m->pidfd >= 0 && m->pidfd != CP_CHILD_FD) close(m->pidfd);
+            /* The child's own connection kept its number, which none of
+             * these has (proc.h): close them all. */
+            if (m->fd >= 0) close(m->fd);
+            if (m->pidfd >= 0) close(m->pidfd);
             m->fd = m->pidfd = -1;
             m->state = CP_M_CLOSED;
             m->prev = m->next = NULL;

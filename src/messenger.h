@@ -76,7 +76,7 @@ int  cp_messenger_open(cp_messenger *m, int fd, int fifo, cp_proc *peer);
 /* Idempotent: flush nothing, drop queues, close the fd. */
 void cp_messenger_close(cp_messenger *m);
 /* In a forked child: close every inherited messenger without touching the
- * parent's loop (never closing CP_CHILD_FD, the child's own connection). */
+ * parent's loop. */
 void cp_messenger_forget_all(void);
 
 /* Channel record for the key bytes; created when create is set (NULL on OOM

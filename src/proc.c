@@ -1,4 +1,5 @@
 /* proc.c: see proc.h. */
+#define _GNU_SOURCE /* pipe2 */
 #include "proc.h"
 #include "loop.h"
 
@@ -17,49 +18,77 @@
 #include <time.h>
 #include <unistd.h>
 
-static cp_proc *g_procs;
+/* ---------------------------------------------------------------- registry */
+
+static cp_proc *g_procs;   /* live workers of process g_procs_pid */
 static pid_t g_procs_pid;
 
 static void reg_add(cp_proc *p)
 {
-    if (g_procs_pid != getpid()) { g_procs = NULL; g_procs_pid = getpid(); }
+    if (g_procs_pid != cp_self_pid()) { g_procs = NULL; g_procs_pid = cp_self_pid(); }
     p->prev = NULL;
     p->next = g_procs;
     if (g_procs) g_procs->prev = p;
     g_procs = p;
 }
 
+/* Safe for a proc that was never registered (a command). */
 static void reg_remove(cp_proc *p)
 {
-    if (g_procs_pid != getpid()) return;
+    if (g_procs_pid != cp_self_pid()) return;
     if (p->prev) p->prev->next = p->next;
     else if (g_procs == p) g_procs = p->next;
     if (p->next) p->next->prev = p->prev;
     p->prev = p->next = NULL;
 }
 
+/* ---------------------------------------------------------------- fds */
+
 int cp_pidfd_open(pid_t pid)
 {
 #ifdef SYS_pidfd_open
     static int unsupported; /* old kernels, valgrind: ask once */
-    if (unsupported) return -1;
+    if (unsupported) { errno = ENOSYS; return -1; }
     int fd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (fd < 0 && errno == ENOSYS) unsupported = 1;
     if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
     return fd;
 #else
     (void)pid;
+    errno = ENOSYS;
     return -1;
 #endif
 }
 
-/* Everything a new worker needs before running any Lua. */
-static void child_setup(pid_t parent, int fd, int close_fds)
+int cp_proc_keep_stdio(void)
 {
-    /* Die with the host; and if the host already went, go now. */
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(1);
+    int rc = 0;
+    /* In order: when fd i is tested, 0..i-1 are open, so open() returns i. */
+    for (int i = 0; i <= 2; i++) {
+        if (fcntl(i, F_GETFD) >= 0 || errno != EBADF) continue;
+        int fd = open("/dev/null", O_RDWR); /* inherited by exec: no O_CLOEXEC */
+        if (fd < 0) { rc = -1; continue; }
+        if (fd != i) { dup2(fd, i); close(fd); }
+    }
+    return rc;
+}
 
+/* Close fds lo..hi (inclusive). */
+static void close_fds_in(unsigned lo, unsigned hi)
+{
+    if (lo > hi) return;
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, lo, hi, 0u) == 0) return;
+#endif
+    long max = sysconf(_SC_OPEN_MAX);
+    unsigned lim = max > 0 && max < 65536 ? (unsigned)max : 65536u;
+    for (unsigned i = lo; i <= hi && i < lim; i++) close((int)i);
+}
+
+/* ---------------------------------------------------------------- children */
+
+static void reset_signals(void)
+{
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = SIG_DFL;
@@ -67,36 +96,68 @@ static void child_setup(pid_t parent, int fd, int close_fds)
         if (s == SIGKILL || s == SIGSTOP) continue;
         sigaction(s, &sa, NULL);
     }
-    /* Ctrl-C goes to the whole process group; the host decides what
-     * happens to its workers, so they ignore it. */
-    signal(SIGINT, SIG_IGN);
-    signal(SIGPIPE, SIG_IGN);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+}
 
-    if (fd != CP_CHILD_FD) {
-        if (dup2(fd, CP_CHILD_FD) < 0) _exit(1);
+/* Everything a new worker needs before running any Lua. Returns the fd of
+ * its connection. */
+static int child_setup(pid_t parent, int fd, int close_fds)
+{
+    /* Die with the host; and if the host already went, go now. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
+    /* Its own group, so terminate() reaches what it starts (see proc.h). */
+    setpgid(0, 0);
+
+    reset_signals();
+    /* Ctrl-C is the host's to handle: it decides what happens to workers. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+
+    /* The socket keeps its number: no fd of the host has it. Only lift it
+     * off 0-2 (possible when the host's stdio was closed). */
+    if (fd <= 2) {
+        int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (nfd < 0) _exit(1);
         close(fd);
+        fd = nfd;
     }
-    fcntl(CP_CHILD_FD, F_SETFD, FD_CLOEXEC);
     if (close_fds) {
-#ifdef SYS_close_range
-        if (syscall(SYS_close_range, CP_CHILD_FD + 1u, ~0u, 0u) != 0)
-#endif
-        {
-            long max = sysconf(_SC_OPEN_MAX);
-            for (long i = CP_CHILD_FD + 1; i < (max > 0 && max < 65536 ? max : 65536); i++) close((int)i);
-        }
+        close_fds_in(3, (unsigned)fd - 1);
+        close_fds_in((unsigned)fd + 1, ~0u);
     }
+    cp_proc_keep_stdio();
+    return fd;
+}
+
+static int failed(cp_proc *p, const char *call)
+{
+    p->failed_call = call;
+    return -1;
+}
+
+static void close_keep_errno(int a, int b)
+{
+    int e = errno;
+    if (a >= 0) close(a);
+    if (b >= 0) close(b);
+    errno = e;
+}
+
+static void reap_now(pid_t pid)
+{
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
 }
 
 pid_t cp_proc_spawn(cp_proc *p, int *fd_out, int close_fds)
 {
     memset(p, 0, sizeof *p);
     p->pidfd = -1;
+    cp_proc_keep_stdio(); /* the socket must not land on 0-2 */
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return -1;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return failed(p, "socketpair");
     /* Large socket buffers: fewer wake-ups for big values. */
     int sz = 4 << 20;
     for (int i = 0; i < 2; i++) {
@@ -104,37 +165,110 @@ pid_t cp_proc_spawn(cp_proc *p, int *fd_out, int close_fds)
         setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
     }
     fflush(NULL);
-    pid_t parent = getpid();
+    pid_t parent = cp_self_pid();
     pid_t pid = fork();
     if (pid < 0) {
-        int e = errno;
-        close(sv[0]);
-        close(sv[1]);
-        errno = e;
-        return -1;
+        close_keep_errno(sv[0], sv[1]);
+        return failed(p, "fork");
     }
     if (pid == 0) {
         cp_loop_after_fork();
+        cp_proc_forget_all();
         close(sv[0]);
-        child_setup(parent, sv[1], close_fds);
-        *fd_out = CP_CHILD_FD;
+        *fd_out = child_setup(parent, sv[1], close_fds);
         return 0;
     }
     close(sv[1]);
+    /* The child does the same: whichever runs first, the group exists
+     * before either goes on (fails harmlessly once the child did it). */
+    setpgid(pid, pid);
     p->pid = pid;
     p->owner = parent;
-    p->status = 0;
+    p->pgid = pid;
     p->pidfd = cp_pidfd_open(pid);
+    if (p->pidfd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOMEM)) {
+        /* Out of fds: say so now rather than run a worker whose exit
+         * cannot be watched. */
+        int e = errno;
+        kill(pid, SIGKILL);
+        reap_now(pid);
+        close(sv[0]);
+        memset(p, 0, sizeof *p);
+        p->pidfd = -1;
+        errno = e;
+        return failed(p, "pidfd_open");
+    }
     *fd_out = sv[0];
     reg_add(p);
     return pid;
 }
 
+int cp_proc_spawn_exec(cp_proc *p, char *const argv[])
+{
+    memset(p, 0, sizeof *p);
+    p->pidfd = -1;
+    if (!argv || !argv[0]) { errno = EINVAL; return failed(p, "execvp"); }
+    cp_proc_keep_stdio();
+    int ep[2]; /* the exec error pipe: closed by a successful exec */
+    if (pipe2(ep, O_CLOEXEC)) return failed(p, "pipe2");
+    fflush(NULL);
+    pid_t parent = cp_self_pid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        close_keep_errno(ep[0], ep[1]);
+        return failed(p, "fork");
+    }
+    if (pid == 0) {
+        close(ep[0]);
+        /* Exec keeps ignored signals ignored and the mask: reset both. */
+        reset_signals();
+        cp_proc_keep_stdio();
+        execvp(argv[0], argv);
+        int e = errno;
+        ssize_t w = write(ep[1], &e, sizeof e);
+        (void)w;
+        _exit(127);
+    }
+    close(ep[1]);
+    int e = 0;
+    ssize_t r;
+    do r = read(ep[0], &e, sizeof e); while (r < 0 && errno == EINTR);
+    close(ep[0]);
+    if (r == (ssize_t)sizeof e) { /* exec failed: reap and report */
+        reap_now(pid);
+        errno = e;
+        return failed(p, "execvp");
+    }
+    p->pid = pid;
+    p->owner = parent;
+    p->pidfd = cp_pidfd_open(pid); /* without one, waits poll */
+    return 0;
+}
+
+/* ---------------------------------------------------------------- waiting */
+
+/* While p is not reaped its pid, and so its group id, cannot be reused. */
+static void signal_group(cp_proc *p, int sig)
+{
+    if (p->pgid > 0 && kill(-p->pgid, sig) == 0) return;
+    kill(p->pid, sig);
+}
+
 int cp_proc_poll(cp_proc *p)
 {
     if (p->reaped) return 1;
-    if (p->pid <= 0 || p->owner != getpid()) return 1;
-    int st;
+    if (p->pid <= 0 || p->owner != cp_self_pid()) return 1;
+    if (p->pgid > 0) {
+        /* Look without reaping; once it has exited, kill what is left of
+         * its group while the group id is still reserved by the zombie. */
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        int r;
+        do r = waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT); while (r < 0 && errno == EINTR);
+        if (r == 0 && si.si_pid == 0) return 0;
+        if (r == 0) kill(-p->pgid, SIGKILL);
+    }
+    int st = 0;
     pid_t r;
     do r = waitpid(p->pid, &st, WNOHANG); while (r < 0 && errno == EINTR);
     if (r == 0) return 0;
@@ -145,7 +279,12 @@ int cp_proc_poll(cp_proc *p)
     return 1;
 }
 
-int cp_proc_wait(cp_proc *p, double timeout)
+enum { INTR_COPROC, INTR_ANY, INTR_NONE };
+
+/* The one wait loop: sleep on the pidfd (readable at exit), else in short
+ * naps, until p is reaped or the deadline passes. intr says what a signal
+ * handler running meanwhile (EINTR) does. */
+static int wait_loop(cp_proc *p, double timeout, int intr)
 {
     if (cp_proc_poll(p)) return 1;
     double deadline = timeout >= 0 ? cp_now() + timeout : 0;
@@ -156,18 +295,33 @@ int cp_proc_wait(cp_proc *p, double timeout)
             if (left <= 0) return cp_proc_poll(p);
             ms = (int)(left * 1000) + 1;
         }
+        int r;
         if (p->pidfd >= 0) {
             struct pollfd pfd = {p->pidfd, POLLIN, 0};
-            int r = poll(&pfd, 1, ms);
-            if (r < 0 && errno == EINTR && cp_loop_take_interrupt()) { cp_loop_interrupt(); return cp_proc_poll(p); }
+            r = poll(&pfd, 1, ms);
         } else {
             /* No pidfd: a short sleep between polls is the best there is. */
-            struct timespec ts = {0, 2000000};
-            nanosleep(&ts, NULL);
+            struct timespec ts = {0, (ms >= 0 && ms < 2 ? ms : 2) * 1000000L};
+            r = nanosleep(&ts, NULL);
+        }
+        if (r < 0 && errno == EINTR) {
+            if (intr == INTR_ANY) {
+                if (cp_proc_poll(p)) return 1;
+                errno = EINTR;
+                return -1;
+            }
+            if (intr == INTR_COPROC && cp_loop_take_interrupt()) {
+                cp_loop_interrupt(); /* left for the caller */
+                return cp_proc_poll(p);
+            }
         }
         if (cp_proc_poll(p)) return 1;
     }
 }
+
+int cp_proc_wait(cp_proc *p, double timeout) { return wait_loop(p, timeout, INTR_COPROC); }
+
+int cp_proc_wait_intr(cp_proc *p, double timeout) { return wait_loop(p, timeout, INTR_ANY); }
 
 int cp_proc_kill(cp_proc *p, int sig)
 {
@@ -175,13 +329,21 @@ int cp_proc_kill(cp_proc *p, int sig)
     return kill(p->pid, sig);
 }
 
+/* SIGTERM, and SIGCONT so that a stopped worker gets to act on it. */
+static void ask_to_stop(cp_proc *p)
+{
+    signal_group(p, SIGTERM);
+    signal_group(p, SIGCONT);
+}
+
 void cp_proc_terminate(cp_proc *p, double grace)
 {
     if (cp_proc_poll(p)) return;
-    kill(p->pid, SIGTERM);
-    if (cp_proc_wait(p, grace)) return;
-    kill(p->pid, SIGKILL);
-    cp_proc_wait(p, -1);
+    ask_to_stop(p);
+    /* Bounded by grace: a pending Ctrl-C does not cut it short. */
+    if (wait_loop(p, grace, INTR_NONE) == 1) return;
+    signal_group(p, SIGKILL);
+    wait_loop(p, -1, INTR_NONE);
 }
 
 void cp_proc_release(cp_proc *p)
@@ -192,25 +354,36 @@ void cp_proc_release(cp_proc *p)
 
 void cp_proc_terminate_all(double grace)
 {
-    if (g_procs_pid != getpid()) return;
-    /* SIGTERM everyone first so they shut down in parallel. */
-    for (cp_proc *p = g_procs; p; p = p->next) kill(p->pid, SIGTERM);
-    while (g_procs) cp_proc_terminate(g_procs, grace);
+    if (g_procs_pid != cp_self_pid()) return;
+    /* Everyone at once, so they shut down in parallel in one grace period. */
+    for (cp_proc *p = g_procs; p; p = p->next) ask_to_stop(p);
+    double deadline = cp_now() + grace;
+    for (cp_proc *p = g_procs, *next; p; p = next) {
+        next = p->next; /* reaping unlinks p */
+        double left = deadline - cp_now();
+        wait_loop(p, left > 0 ? left : 0, INTR_NONE);
+    }
+    for (cp_proc *p = g_procs; p; p = p->next) signal_group(p, SIGKILL);
+    while (g_procs) {
+        cp_proc *p = g_procs;
+        wait_loop(p, -1, INTR_NONE);
+        if (g_procs == p) reg_remove(p);
+    }
 }
 
 void cp_proc_forget_all(void)
 {
-    if (g_procs_pid == getpid()) return;
+    if (g_procs_pid == cp_self_pid()) return;
     for (cp_proc *p = g_procs, *next; p; p = next) {
         next = p->next;
-        if (p->pidfd >= 0 && p->pidfd != CP_CHILD_FD) close(p->pidfd);
+        if (p->pidfd >= 0) close(p->pidfd);
         p->pidfd = -1;
         p->reaped = 1;          /* not ours to reap or signal */
         p->status = 0;
         p->prev = p->next = NULL;
     }
     g_procs = NULL;
-    g_procs_pid = getpid();
+    g_procs_pid = cp_self_pid();
 }
 
 int cp_proc_exitcode(const cp_proc *p)

@@ -13,6 +13,8 @@ set(CP_RUNNER "")
 if(COPROC_VALGRIND)
   find_program(VALGRIND_EXE valgrind REQUIRED)
   set(CP_RUNNER ${VALGRIND_EXE} --error-exitcode=99 --leak-check=no --trace-children=no -q)
+  # Specs with many workers or round trips (process_spec) run fewer of them.
+  list(APPEND CP_TEST_ENV "COPROC_TEST_SCALE=0.01")
 endif()
 set(CP_SPEC_LUA ${LUA_EXE})
 if(COPROC_SANITIZE)
