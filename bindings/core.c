@@ -13,12 +13,6 @@ static int l_set_error_factory(lua_State *L)
     return 0;
 }
 
-/* Weak so the module still builds while a part is being written. */
-#pragma weak cp_l_codec_open
-#pragma weak cp_l_messenger_open
-#pragma weak cp_l_process_open
-#pragma weak cp_l_monitor_open
-
 int cp_core_open(lua_State *L)
 {
     lua_newtable(L);
@@ -27,10 +21,21 @@ int cp_core_open(lua_State *L)
     lua_setfield(L, t, "set_error_factory");
     lua_pushliteral(L, "0.1.0");
     lua_setfield(L, t, "version");
-    if (cp_l_codec_open) cp_l_codec_open(L, t);
-    if (cp_l_messenger_open) cp_l_messenger_open(L, t);
-    if (cp_l_process_open) cp_l_process_open(L, t);
-    if (cp_l_monitor_open) cp_l_monitor_open(L, t);
+    cp_l_system_open(L, t);
+    cp_l_clock_open(L, t);
+    cp_l_codec_open(L, t);
+    cp_l_messenger_open(L, t);
+    cp_l_process_open(L, t);
+    cp_l_spawn_open(L, t);
     cp_l_batch_open(L, t);
+    cp_l_monitor_open(L, t);
     return 1;
+}
+
+void cp_l_preload_core(lua_State *L)
+{
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, cp_core_open);
+    lua_setfield(L, -2, "coproc.core");
+    lua_pop(L, 1);
 }

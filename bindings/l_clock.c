@@ -2,7 +2,7 @@
  * same in every process, so a note's time taken in the host lines up with
  * the monitor worker's samples), time() (wall clock, epoch seconds) and
  * cputime() (CPU seconds used by this process). */
-#include "lmonitor.h"
+#include "lcore.h"
 #include "loop.h"
 
 #include <time.h>

@@ -98,7 +98,6 @@ static int l_hz(lua_State *L) { lua_pushinteger(L, cp_procstat_hz()); return 1; 
 
 void cp_l_monitor_open(lua_State *L, int t)
 {
-    cp_l_clock_open(L, t);
     static const luaL_Reg fns[] = {
         {"read", l_read},
         {"exists", l_exists},

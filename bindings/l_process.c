@@ -1,114 +1,116 @@
-/* l_process.c: coproc.Process (a worker's pid, reaping, signals) and
- * core.spawn, which forks a worker and runs its Lua side.
+/* l_process.c: coproc.Process, the host's handle on one child it started
+ * (core.spawn, l_spawn.c): pid, poll, wait, signals, exit code, and the
+ * status page it shares with a pool worker (the item it runs, the tickets
+ * of work stealing: lbatch.h).
  *
- *   core.spawn(target, kwargs, {method = "fresh"|"inherit", fifo = bool})
- *     -> messenger, process
- *
- * "fresh": target and kwargs are encoded here, before the fork (so an
- * EncodeError is raised in the host and no process is made); the child makes
- * a new lua_State and decodes them. "inherit": the child runs target in its
- * copy of this state. Either way the child never returns into the host's Lua
- * frames: it ends with _exit. Its connection is the fd cp_proc_spawn hands
- * it (whatever number the socketpair got, never a fixed one). A system call
- * that fails on the way raises OSError {errno =, call =}. */
+ * close() (also __close and __gc) terminates the child if it still runs
+ * (SIGTERM, then SIGKILL after 0.5 s), reaps it and releases its pidfd; only
+ * in the process that started it (a forked child's copy owns nothing). */
 #include "lcore.h"
+#include "lprocess.h"
 #include "lmessenger.h"
-#include "lbatch.h"
-#include "codec.h"
-#include "coproc_core.h"
 #include "loop.h"
-#include "proc.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <lualib.h>
+#define GC_GRACE 0.5 /* seconds between SIGTERM and SIGKILL when collected */
 
-#define CP_PROCESS_MT "coproc.Process"
-
-typedef struct l_process {
-    cp_proc p;
-    int     started;
-    cp_status *status; /* shared with the worker (spawn option status), or NULL */
-} l_process;
-
-/* One shared anonymous page per worker that asked for a status slot: the
- * worker writes it, the host reads it even after the worker died. */
-static cp_status *status_new(void)
+l_process *cp_l_process_push(lua_State *L)
 {
-    void *p = mmap(NULL, sizeof(cp_status), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return NULL;
-    return p;
+    l_process *lp = lua_newuserdatauv(L, sizeof *lp, 0);
+    memset(lp, 0, sizeof *lp);
+    lp->p.pidfd = -1;
+    luaL_setmetatable(L, CP_PROCESS_MT);
+    return lp;
 }
 
-static void status_free(l_process *lp)
+int cp_l_process_add_status(l_process *lp)
 {
-    if (lp->status) munmap((void *)lp->status, sizeof(cp_status));
+    void *p = mmap(NULL, sizeof(cp_status), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return -1;
+    lp->status = p;
+    return 0;
+}
+
+static void release(l_process *lp)
+{
+    if (lp->closed) return;
+    lp->closed = 1;
+    /* Only the process that made the child may stop it. */
+    if (lp->started && lp->p.owner == cp_self_pid()) {
+        cp_proc_terminate(&lp->p, GC_GRACE);
+        cp_proc_release(&lp->p);
+    }
+    if (lp->status) munmap(lp->status, sizeof(cp_status));
     lp->status = NULL;
 }
 
-int cp_core_open(lua_State *L);
-
-static l_process *check(lua_State *L, int i)
+/* For methods (the metatable is their upvalue 1, see cp_l_newclass). */
+static l_process *check(lua_State *L)
 {
-    return luaL_checkudata(L, i, CP_PROCESS_MT);
+    if (!cp_l_isclass(L, 1)) luaL_typeerror(L, 1, CP_PROCESS_MT);
+    l_process *lp = lua_touserdata(L, 1);
+    if (lp->closed) cp_l_closed(L, CP_PROCESS_MT);
+    return lp;
 }
 
 static int l_pid(lua_State *L)
 {
-    lua_pushinteger(L, check(L, 1)->p.pid);
+    lua_pushinteger(L, check(L)->p.pid);
     return 1;
 }
 
+/* poll() -> true once the child has exited (reaped). */
 static int l_poll(lua_State *L)
 {
-    l_process *lp = check(L, 1);
+    l_process *lp = check(L);
     lua_pushboolean(L, !lp->started || cp_proc_poll(&lp->p));
     return 1;
 }
 
+/* wait(timeout) -> true when the child exited within timeout seconds (nil:
+ * no limit). Output pending on any messenger keeps going meanwhile. */
 static int l_wait(lua_State *L)
 {
-    l_process *lp = check(L, 1);
+    l_process *lp = check(L);
     double t = luaL_optnumber(L, 2, -1);
     if (!lp->started) { lua_pushboolean(L, 1); return 1; }
     cp_messenger_flush_all();
     int done = cp_proc_wait(&lp->p, t);
-    if (!done && cp_loop_take_interrupt()) return luaL_error(L, "interrupted!");
+    if (!done && cp_loop_take_interrupt()) return cp_l_error(L, "Interrupted", "interrupted!");
     lua_pushboolean(L, done);
     return 1;
 }
 
+/* kill(sig) -> true when the signal was sent (default SIGTERM). */
 static int l_kill(lua_State *L)
 {
-    l_process *lp = check(L, 1);
+    l_process *lp = check(L);
     int sig = (int)luaL_optinteger(L, 2, SIGTERM);
     luaL_argcheck(L, sig >= 0 && sig < NSIG, 2, "not a signal number");
     lua_pushboolean(L, lp->started && cp_proc_kill(&lp->p, sig) == 0);
     return 1;
 }
 
+/* terminate(grace): SIGTERM to its process group, SIGKILL after grace
+ * seconds (default 0.5); reaps. */
 static int l_terminate(lua_State *L)
 {
-    l_process *lp = check(L, 1);
-    double grace = luaL_optnumber(L, 2, 0.5);
+    l_process *lp = check(L);
+    double grace = luaL_optnumber(L, 2, GC_GRACE);
     if (lp->started) cp_proc_terminate(&lp->p, grace);
     return 0;
 }
 
-/* exitcode, signal: (code, nil) when exited, (nil, sig) when killed, nil
- * while running. */
+/* exitcode() -> code when it exited, (nil, signal) when killed, nothing
+ * while it runs. */
 static int l_exitcode(lua_State *L)
 {
-    l_process *lp = check(L, 1);
+    l_process *lp = check(L);
     if (!lp->started) return 0;
     cp_proc_poll(&lp->p);
     int code = cp_proc_exitcode(&lp->p);
@@ -119,18 +121,30 @@ static int l_exitcode(lua_State *L)
     return 2;
 }
 
+/* ---- the shared status page (pool workers) ---- */
+
+/* status() -> bid, item as the worker last wrote them (nothing without a page). */
+static int l_status(lua_State *L)
+{
+    l_process *lp = check(L);
+    if (!lp->status) return 0;
+    lua_pushinteger(L, (lua_Integer)atomic_load_explicit(&lp->status->bid, memory_order_relaxed));
+    lua_pushinteger(L, (lua_Integer)atomic_load_explicit(&lp->status->item, memory_order_relaxed));
+    return 2;
+}
+
 static _Atomic uint64_t *ticket_word(lua_State *L, l_process *lp, int arg)
 {
     lua_Integer t = luaL_checkinteger(L, arg);
     luaL_argcheck(L, t >= 1 && t <= CP_TICKETS, arg, "no such ticket");
-    if (!lp->status) luaL_error(L, "this worker has no status slot");
+    if (!lp->status) luaL_error(L, "this worker has no status page");
     return &lp->status->ticket[t];
 }
 
 /* ticket(t) -> claimed, limit of the batch sent with ticket t. */
 static int l_ticket(lua_State *L)
 {
-    l_process *lp = check(L, 1);
+    l_process *lp = check(L);
     uint64_t v = atomic_load(ticket_word(L, lp, 2));
     lua_pushinteger(L, (lua_Integer)(v >> 32));
     lua_pushinteger(L, (lua_Integer)(v & 0xffffffffu));
@@ -140,7 +154,7 @@ static int l_ticket(lua_State *L)
 /* set_ticket(t, n): a batch of n items goes out with ticket t. */
 static int l_set_ticket(lua_State *L)
 {
-    l_process *lp = check(L, 1);
+    l_process *lp = check(L);
     _Atomic uint64_t *w = ticket_word(L, lp, 2);
     lua_Integer n = luaL_checkinteger(L, 3);
     luaL_argcheck(L, n >= 0 && n <= 0xffffffffLL, 3, "batch too large for a ticket");
@@ -152,7 +166,7 @@ static int l_set_ticket(lua_State *L)
  * item limit, or after the item it has already claimed if that is later. */
 static int l_truncate(lua_State *L)
 {
-    l_process *lp = check(L, 1);
+    l_process *lp = check(L);
     _Atomic uint64_t *w = ticket_word(L, lp, 2);
     lua_Integer want = luaL_checkinteger(L, 3);
     uint64_t old = atomic_load(w);
@@ -168,338 +182,45 @@ static int l_truncate(lua_State *L)
     }
 }
 
-/* status() -> bid, item as the worker last wrote them (nil without a slot). */
-static int l_status(lua_State *L)
-{
-    l_process *lp = check(L, 1);
-    if (!lp->status) return 0;
-    lua_pushinteger(L, (lua_Integer)atomic_load_explicit(&lp->status->bid, memory_order_relaxed));
-    lua_pushinteger(L, (lua_Integer)atomic_load_explicit(&lp->status->item, memory_order_relaxed));
-    return 2;
-}
+/* ---- life cycle ---- */
 
-static int l_gc(lua_State *L)
+/* close(), __close and __gc: idempotent. */
+static int l_close(lua_State *L)
 {
-    l_process *lp = check(L, 1);
-    /* Only the process that made the worker may stop it. */
-    if (lp->started && lp->p.owner == getpid()) {
-        cp_proc_terminate(&lp->p, 0.5);
-        cp_proc_release(&lp->p);
-    }
-    status_free(lp);
+    release(luaL_checkudata(L, 1, CP_PROCESS_MT));
     return 0;
 }
 
 static int l_tostring(lua_State *L)
 {
-    l_process *lp = check(L, 1);
-    lua_pushfstring(L, "coproc.Process(%d)", (int)lp->p.pid);
+    l_process *lp = luaL_checkudata(L, 1, CP_PROCESS_MT);
+    if (lp->closed) lua_pushliteral(L, "coproc.Process (closed)");
+    else lua_pushfstring(L, "coproc.Process(%d)", (int)lp->p.pid);
     return 1;
-}
-
-/* ---- the child's side ---- */
-
-static void reseed(lua_State *L)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    lua_getglobal(L, "math");
-    lua_getfield(L, -1, "randomseed");
-    lua_pushinteger(L, (lua_Integer)getpid() * 1000003 ^ (lua_Integer)ts.tv_nsec);
-    lua_pushinteger(L, (lua_Integer)ts.tv_sec);
-    lua_pcall(L, 2, 0, 0);
-    lua_pop(L, 1);
-}
-
-static int msghandler(lua_State *L)
-{
-    const char *msg = lua_tostring(L, 1);
-    if (!msg) msg = luaL_typename(L, 1);
-    luaL_traceback(L, L, msg, 1);
-    return 1;
-}
-
-/* Run require("coproc.worker")[fn](messenger, ...) with nargs arguments
- * already pushed after the messenger; returns the exit code. */
-static int run_worker(lua_State *L, const char *fn, int nargs)
-{
-    int base = lua_gettop(L) - nargs - 1; /* messenger is at base + 1 */
-    lua_pushcfunction(L, msghandler);
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "coproc.worker");
-    int code = 70;
-    if (lua_pcall(L, 1, 1, base + nargs + 2) != LUA_OK) {
-        fprintf(stderr, "coproc worker %d: cannot load coproc.worker: %s\n", (int)getpid(), lua_tostring(L, -1));
-        return code;
-    }
-    lua_getfield(L, -1, fn);
-    for (int i = 1; i <= nargs + 1; i++) lua_pushvalue(L, base + i);
-    if (lua_pcall(L, nargs + 1, 1, base + nargs + 2) != LUA_OK) {
-        fprintf(stderr, "coproc worker %d: %s\n", (int)getpid(), lua_tostring(L, -1));
-        return code;
-    }
-    code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : 0;
-    return code;
-}
-
-static void preload_core(lua_State *L)
-{
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-    lua_pushcfunction(L, cp_core_open);
-    lua_setfield(L, -2, "coproc.core");
-    lua_pop(L, 1);
-}
-
-static _Noreturn void child_main(lua_State *L, int fd, int fresh, int fifo, const char *payload, size_t plen,
-                                 const char *path, const char *cpath, cp_status *status)
-{
-    cp_messenger_forget_all();
-    cp_proc_forget_all();
-    cp_proc_keep_stdio(); /* an inherited messenger may have sat on 0-2 */
-    cp_l_batch_set_slot(status);
-    int code;
-    if (fresh) {
-        lua_State *W = luaL_newstate();
-        if (!W) _exit(71);
-        luaL_openlibs(W);
-        preload_core(W);
-        lua_getglobal(W, "package");
-        lua_pushstring(W, path);
-        lua_setfield(W, -2, "path");
-        lua_pushstring(W, cpath);
-        lua_setfield(W, -2, "cpath");
-        lua_pop(W, 1);
-        reseed(W);
-        luaL_requiref(W, "coproc.core", cp_core_open, 0); /* registers the metatables */
-        lua_pop(W, 1);
-        l_messenger *lm = cp_l_messenger_push(W);
-        if (cp_messenger_open(&lm->m, fd, fifo, NULL)) _exit(72);
-        lua_pushlstring(W, payload, plen);
-        code = run_worker(W, "main_fresh", 1);
-        cp_l_messenger_drain(lm, 10.0);
-        /* W is not closed: __gc work of a half-finished worker must not run. */
-    } else {
-        reseed(L);
-        l_messenger *lm = cp_l_messenger_push(L);
-        if (cp_messenger_open(&lm->m, fd, fifo, NULL)) _exit(72);
-        lua_pushvalue(L, 1);
-        lua_pushvalue(L, 2);
-        code = run_worker(L, "run", 2);
-        cp_l_messenger_drain(lm, 10.0);
-    }
-    fflush(NULL);
-    _exit(code & 0xff);
-}
-
-/* Raise OSError{errno = e, call = call}: a system call failed while
- * starting a worker (fds or processes used up). */
-static int os_error(lua_State *L, const char *call, int e)
-{
-    if (!call) call = "?";
-    cp_l_pusherror(L, "OSError", "cannot start a worker: %s: %s", call, strerror(e));
-    lua_pushinteger(L, e);
-    lua_setfield(L, -2, "errno");
-    lua_pushstring(L, call);
-    lua_setfield(L, -2, "call");
-    return cp_l_raise(L);
-}
-
-/* True when n more fds can be opened now. */
-static int fds_left(int n)
-{
-    int fds[4], k = 0;
-    while (k < n && k < 4 && (fds[k] = fcntl(0, F_DUPFD_CLOEXEC, 3)) >= 0) k++;
-    int e = errno;
-    for (int i = 0; i < k; i++) close(fds[i]);
-    errno = e;
-    return k == n;
-}
-
-static int l_spawn(lua_State *L)
-{
-    luaL_checkany(L, 1);
-    lua_settop(L, 3);
-    int fresh = 1, fifo = 0, want_status = 0;
-    if (lua_istable(L, 3)) {
-        lua_getfield(L, 3, "status");
-        want_status = lua_toboolean(L, -1);
-        lua_pop(L, 1);
-        lua_getfield(L, 3, "method");
-        const char *method = luaL_optstring(L, -1, "fresh");
-        if (strcmp(method, "inherit") == 0) fresh = 0;
-        else if (strcmp(method, "fresh") != 0)
-            return luaL_error(L, "unknown start method '%s' (expected 'fresh' or 'inherit')", method);
-        lua_getfield(L, 3, "fifo");
-        fifo = lua_toboolean(L, -1);
-        lua_pop(L, 2);
-    }
-    /* Everything that can fail or allocate happens before the fork. */
-    cp_buf payload = CP_BUF_INIT;
-    const char *path = "", *cpath = "";
-    if (fresh) {
-        lua_createtable(L, 2, 0);
-        lua_pushvalue(L, 1);
-        lua_rawseti(L, -2, 1);
-        lua_pushvalue(L, 2);
-        lua_rawseti(L, -2, 2);
-        char err[CP_CODEC_ERRLEN];
-        if (cp_codec_encode(L, lua_gettop(L), &payload, err, sizeof err)) {
-            cp_buf_free(&payload);
-            return cp_l_error(L, "EncodeError", "cannot send the worker to a fresh process: %s", err);
-        }
-        lua_pop(L, 1);
-        lua_getglobal(L, "package");
-        if (lua_istable(L, -1)) {
-            lua_getfield(L, -1, "path");
-            if (lua_isstring(L, -1)) path = lua_tostring(L, -1);
-            lua_getfield(L, -2, "cpath");
-            if (lua_isstring(L, -1)) cpath = lua_tostring(L, -1);
-        }
-        /* path/cpath stay anchored on the stack until we return. */
-    }
-    /* The loop is made on first use, taking two fds (epoll, eventfd), and
-     * libev aborts when it cannot get them: make it now, if there is room. */
-    if (!fds_left(2)) {
-        int e = errno;
-        cp_buf_free(&payload);
-        return os_error(L, "dup", e);
-    }
-    cp_loop();
-    l_messenger *lm = cp_l_messenger_push(L);
-    int mi = lua_gettop(L);
-    l_process *lp = lua_newuserdatauv(L, sizeof *lp, 0);
-    memset(lp, 0, sizeof *lp);
-    lp->p.pidfd = -1;
-    luaL_setmetatable(L, CP_PROCESS_MT);
-    int pi = lua_gettop(L);
-    if (want_status && !(lp->status = status_new())) {
-        int e = errno;
-        cp_buf_free(&payload);
-        return luaL_error(L, "cannot start a worker: mmap: %s", strerror(e));
-    }
-
-    int fd = -1;
-    pid_t pid = cp_proc_spawn(&lp->p, &fd, fresh);
-    if (pid < 0) {
-        int e = errno;
-        cp_buf_free(&payload);
-        return os_error(L, lp->p.failed_call, e);
-    }
-    if (pid == 0) child_main(L, fd, fresh, fifo, payload.data ? cp_buf_head(&payload) : "", cp_buf_size(&payload), path, cpath,
-                             lp->status);
-    cp_buf_free(&payload);
-    lp->started = 1;
-    int opened = cp_messenger_open(&lm->m, fd, fifo, &lp->p) == 0;
-    if (!opened || (lp->p.pidfd >= 0 && lm->m.pidfd < 0)) {
-        /* No fd left for the messenger's copy of the pidfd (it watches the
-         * worker's exit): an OSError like any other shortage. */
-        int e = errno;
-        if (opened) cp_messenger_close(&lm->m);
-        else close(fd);
-        cp_proc_terminate(&lp->p, 0);
-        cp_proc_release(&lp->p);
-        return os_error(L, opened ? "dup" : "fcntl", e);
-    }
-    /* The messenger keeps its process alive (it reports its exit). */
-    lua_pushvalue(L, pi);
-    lua_setiuservalue(L, mi, 1);
-    lua_pushvalue(L, mi);
-    lua_pushvalue(L, pi);
-    return 2;
-}
-
-static int l_cpu_count(lua_State *L)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    lua_pushinteger(L, n > 0 ? n : 1);
-    return 1;
-}
-
-static int l_getpid(lua_State *L)
-{
-    lua_pushinteger(L, getpid());
-    return 1;
-}
-
-/* table_new(narray, nhash): a table with room for that many items, so a
- * list filled out of order (pool results) stays in the array part. */
-static int l_table_new(lua_State *L)
-{
-    lua_Integer na = luaL_optinteger(L, 1, 0), nh = luaL_optinteger(L, 2, 0);
-    luaL_argcheck(L, na >= 0 && na <= (1 << 26), 1, "array size out of range");
-    luaL_argcheck(L, nh >= 0 && nh <= (1 << 26), 2, "hash size out of range");
-    lua_createtable(L, (int)na, (int)nh);
-    return 1;
-}
-
-static int l_isatty(lua_State *L)
-{
-    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
-    return 1;
-}
-
-static int l_terminate_all(lua_State *L)
-{
-    coproc_terminate_all(luaL_optnumber(L, 1, 0.5));
-    return 0;
-}
-
-void coproc_interrupt(void) { cp_loop_interrupt(); }
-
-void coproc_terminate_all(double grace) { cp_proc_terminate_all(grace); }
-
-static const luaL_Reg methods[] = {
-    {"pid", l_pid},
-    {"poll", l_poll},
-    {"wait", l_wait},
-    {"kill", l_kill},
-    {"terminate", l_terminate},
-    {"exitcode", l_exitcode},
-    {"status", l_status},
-    {"ticket", l_ticket},
-    {"set_ticket", l_set_ticket},
-    {"truncate", l_truncate},
-    {NULL, NULL}
-};
-
-static const luaL_Reg meta[] = {
-    {"__gc", l_gc},
-    {"__close", l_gc},
-    {"__tostring", l_tostring},
-    {NULL, NULL}
-};
-
-static pid_t g_atexit_pid;
-
-static void at_exit(void)
-{
-    /* A host that exits (os.exit, end of script) takes its workers along. */
-    if (g_atexit_pid == getpid()) cp_proc_terminate_all(0.5);
 }
 
 void cp_l_process_open(lua_State *L, int t)
 {
-    /* require "coproc": from here on no socket or pidfd may land on 0-2. */
-    cp_proc_keep_stdio();
-    if (g_atexit_pid != getpid()) {
-        g_atexit_pid = getpid();
-        atexit(at_exit);
-    }
-    if (luaL_newmetatable(L, CP_PROCESS_MT)) {
-        luaL_setfuncs(L, meta, 0);
-        luaL_newlib(L, methods);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
-    static const luaL_Reg fns[] = {
-        {"spawn", l_spawn},
-        {"cpu_count", l_cpu_count},
-        {"getpid", l_getpid},
-        {"terminate_all", l_terminate_all},
-        {"isatty", l_isatty},
-        {"table_new", l_table_new},
+    (void)t;
+    static const luaL_Reg methods[] = {
+        {"pid", l_pid},
+        {"poll", l_poll},
+        {"wait", l_wait},
+        {"kill", l_kill},
+        {"terminate", l_terminate},
+        {"exitcode", l_exitcode},
+        {"status", l_status},
+        {"ticket", l_ticket},
+        {"set_ticket", l_set_ticket},
+        {"truncate", l_truncate},
+        {"close", l_close},
         {NULL, NULL}
     };
-    luaL_setfuncs(L, fns, 0);
-    (void)t;
+    static const luaL_Reg meta[] = {
+        {"__gc", l_close},
+        {"__close", l_close},
+        {"__tostring", l_tostring},
+        {NULL, NULL}
+    };
+    cp_l_newclass(L, CP_PROCESS_MT, methods, meta, 0);
 }

@@ -19,10 +19,20 @@ void cp_l_pusherror(lua_State *L, const char *cls, const char *fmt, ...)
     va_end(ap);
 }
 
+/* __tostring of an error raised before coproc.errors gave the factory
+ * (only coproc.core loaded): "Class: message". */
+static int plain_tostring(lua_State *L)
+{
+    lua_getfield(L, 1, "class");
+    lua_getfield(L, 1, "message");
+    lua_pushfstring(L, "%s: %s", luaL_optstring(L, -2, "Error"), luaL_optstring(L, -1, "?"));
+    return 1;
+}
+
 int cp_l_raise(lua_State *L)
 {
     /* Pass the plain table through the factory so it gets its class and
-     * __tostring; a factory failure still raises the plain table. */
+     * __tostring; without one (or if it fails) it still reads well. */
     if (lua_getfield(L, LUA_REGISTRYINDEX, CP_L_ERROR_FACTORY) == LUA_TFUNCTION) {
         lua_pushvalue(L, -2);
         if (lua_pcall(L, 1, 1, 0) == LUA_OK && !lua_isnil(L, -1)) {
@@ -31,6 +41,15 @@ int cp_l_raise(lua_State *L)
         }
     }
     lua_pop(L, 1);
+    if (lua_type(L, -1) == LUA_TTABLE && !lua_getmetatable(L, -1)) {
+        if (luaL_newmetatable(L, "coproc.PlainError")) {
+            lua_pushcfunction(L, plain_tostring);
+            lua_setfield(L, -2, "__tostring");
+        }
+        lua_setmetatable(L, -2);
+    } else if (lua_type(L, -1) == LUA_TTABLE) {
+        lua_pop(L, 1);
+    }
     return lua_error(L);
 }
 
@@ -92,4 +111,24 @@ int cp_l_oserror(lua_State *L, int err, const char *call, const char *fmt, ...)
     lua_pushstring(L, call);
     lua_setfield(L, -2, "call");
     return cp_l_raise(L);
+}
+
+int cp_l_msghandler(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            msg = lua_tostring(L, -1);
+        else
+            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    if (lua_type(L, 1) == LUA_TTABLE && lua_getfield(L, 1, "traceback") == LUA_TSTRING && lua_rawlen(L, -1) > 0) {
+        lua_pushliteral(L, "\nworker traceback:\n");
+        lua_insert(L, -2);
+        lua_concat(L, 3);
+    } else if (lua_type(L, 1) == LUA_TTABLE) {
+        lua_pop(L, 1);
+    }
+    return 1;
 }

@@ -6,12 +6,29 @@
 #include <lua.h>
 #include <lauxlib.h>
 
+/* [-0, +1, m] Build the coproc.core module table (core.c). */
+int  cp_core_open(lua_State *L);
+
 /* Each binding file adds its functions/types to the module table at index t. */
 void cp_l_codec_open(lua_State *L, int t);
 void cp_l_messenger_open(lua_State *L, int t);
 void cp_l_process_open(lua_State *L, int t);
+void cp_l_spawn_open(lua_State *L, int t);
+void cp_l_system_open(lua_State *L, int t);
+void cp_l_clock_open(lua_State *L, int t);
 void cp_l_monitor_open(lua_State *L, int t);
 void cp_l_batch_open(lua_State *L, int t);
+
+/* [-0, +0, m] (core.c) package.preload["coproc.core"] = cp_core_open: a state that
+ * has coproc built in (coproc-lua, a fresh worker) never loads a second
+ * copy from coproc/core.so. */
+void cp_l_preload_core(lua_State *L);
+
+/* Message handler for lua_pcall: the error (a string, or an object with
+ * __tostring such as coproc's errors) plus a traceback; an error that came
+ * from another process (a field traceback, as WorkerError has) gets that
+ * traceback too, under "worker traceback:". */
+int  cp_l_msghandler(lua_State *L);
 
 /* [-0, +0, m] The one way a Lua-visible type is made (liolib's createmeta):
  * metatable tname (so argument errors name it), the metamethods in meta set

@@ -8,7 +8,5 @@
 /* Each adds its constructor to the core.monitor table at index t. */
 void cp_l_proctrack_open(lua_State *L, int t); /* proctrack(): coproc.ProcTrack */
 void cp_l_command_open(lua_State *L, int t);   /* spawn(): coproc.Command */
-/* core.now, core.time, core.cputime, into the coproc.core table at t. */
-void cp_l_clock_open(lua_State *L, int t);
 
 #endif

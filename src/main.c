@@ -8,6 +8,7 @@
 #include <lualib.h>
 
 #include "coproc_core.h"
+#include "lcore.h"
 #include "proc.h"
 
 #include <limits.h>
@@ -16,11 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-/* Weak: the interpreter still links (and works, minus worker cleanup) if the
- * bindings do not provide them. */
-#pragma weak coproc_interrupt
-#pragma weak coproc_terminate_all
 
 #ifndef CP_VERSION
 #define CP_VERSION "?"
@@ -34,21 +30,15 @@ static lua_State *sig_L;                    /* state the SIGINT hook goes into *
 static int last_error_interrupted;          /* last reported error was a Ctrl-C */
 static int exit_code = EXIT_SUCCESS;        /* set by -m */
 
-/* ---------------------------------------------------------------- workers */
-
-static void terminate_workers(void)
-{
-    if (coproc_terminate_all) coproc_terminate_all(TERMINATE_GRACE);
-}
-
 /* ---------------------------------------------------------------- Ctrl-C */
 
-/* Hook set by the signal handler: raises at the next safe point in Lua. */
+/* Hook set by the signal handler: raises coproc.Interrupted at the next
+ * safe point in Lua. */
 static void interrupt_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
     lua_sethook(L, NULL, 0, 0);
-    luaL_error(L, "interrupted!");
+    cp_l_error(L, "Interrupted", "interrupted!");
 }
 
 /* Installed with SA_RESETHAND, so a second Ctrl-C kills the process. Setting
@@ -58,7 +48,7 @@ static void on_sigint(int sig)
 {
     (void)sig;
     if (sig_L) lua_sethook(sig_L, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
-    if (coproc_interrupt) coproc_interrupt();
+    coproc_interrupt();
 }
 
 static void catch_sigint(struct sigaction *old)
@@ -92,20 +82,29 @@ static int report(lua_State *L, int status)
     return status;
 }
 
-/* Message handler: turns the error into a string plus traceback. Unlike
- * lua.c, error objects with __tostring (coproc's errors) get a traceback too. */
+/* Is the error at i a Ctrl-C: coproc.Interrupted (from the hook above or
+ * from a coproc wait), or lua.c's plain "interrupted!" string? */
+static int is_interrupted(lua_State *L, int i)
+{
+    int yes = 0;
+    if (lua_type(L, i) == LUA_TSTRING) {
+        yes = strcmp(lua_tostring(L, i), "interrupted!") == 0;
+    } else if (lua_type(L, i) == LUA_TTABLE) {
+        int t = lua_getfield(L, i, "class");
+        if (t == LUA_TTABLE) { lua_getfield(L, -1, "name"); lua_remove(L, -2); }
+        yes = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "Interrupted") == 0;
+        lua_pop(L, 1);
+    }
+    return yes;
+}
+
+/* Message handler: the error and a traceback (cp_l_msghandler: unlike
+ * lua.c, error objects with __tostring, coproc's errors, get one too, and a
+ * WorkerError the worker's own). Notes a Ctrl-C for main's exit status. */
 static int msghandler(lua_State *L)
 {
-    const char *msg = lua_tostring(L, 1);
-    if (msg == NULL) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-            msg = lua_tostring(L, -1);
-        else
-            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-    }
-    last_error_interrupted = strstr(msg, "interrupted!") != NULL;
-    luaL_traceback(L, L, msg, 1);
-    return 1;
+    last_error_interrupted = is_interrupted(L, 1);
+    return cp_l_msghandler(L);
 }
 
 /* Calls the function below its narg arguments with the traceback handler,
@@ -493,16 +492,6 @@ static void do_repl(lua_State *L)
 
 /* ---------------------------------------------------------------- setup */
 
-/* coproc.core comes from this executable: `require "coproc.core"` must never
- * load a second copy from coproc/core.so. */
-static void preload_core(lua_State *L)
-{
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-    lua_pushcfunction(L, luaopen_coproc_core);
-    lua_setfield(L, -2, "coproc.core");
-    lua_pop(L, 1);
-}
-
 /* The build tree's executable uses the source tree's lua/, an installed one
  * the installed modules. */
 static const char *coproc_lua_dir(void)
@@ -567,7 +556,7 @@ static int pmain(lua_State *L)
         lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
     }
     luaL_openlibs(L);
-    preload_core(L);
+    cp_l_preload_core(L); /* coproc.core from this executable, never a second copy */
     prepend_path(L);
     create_arg_table(L, argc, argv, o.script);
     lua_gc(L, LUA_GCRESTART);
@@ -608,7 +597,6 @@ int main(int argc, char **argv)
         l_message(progname, "cannot create state: not enough memory");
         return EXIT_FAILURE;
     }
-    atexit(terminate_workers); /* os.exit and every other exit() path */
     lua_gc(L, LUA_GCSTOP);     /* no collection while building the state */
     lua_pushcfunction(L, pmain);
     lua_pushinteger(L, argc);
@@ -618,11 +606,11 @@ int main(int argc, char **argv)
     report(L, status);
     if (!ok && last_error_interrupted) {
         /* Kill all workers at once instead of each __gc asking politely. */
-        if (coproc_terminate_all) coproc_terminate_all(TERMINATE_GRACE);
+        coproc_terminate_all(TERMINATE_GRACE);
         lua_close(L);
         return EXIT_INTERRUPTED;
     }
     lua_close(L);
-    terminate_workers(); /* workers whose handles were never collected */
+    coproc_terminate_all(TERMINATE_GRACE); /* workers whose handles were never collected */
     return ok ? exit_code : EXIT_FAILURE;
 }

@@ -63,6 +63,7 @@ M.define "WorkerIsAlreadyAliveError"
 M.define "WorkerIsAlreadyDeadError"
 M.define "WorkerIsDeadError"
 M.define "Cancelled"
+M.define "Interrupted"  -- Ctrl-C (SIGINT) stopped a wait or the script
 M.define "OSError"      -- a system call failed: errno, call, message (and path when a file)
 M.define "MonitorError" -- coproc.monitor could not do what was asked (see docs/monitor.md)
 

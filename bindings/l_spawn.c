@@ -1,0 +1,229 @@
+/* l_spawn.c: core.spawn, which forks a worker and runs its Lua side.
+ *
+ *   core.spawn(target, kwargs, {method = "fresh"|"inherit", fifo = bool,
+ *              status = bool}) -> messenger, process
+ *
+ * "fresh": target and kwargs are encoded here, before the fork (so an
+ * EncodeError is raised in the host and no process is made); the child makes
+ * a new lua_State and decodes them. "inherit": the child runs target in its
+ * copy of this state. Either way the child never returns into the host's Lua
+ * frames: it ends with _exit. Its connection is the fd cp_proc_spawn hands
+ * it (whatever number the socketpair got, never a fixed one). status asks
+ * for the page a pool worker shares with its host (lbatch.h). A system call
+ * that fails on the way raises OSError {errno =, call =}. */
+#include "lcore.h"
+#include "lmessenger.h"
+#include "lprocess.h"
+#include "codec.h"
+#include "loop.h"
+#include "proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lualib.h>
+
+/* ---- the child's side ---- */
+
+static void reseed(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_getglobal(L, "math");
+    lua_getfield(L, -1, "randomseed");
+    lua_pushinteger(L, (lua_Integer)getpid() * 1000003 ^ (lua_Integer)ts.tv_nsec);
+    lua_pushinteger(L, (lua_Integer)ts.tv_sec);
+    lua_pcall(L, 2, 0, 0);
+    lua_pop(L, 1);
+}
+
+/* Run require("coproc.worker")[fn](messenger, ...) with nargs arguments
+ * already pushed after the messenger; returns the exit code. */
+static int run_worker(lua_State *L, const char *fn, int nargs)
+{
+    int base = lua_gettop(L) - nargs - 1; /* messenger is at base + 1 */
+    lua_pushcfunction(L, cp_l_msghandler);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "coproc.worker");
+    int code = 70;
+    if (lua_pcall(L, 1, 1, base + nargs + 2) != LUA_OK) {
+        fprintf(stderr, "coproc worker %d: cannot load coproc.worker: %s\n", (int)getpid(), lua_tostring(L, -1));
+        return code;
+    }
+    lua_getfield(L, -1, fn);
+    for (int i = 1; i <= nargs + 1; i++) lua_pushvalue(L, base + i);
+    if (lua_pcall(L, nargs + 1, 1, base + nargs + 2) != LUA_OK) {
+        fprintf(stderr, "coproc worker %d: %s\n", (int)getpid(), lua_tostring(L, -1));
+        return code;
+    }
+    code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : 0;
+    return code;
+}
+
+static _Noreturn void child_main(lua_State *L, int fd, int fresh, int fifo, const char *payload, size_t plen,
+                                 const char *path, const char *cpath, cp_status *status)
+{
+    cp_messenger_forget_all();
+    cp_proc_forget_all();
+    cp_proc_keep_stdio(); /* an inherited messenger may have sat on 0-2 */
+    cp_l_batch_set_slot(status);
+    int code;
+    if (fresh) {
+        lua_State *W = luaL_newstate();
+        if (!W) _exit(71);
+        luaL_openlibs(W);
+        cp_l_preload_core(W);
+        lua_getglobal(W, "package");
+        lua_pushstring(W, path);
+        lua_setfield(W, -2, "path");
+        lua_pushstring(W, cpath);
+        lua_setfield(W, -2, "cpath");
+        lua_pop(W, 1);
+        reseed(W);
+        luaL_requiref(W, "coproc.core", cp_core_open, 0); /* registers the metatables */
+        lua_pop(W, 1);
+        l_messenger *lm = cp_l_messenger_push(W);
+        if (cp_messenger_open(&lm->m, fd, fifo, NULL)) _exit(72);
+        lua_pushlstring(W, payload, plen);
+        code = run_worker(W, "main_fresh", 1);
+        cp_l_messenger_drain(lm, 10.0);
+        /* W is not closed: __gc work of a half-finished worker must not run. */
+    } else {
+        reseed(L);
+        l_messenger *lm = cp_l_messenger_push(L);
+        if (cp_messenger_open(&lm->m, fd, fifo, NULL)) _exit(72);
+        lua_pushvalue(L, 1);
+        lua_pushvalue(L, 2);
+        code = run_worker(L, "run", 2);
+        cp_l_messenger_drain(lm, 10.0);
+    }
+    fflush(NULL);
+    _exit(code & 0xff);
+}
+
+/* Raise OSError{errno = e, call = call}: a system call failed while
+ * starting a worker (fds or processes used up). */
+static int os_error(lua_State *L, const char *call, int e)
+{
+    if (!call) call = "?";
+    cp_l_pusherror(L, "OSError", "cannot start a worker: %s: %s", call, strerror(e));
+    lua_pushinteger(L, e);
+    lua_setfield(L, -2, "errno");
+    lua_pushstring(L, call);
+    lua_setfield(L, -2, "call");
+    return cp_l_raise(L);
+}
+
+/* True when n more fds can be opened now. */
+static int fds_left(int n)
+{
+    int fds[4], k = 0;
+    while (k < n && k < 4 && (fds[k] = fcntl(0, F_DUPFD_CLOEXEC, 3)) >= 0) k++;
+    int e = errno;
+    for (int i = 0; i < k; i++) close(fds[i]);
+    errno = e;
+    return k == n;
+}
+
+static int l_spawn(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lua_settop(L, 3);
+    int fresh = 1, fifo = 0, want_status = 0;
+    if (lua_istable(L, 3)) {
+        lua_getfield(L, 3, "status");
+        want_status = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        lua_getfield(L, 3, "method");
+        const char *method = luaL_optstring(L, -1, "fresh");
+        if (strcmp(method, "inherit") == 0) fresh = 0;
+        else if (strcmp(method, "fresh") != 0)
+            return luaL_error(L, "unknown start method '%s' (expected 'fresh' or 'inherit')", method);
+        lua_getfield(L, 3, "fifo");
+        fifo = lua_toboolean(L, -1);
+        lua_pop(L, 2);
+    }
+    /* Everything that can fail or allocate happens before the fork. */
+    cp_buf payload = CP_BUF_INIT;
+    const char *path = "", *cpath = "";
+    if (fresh) {
+        lua_createtable(L, 2, 0);
+        lua_pushvalue(L, 1);
+        lua_rawseti(L, -2, 1);
+        lua_pushvalue(L, 2);
+        lua_rawseti(L, -2, 2);
+        char err[CP_CODEC_ERRLEN];
+        if (cp_codec_encode(L, lua_gettop(L), &payload, err, sizeof err)) {
+            cp_buf_free(&payload);
+            return cp_l_error(L, "EncodeError", "cannot send the worker to a fresh process: %s", err);
+        }
+        lua_pop(L, 1);
+        lua_getglobal(L, "package");
+        if (lua_istable(L, -1)) {
+            lua_getfield(L, -1, "path");
+            if (lua_isstring(L, -1)) path = lua_tostring(L, -1);
+            lua_getfield(L, -2, "cpath");
+            if (lua_isstring(L, -1)) cpath = lua_tostring(L, -1);
+        }
+        /* path/cpath stay anchored on the stack until we return. */
+    }
+    /* The loop is made on first use, taking two fds (epoll, eventfd), and
+     * libev aborts when it cannot get them: make it now, if there is room. */
+    if (!fds_left(2)) {
+        int e = errno;
+        cp_buf_free(&payload);
+        return os_error(L, "dup", e);
+    }
+    cp_loop();
+    l_messenger *lm = cp_l_messenger_push(L);
+    int mi = lua_gettop(L);
+    l_process *lp = cp_l_process_push(L);
+    int pi = lua_gettop(L);
+    if (want_status && cp_l_process_add_status(lp)) {
+        int e = errno;
+        cp_buf_free(&payload);
+        return os_error(L, "mmap", e);
+    }
+
+    int fd = -1;
+    pid_t pid = cp_proc_spawn(&lp->p, &fd, fresh);
+    if (pid < 0) {
+        int e = errno;
+        cp_buf_free(&payload);
+        return os_error(L, lp->p.failed_call, e);
+    }
+    if (pid == 0) child_main(L, fd, fresh, fifo, payload.data ? cp_buf_head(&payload) : "", cp_buf_size(&payload), path, cpath,
+                             lp->status);
+    cp_buf_free(&payload);
+    lp->started = 1;
+    int opened = cp_messenger_open(&lm->m, fd, fifo, &lp->p) == 0;
+    if (!opened || (lp->p.pidfd >= 0 && lm->m.pidfd < 0)) {
+        /* No fd left for the messenger's copy of the pidfd (it watches the
+         * worker's exit): an OSError like any other shortage. */
+        int e = errno;
+        if (opened) cp_messenger_close(&lm->m);
+        else close(fd);
+        cp_proc_terminate(&lp->p, 0);
+        cp_proc_release(&lp->p);
+        return os_error(L, opened ? "dup" : "fcntl", e);
+    }
+    /* The messenger keeps its process alive (it reports its exit). */
+    lua_pushvalue(L, pi);
+    lua_setiuservalue(L, mi, 1);
+    lua_pushvalue(L, mi);
+    lua_pushvalue(L, pi);
+    return 2;
+}
+
+
+void cp_l_spawn_open(lua_State *L, int t)
+{
+    t = lua_absindex(L, t);
+    lua_pushcfunction(L, l_spawn);
+    lua_setfield(L, t, "spawn");
+}
