@@ -149,6 +149,7 @@ int cp_proc_wait(cp_proc *p, double timeout)
 {
     if (cp_proc_poll(p)) return 1;
     double deadline = timeout >= 0 ? cp_now() + timeout : 0;
+    cp_loop_mark();
     for (;;) {
         int ms = -1;
         if (timeout >= 0) {
@@ -164,6 +165,7 @@ int cp_proc_wait(cp_proc *p, double timeout)
             /* No pidfd: a short sleep between polls is the best there is. */
             struct timespec ts = {0, 2000000};
             nanosleep(&ts, NULL);
+            if (cp_loop_take_interrupt()) { cp_loop_interrupt(); return cp_proc_poll(p); }
         }
         if (cp_proc_poll(p)) return 1;
     }

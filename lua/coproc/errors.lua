@@ -63,6 +63,7 @@ M.define "WorkerIsAlreadyAliveError"
 M.define "WorkerIsAlreadyDeadError"
 M.define "WorkerIsDeadError"
 M.define "Cancelled"
+M.define "QueueFull"
 
 M.ErrorMeta = Error
 
