@@ -274,7 +274,10 @@ int cp_messenger_drain(cp_messenger *m, double timeout)
 
 /* ---- the bound on queued bytes ---- */
 
-static inline size_t msg_bytes(const cp_msg *msg) { return msg->len + CP_MSG_OVERHEAD; }
+/* What a queued message costs: its footprint and overhead. A message read
+ * as a large frame keeps the whole frame's block, a few bytes more than its
+ * payload, which the overhead covers. */
+static inline size_t msg_bytes(const cp_msg *msg) { return cp_msg_footprint(msg->len) + CP_MSG_OVERHEAD; }
 
 /* Stop reading the socket: the peer's sends feel it. */
 static void hold(cp_messenger *m)
@@ -282,12 +285,18 @@ static void hold(cp_messenger *m)
     if (ev_is_active(&m->rw)) ev_io_stop(cp_loop(), &m->rw);
 }
 
-/* After something was taken out of the queues: read again if the queue is
- * back within its bound. */
+static void parse_frames(cp_messenger *m);
+
+/* After something was taken out of the queues: once the queue is back
+ * within its bound, queue the frames already read, then read again. */
 static void maybe_resume(cp_messenger *m)
 {
     if (m->state != CP_M_OPEN || cp_messenger_held(m) || ev_is_active(&m->rw)) return;
     if (m->owner != cp_self_pid()) return;
+    if (cp_buf_size(&m->in) && !m->big) {
+        parse_frames(m);
+        if (m->state != CP_M_OPEN || cp_messenger_held(m)) return;
+    }
     ev_io_start(cp_loop(), &m->rw);
     /* A peer that died while we held back: take the rest now, then end. */
     if (m->peer_exited) cp_messenger_pump(m);
@@ -342,10 +351,14 @@ static void frame_error(cp_messenger *m, const char *err)
     m->in.start = m->in.len = 0;
 }
 
-/* Queue every whole frame at the head of m->in. */
+/* Queue every whole frame at the head of m->in, stopping when the queue
+ * goes over its bound (the rest waits in m->in: a read chunk of small
+ * frames would otherwise overshoot the bound many times over, since a
+ * queued message costs far more than its bytes on the wire). */
 static void parse_frames(cp_messenger *m)
 {
     for (;;) {
+        if (cp_messenger_held(m)) { hold(m); return; }
         cp_frame f;
         const char *err = NULL;
         int rc = cp_frame_parse(cp_buf_head(&m->in), cp_buf_size(&m->in), m->max_frame, &f, &err);
@@ -470,9 +483,9 @@ void cp_messenger_pump(cp_messenger *m)
     }
     return;
 drained:
-    /* The peer is dead and everything it wrote is in: the connection is
-     * over, even if a grandchild still holds the socket open. */
-    if (m->peer_exited) set_down(m, CP_M_EOF);
+    /* The peer is dead and everything it wrote is in (and queued): the
+     * connection is over, even if a grandchild still holds the socket. */
+    if (m->peer_exited && !cp_messenger_held(m)) set_down(m, CP_M_EOF);
 }
 
 static void on_readable(struct ev_loop *loop, ev_io *w, int revents)

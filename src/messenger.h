@@ -34,9 +34,9 @@
 #define CP_HIGH_WATER (8u << 20) /* a send waits while more is pending */
 #define CP_MAX_QUEUED_DEFAULT (64u << 20) /* bytes queued for reading */
 #define CP_BIG_STEP (1u << 20)   /* first buffer of a large frame */
-/* What one queued message costs besides its payload: the cp_msg header,
- * malloc's rounding and bookkeeping, and its slot in the queue. */
-#define CP_MSG_OVERHEAD (sizeof(cp_msg) + 32)
+/* What one queued message costs besides its footprint (cp_msg_footprint):
+ * malloc's bookkeeping and its slot in the queue, which may double. */
+#define CP_MSG_OVERHEAD 32u
 
 enum cp_mstate {
     CP_M_CLOSED = 0, /* never opened, or closed: fd is -1 */
@@ -63,7 +63,7 @@ typedef struct cp_messenger {
     int         write_errno;  /* errno of a failed write, else 0 */
     size_t      max_frame;
     size_t      max_queued;   /* reading stops while queued_bytes exceeds it (SIZE_MAX: never) */
-    size_t      queued_bytes; /* payloads + CP_MSG_OVERHEAD of every queued message */
+    size_t      queued_bytes; /* footprint + CP_MSG_OVERHEAD of every queued message */
     double      send_timeout; /* longest wait for room in a send, < 0: no limit */
     cp_buf      in, out;
     char       *big;          /* a large frame being read straight into its own block */
