@@ -160,7 +160,8 @@ cp_msg *cp_messenger_pop_special(cp_messenger *m);
 /* Nothing more will arrive (EOF, broken or closed) and nothing is queued
  * for channel c (c may be NULL). */
 int  cp_messenger_exhausted(const cp_messenger *m, const cp_chan *c);
-/* Something to report on channel c: a message, a special, or end of input. */
+/* Something to report on channel c: a message, a special, end of input, or
+ * reading held back (a wait for c could not end before the queues are read). */
 int  cp_messenger_ready(const cp_messenger *m, const cp_chan *c);
 /* Same for any channel. */
 int  cp_messenger_ready_any(const cp_messenger *m);

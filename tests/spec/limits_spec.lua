@@ -34,6 +34,10 @@ end
 
 local function mib(n) return ("%.1f MiB"):format(n / 2^20) end
 
+-- AddressSanitizer keeps freed memory in quarantine: the resident size then
+-- says nothing about what is live, so RSS checks are left to the other builds.
+local RSS_MEANS_LIVE = os.getenv("ASAN_OPTIONS") == nil
+
 local function signal(pid, sig) assert(os.execute(("kill -%s %d"):format(sig, pid))) end
 -- For finally: the process may be gone by then.
 local function resume(pid) os.execute(("kill -CONT %d 2>/dev/null"):format(pid)) end
@@ -173,7 +177,7 @@ describe("large frames", function()
     assert.is_false(m:available())          -- reads the 14 bytes: a frame begun
     local size1, rss1 = statm()
     assert.is_true(size1 - size0 < (4 << 20), "virtual size grew by " .. mib(size1 - size0))
-    assert.is_true(rss1 - rss0 < (4 << 20), "resident size grew by " .. mib(rss1 - rss0))
+    if RSS_MEANS_LIVE then assert.is_true(rss1 - rss0 < (4 << 20), "resident size grew by " .. mib(rss1 - rss0)) end
     assert.is_true(m:is_connected())
   end)
 
@@ -257,7 +261,7 @@ describe("the bound on queued bytes", function()
     end
     assert.equal("done", m:receive_blocking("ctl", 60))
     assert.is_true(most < limit + (1 << 20), most)
-    assert.is_true(peak - rss0 < (8 << 20), "host grew by " .. mib(peak - rss0))
+    if RSS_MEANS_LIVE then assert.is_true(peak - rss0 < (8 << 20), "host grew by " .. mib(peak - rss0)) end
   end)
 
   it("still takes in a single frame larger than the bound", function()
