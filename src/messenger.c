@@ -617,7 +617,10 @@ int cp_messenger_peer_exited(cp_messenger *m)
     if (cp_proc_poll(p)) return 1;
     if (m->exit_waited) return 0;
     m->exit_waited = 1;
+    /* Exiting: the kernel is past closing its files and about to make it a
+     * zombie, so this ends at once unless the machine is overloaded. Not
+     * (yet): it closed its end itself, maybe on its way out (os.exit with
+     * close = true runs finalisers first), which a short grace covers. */
     int exiting = proc_exiting(p->pid);
-    if (exiting == 0) return 0;
     return cp_proc_wait(p, exiting > 0 ? 2.0 : 0.05);
 }

@@ -147,9 +147,9 @@ const cp_chan *cp_messenger_fullest(const cp_messenger *m);
 /* Host side, once the connection is down: has the worker exited? Reaps it
  * and returns 1 if so. A worker that dies closes its socket a moment before
  * it can be reaped: when /proc says the process is exiting, wait for that
- * (at most 2 s); when it does not (the worker closed its end and runs on),
- * return 0 at once; when /proc cannot tell, wait at most 50 ms. Only the
- * first call on a connection waits; later ones just look. */
+ * (at most 2 s); otherwise (the worker closed its end and runs on, or /proc
+ * cannot tell) wait at most 50 ms. Only the first call on a connection
+ * waits; later ones just look. */
 int  cp_messenger_peer_exited(cp_messenger *m);
 
 /* Pop the next message of channel c (NULL when none); counts replies. */

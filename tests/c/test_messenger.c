@@ -108,8 +108,8 @@ static void test_large_both_ways(void)
     send_bin(&a, INFINITY, 0, n, 'A');
     send_bin(&b, INFINITY, 0, n, 'B');
     cp_chan *ca = nil_chan(&a), *cb = nil_chan(&b);
-    CHECK(cp_messenger_wait(&a, ca, 0, 30.0) == 1);
-    CHECK(cp_messenger_wait(&b, cb, 0, 30.0) == 1);
+    CHECK(cp_messenger_wait(&a, ca, 0, 120.0) == 1);
+    CHECK(cp_messenger_wait(&b, cb, 0, 120.0) == 1);
     cp_msg *ma = cp_messenger_pop(&a, ca), *mb = cp_messenger_pop(&b, cb);
     CHECK(ma && ma->len == n + 5 && ma->data[5] == 'B' && ma->data[n + 4] == 'B');
     CHECK(mb && mb->len == n + 5 && mb->data[5] == 'A' && mb->data[n + 4] == 'A');
