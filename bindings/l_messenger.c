@@ -843,13 +843,14 @@ static const luaL_Reg meta[] = {
  *
  * A hook that lua.c set just before the wait began (Ctrl-C between the last
  * Lua instruction and the mark) has its exact signature, all four masks with
- * count 1: that counts as a pending interrupt too. A signal that lands
- * between a wake-up's check and the next epoll_wait is seen only at the next
- * wake-up; that window is a few instructions wide. */
+ * count 1: that counts as a pending interrupt too, once (a tracer that uses
+ * the same masks costs one spurious "interrupted!", not one per wait). A
+ * signal that lands between a wake-up's check and the next epoll_wait is
+ * seen only at the next wake-up; that window is a few instructions wide. */
 #define LUA_C_STOP_MASK (LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT)
 
 static lua_State *g_main;  /* main thread of the state that loaded us; NULL once closed */
-static lua_Hook g_seen_hook;
+static lua_Hook g_seen_hook, g_reported_hook;
 static int g_seen_mask, g_seen_count;
 
 static void hook_mark(void)
@@ -858,6 +859,7 @@ static void hook_mark(void)
     g_seen_hook = lua_gethook(g_main);
     g_seen_mask = lua_gethookmask(g_main);
     g_seen_count = lua_gethookcount(g_main);
+    if (g_seen_hook != g_reported_hook) g_reported_hook = NULL; /* that one is gone */
 }
 
 static int hook_changed(void)
@@ -867,7 +869,11 @@ static int hook_changed(void)
     if (h == NULL) return 0;
     int mask = lua_gethookmask(g_main), count = lua_gethookcount(g_main);
     if (h != g_seen_hook || mask != g_seen_mask || count != g_seen_count) return 1;
-    return mask == LUA_C_STOP_MASK && count == 1;
+    if (mask == LUA_C_STOP_MASK && count == 1 && h != g_reported_hook) {
+        g_reported_hook = h;
+        return 1;
+    }
+    return 0;
 }
 
 static const char MAIN_SENTINEL = 'm'; /* registry[&MAIN_SENTINEL]: clears g_main at lua_close */
