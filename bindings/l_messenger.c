@@ -2,7 +2,7 @@
  *
  * Misuse (bad argument types) raises Lua argument errors; runtime failures
  * raise coproc error objects (Timeout, WorkerDied, WorkerError, EncodeError,
- * ProtocolError, ResourceRequestedClose). */
+ * ProtocolError, ResourceRequestedClose, QueueFull). */
 #include "lcore.h"
 #include "lmessenger.h"
 #include "codec.h"
@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <poll.h>
@@ -58,7 +60,7 @@ static cp_messenger *check_usable(lua_State *L, int i)
 
 void cp_l_messenger_drain(l_messenger *lm, double timeout)
 {
-    if (lm->m.state == CP_M_OPEN) cp_messenger_flush(&lm->m, timeout);
+    if (lm->m.state == CP_M_OPEN) cp_messenger_drain(&lm->m, timeout);
 }
 
 static int l_close(lua_State *L)
@@ -122,14 +124,16 @@ static cp_chan *get_chan(lua_State *L, cp_messenger *m, int i, int create)
     return c;
 }
 
-/* Explicit priority, else data.priority for a table payload, else +inf. */
+/* Explicit priority, else data.priority for a table payload, else +inf.
+ * A raw get: sending runs none of the value's metamethods (a "strict"
+ * class whose __index raises can be sent; a proxy's __index is not asked). */
 static double get_priority(lua_State *L, int data, int i)
 {
     double p = INFINITY;
     if (!lua_isnoneornil(L, i)) p = luaL_checknumber(L, i);
     else if (lua_type(L, data) == LUA_TTABLE) {
         lua_pushvalue(L, lua_upvalueindex(2)); /* "priority", interned once */
-        lua_gettable(L, data);
+        lua_rawget(L, data);
         if (lua_type(L, -1) == LUA_TNUMBER) p = lua_tonumber(L, -1);
         lua_pop(L, 1);
     }
@@ -170,11 +174,11 @@ static int raise_down(lua_State *L, cp_messenger *m)
         return cp_l_raise(L);
     }
     cp_proc *p = m->peer;
-    int exited = cp_proc_wait(p, 2.0);
+    int exited = cp_messenger_peer_exited(m);
     int code = cp_proc_exitcode(p);
     int unanswered = sum_remaining(m);
     if (!exited)
-        cp_l_pusherror(L, "WorkerDied", "worker %d closed its connection (%d request(s) unanswered)", (int)p->pid, unanswered);
+        cp_l_pusherror(L, "WorkerDied", "worker %d closed its connection (still running; %d request(s) unanswered)", (int)p->pid, unanswered);
     else if (code < 0)
         cp_l_pusherror(L, "WorkerDied", "worker %d was killed by signal %d (%d request(s) unanswered)", (int)p->pid, -code, unanswered);
     else
@@ -185,6 +189,80 @@ static int raise_down(lua_State *L, cp_messenger *m)
     if (exited && code < 0) { lua_pushinteger(L, -code); lua_setfield(L, -2, "signal"); }
     lua_pushinteger(L, unanswered);
     lua_setfield(L, -2, "unanswered");
+    return cp_l_raise(L);
+}
+
+/* [-0, +2, m] Push the value of a channel from its key bytes (nil, a
+ * boolean, an integer in any msgpack int form, or a str; see frame.c), then
+ * how messages name it: "channel 'log'", "channel 7", "the default channel". */
+static void push_channel(lua_State *L, const char *key, size_t len)
+{
+    const unsigned char *k = (const unsigned char *)key;
+    unsigned c = len ? k[0] : 0xc0;
+    if (c == 0xc0) { lua_pushnil(L); lua_pushliteral(L, "the default channel"); return; }
+    if (c == 0xc2 || c == 0xc3) lua_pushboolean(L, c == 0xc3);
+    else if (c <= 0x7f) lua_pushinteger(L, c);
+    else if (c >= 0xe0) lua_pushinteger(L, (int8_t)c);
+    else if ((c >= 0xa0 && c <= 0xbf) || c == 0xd9) {
+        size_t skip = c == 0xd9 ? 2 : 1;
+        lua_pushlstring(L, key + skip, len > skip ? len - skip : 0);
+        lua_pushfstring(L, "channel '%s'", lua_tostring(L, -1));
+        return;
+    } else {
+        /* uint8..64 (cc..cf), int8..64 (d0..d3): big-endian after the tag */
+        uint64_t u = 0;
+        for (size_t i = 1; i < len; i++) u = u << 8 | k[i];
+        int nbytes = (int)len - 1;
+        lua_Integer v = (lua_Integer)u;
+        if (c >= 0xd0 && nbytes < 8 && nbytes > 0 && (u >> (8 * nbytes - 1)) & 1)
+            v = (lua_Integer)(u | ~(uint64_t)0 << (8 * nbytes)); /* sign-extend */
+        lua_pushinteger(L, v);
+    }
+    lua_pushfstring(L, "channel %s", luaL_tolstring(L, -1, NULL));
+    lua_remove(L, -2); /* the tolstring copy */
+}
+
+static void format_mib(char *out, size_t n, size_t bytes)
+{
+    if (bytes >= (1u << 20) && bytes % (1u << 20) == 0) snprintf(out, n, "%zu MiB", bytes >> 20);
+    else if (bytes >= (1u << 20)) snprintf(out, n, "%.1f MiB", (double)bytes / (1u << 20));
+    else snprintf(out, n, "%zu bytes", bytes);
+}
+
+/* Raise QueueFull: reading is held back because the queues are over their
+ * bound, and what the caller waits for (a message of channel want, or with
+ * want NULL the peer reading what we sent: doing says which) cannot come
+ * until queued messages are read. Fields: channel, messages, bytes, limit. */
+static int raise_held(lua_State *L, cp_messenger *m, const cp_chan *want, const char *doing)
+{
+    luaL_checkstack(L, 10, NULL);
+    const cp_chan *c = cp_messenger_fullest(m);
+    size_t bytes = c ? c->bytes : m->queued_bytes;
+    lua_Integer count = (lua_Integer)(c ? c->q.n : m->queued);
+    char held[32], limit[32];
+    format_mib(held, sizeof held, bytes);
+    format_mib(limit, sizeof limit, m->max_queued);
+    if (c) push_channel(L, c->key, c->keylen);
+    else { lua_pushnil(L); lua_pushliteral(L, "the queues"); }
+    int name = lua_gettop(L);
+    if (want) {
+        push_channel(L, want->key, want->keylen);
+        lua_pushfstring(L, "cannot receive on %s", lua_tostring(L, -1));
+    } else {
+        lua_pushfstring(L, "cannot %s while the peer is not reading", doing);
+    }
+    cp_l_pusherror(L, "QueueFull",
+        "%s: %s holds %I unread messages (%s), over the messenger's limit of %s: "
+        "read it or raise the limit with set_max_queued",
+        lua_tostring(L, -1), lua_tostring(L, name), count, held, limit);
+    lua_pushvalue(L, name - 1);
+    lua_setfield(L, -2, "channel");
+    lua_pushinteger(L, count);
+    lua_setfield(L, -2, "messages");
+    lua_pushinteger(L, (lua_Integer)bytes);
+    lua_setfield(L, -2, "bytes");
+    lua_pushinteger(L, (lua_Integer)m->max_queued);
+    lua_setfield(L, -2, "limit");
     return cp_l_raise(L);
 }
 
@@ -258,7 +336,14 @@ static int try_receive_raw(lua_State *L, cp_messenger *m, cp_chan *c)
 
 static void raise_wait(lua_State *L, int rc)
 {
-    if (rc == -1) luaL_error(L, "interrupted!");
+    if (rc == -1) cp_l_error(L, "Interrupted", "interrupted!");
+}
+
+/* Nothing for channel c is queued and reading is held back: waiting could
+ * only end if we read past the bound. */
+static void check_held(lua_State *L, cp_messenger *m, const cp_chan *c)
+{
+    if (cp_messenger_held(m) && !(c && c->q.n) && !m->special.n) raise_held(L, m, c, NULL);
 }
 
 /* ---- sending ---- */
@@ -288,10 +373,34 @@ static void arm_flush_hook(lua_State *L, cp_messenger *m)
 /* A slice to send as one array: head[1..#head], list[lo..hi]. */
 typedef struct slice { int list; lua_Integer lo, hi; } slice;
 
+/* Before a frame is appended: wait for room (at most the send timeout), so
+ * that a send that fails has queued nothing. */
+static void need_room(lua_State *L, cp_messenger *m)
+{
+    if (cp_buf_size(&m->out) <= CP_HIGH_WATER) return; /* the common case, inline */
+    int rc = cp_messenger_room(m, m->send_timeout);
+    if (rc == 1) return;
+    if (rc == CP_WAIT_DOWN) raise_down(L, m);
+    if (rc == CP_WAIT_HELD) raise_held(L, m, NULL, "send");
+    raise_wait(L, rc);
+    char t[32];
+    snprintf(t, sizeof t, "%g", m->send_timeout);
+    lua_Integer unsent = (lua_Integer)cp_messenger_unsent(m);
+    cp_l_pusherror(L, "Timeout", "send timed out after %s s: %I bytes still unsent, the peer is not reading", t, unsent);
+    lua_pushinteger(L, unsent);
+    lua_setfield(L, -2, "unsent");
+    lua_pushnumber(L, m->send_timeout);
+    lua_setfield(L, -2, "timeout");
+    cp_l_raise(L);
+}
+
+/* wait_room: 0 for CLOSE and ERROR frames, which are small and must never
+ * block (terminate, __close and __gc send them). */
 static void send_frame(lua_State *L, cp_messenger *m, int kind, int data, const slice *sl,
-                       cp_chan *c, const chankey *k, double prio, unsigned flags)
+                       cp_chan *c, const chankey *k, double prio, unsigned flags, int wait_room)
 {
     if (m->state != CP_M_OPEN) raise_down(L, m);
+    if (wait_room) need_room(L, m);
     size_t mark = cp_frame_begin(&m->out, kind, k->b, k->n, prio, flags);
     if (mark == (size_t)-1) luaL_error(L, "out of memory");
     char err[CP_CODEC_ERRLEN];
@@ -312,7 +421,7 @@ static void send_frame(lua_State *L, cp_messenger *m, int kind, int data, const 
 static void send_one(lua_State *L, cp_messenger *m, int kind, int data, cp_chan *c,
                      const chankey *k, double prio, unsigned flags)
 {
-    send_frame(L, m, kind, data, NULL, c, k, prio, flags);
+    send_frame(L, m, kind, data, NULL, c, k, prio, flags, kind == CP_KIND_DATA);
 }
 
 static int send_with(lua_State *L, unsigned flags)
@@ -367,7 +476,7 @@ static int l_send_request_slice(lua_State *L)
     if (isnan(prio)) luaL_argerror(L, 7, "priority is NaN");
     cp_chan *c = cp_messenger_chan(m, k.b, k.n, 1);
     if (!c) return luaL_error(L, "out of memory");
-    send_frame(L, m, CP_KIND_DATA, 2, &sl, c, &k, prio, CP_FLAG_REQUEST);
+    send_frame(L, m, CP_KIND_DATA, 2, &sl, c, &k, prio, CP_FLAG_REQUEST, 1);
     return 0;
 }
 
@@ -420,6 +529,7 @@ static int l_receive_blocking(lua_State *L)
     for (;;) {
         if (try_receive(L, m, c)) return 1;
         if (cp_messenger_exhausted(m, c)) return raise_down(L, m);
+        check_held(L, m, c);
         int rc = cp_messenger_wait(m, c, 0, timeout);
         if (rc == 0) {
             if (try_receive(L, m, c)) return 1;
@@ -473,6 +583,7 @@ static int remaining_iter(lua_State *L)
     for (;;) {
         if (try_receive(L, m, c)) return 1;
         if (cp_messenger_exhausted(m, c)) return raise_down(L, m);
+        check_held(L, m, c);
         raise_wait(L, cp_messenger_wait(m, c, 0, -1));
     }
 }
@@ -571,7 +682,8 @@ static int l_flush(lua_State *L)
     cp_messenger *m = check_usable(L, 1);
     double timeout = opt_timeout(L, 2);
     int rc = cp_messenger_flush(m, timeout);
-    if (rc == -2) return raise_down(L, m);
+    if (rc == CP_WAIT_DOWN) return raise_down(L, m);
+    if (rc == CP_WAIT_HELD) return raise_held(L, m, NULL, "flush");
     raise_wait(L, rc);
     lua_pushboolean(L, rc == 1);
     return 1;
@@ -602,6 +714,60 @@ static int l_set_max_frame(lua_State *L)
     luaL_argcheck(L, n >= 64 && n <= (lua_Integer)UINT32_MAX, 2, "maximum frame size must be 64 .. 2^32-1 bytes");
     m->max_frame = (size_t)n;
     return 0;
+}
+
+/* ---- limits ---- */
+
+static int l_set_send_timeout(lua_State *L)
+{
+    cp_messenger *m = &check(L, 1)->m;
+    m->send_timeout = opt_timeout(L, 2);
+    return 0;
+}
+
+static int l_send_timeout(lua_State *L)
+{
+    cp_messenger *m = &check(L, 1)->m;
+    if (m->send_timeout < 0) lua_pushnil(L);
+    else lua_pushnumber(L, m->send_timeout);
+    return 1;
+}
+
+/* unsent() -> bytes sent but not yet taken by the socket (after writing
+ * what it takes now). */
+static int l_unsent(lua_State *L)
+{
+    cp_messenger *m = &check(L, 1)->m;
+    if (m->state == CP_M_OPEN && cp_messenger_unsent(m)) cp_messenger_flush_nb(m);
+    lua_pushinteger(L, (lua_Integer)cp_messenger_unsent(m));
+    return 1;
+}
+
+static int l_set_max_queued(lua_State *L)
+{
+    cp_messenger *m = &check(L, 1)->m;
+    size_t n = SIZE_MAX;
+    if (!lua_isnoneornil(L, 2)) {
+        lua_Integer v = luaL_checkinteger(L, 2);
+        luaL_argcheck(L, v >= 0, 2, "limit must be a non-negative integer or nil");
+        n = (size_t)v;
+    }
+    cp_messenger_set_max_queued(m, n);
+    return 0;
+}
+
+static int l_max_queued(lua_State *L)
+{
+    cp_messenger *m = &check(L, 1)->m;
+    if (m->max_queued == SIZE_MAX) lua_pushnil(L);
+    else lua_pushinteger(L, (lua_Integer)m->max_queued);
+    return 1;
+}
+
+static int l_queued_bytes(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)check(L, 1)->m.queued_bytes);
+    return 1;
 }
 
 /* Test hook: queue raw bytes as if they were frames (malformed input tests). */
@@ -672,6 +838,12 @@ static const luaL_Reg methods[] = {
     {"is_closed", l_is_closed},
     {"is_connected", l_is_connected},
     {"set_max_frame", l_set_max_frame},
+    {"set_send_timeout", l_set_send_timeout},
+    {"send_timeout", l_send_timeout},
+    {"unsent", l_unsent},
+    {"set_max_queued", l_set_max_queued},
+    {"max_queued", l_max_queued},
+    {"queued_bytes", l_queued_bytes},
     {"_send_raw", l_send_raw},
     {NULL, NULL}
 };
@@ -683,8 +855,92 @@ static const luaL_Reg meta[] = {
     {NULL, NULL}
 };
 
+/* ---- Ctrl-C under a stock interpreter ----
+ *
+ * coproc-lua's SIGINT handler calls coproc_interrupt, which wakes a blocked
+ * wait. A stock lua5.4 only sets a Lua hook on its main thread (lua.c's
+ * laction) and resets SIGINT to the default, so a wait that just went back
+ * into epoll after the EINTR would let the hook fire only after it ends,
+ * and a second Ctrl-C kills the interpreter. So every blocking wait notes
+ * the main thread's hook when it begins (hook_mark) and, after each wake-up,
+ * ends as interrupted when the hook has changed (hook_changed): only a
+ * signal handler can set a hook while we are blocked in C. The wait then
+ * raises "interrupted!" and the interpreter's hook runs as it returns.
+ *
+ * Why not a SIGINT handler of coproc's own, installed at require time and
+ * chaining to the previous one? lua.c installs its handler again around
+ * every chunk it runs (each REPL line, each -e), so ours would be replaced
+ * at the next one; a handler installed around each wait costs system calls
+ * on the hot path. A hook is what lua.c itself relies on, checking it costs
+ * three loads per wake-up, and it works for any interpreter that interrupts
+ * the way lua.c does.
+ *
+ * A hook that lua.c set just before the wait began (Ctrl-C between the last
+ * Lua instruction and the mark) has its exact signature, all four masks with
+ * count 1: that counts as a pending interrupt too, once (a tracer that uses
+ * the same masks costs one spurious "interrupted!", not one per wait). A
+ * signal that lands between a wake-up's check and the next epoll_wait is
+ * seen only at the next wake-up; that window is a few instructions wide. */
+#define LUA_C_STOP_MASK (LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT)
+
+static lua_State *g_main;  /* main thread of the state that loaded us; NULL once closed */
+static lua_Hook g_seen_hook, g_reported_hook;
+static int g_seen_mask, g_seen_count;
+
+static void hook_mark(void)
+{
+    if (!g_main) return;
+    g_seen_hook = lua_gethook(g_main);
+    g_seen_mask = lua_gethookmask(g_main);
+    g_seen_count = lua_gethookcount(g_main);
+    if (g_seen_hook != g_reported_hook) g_reported_hook = NULL; /* that one is gone */
+}
+
+static int hook_changed(void)
+{
+    if (!g_main) return 0;
+    lua_Hook h = lua_gethook(g_main);
+    if (h == NULL) return 0;
+    int mask = lua_gethookmask(g_main), count = lua_gethookcount(g_main);
+    if (h != g_seen_hook || mask != g_seen_mask || count != g_seen_count) return 1;
+    if (mask == LUA_C_STOP_MASK && count == 1 && h != g_reported_hook) {
+        g_reported_hook = h;
+        return 1;
+    }
+    return 0;
+}
+
+static const char MAIN_SENTINEL = 'm'; /* registry[&MAIN_SENTINEL]: clears g_main at lua_close */
+
+static int main_sentinel_gc(lua_State *L)
+{
+    lua_State **box = lua_touserdata(L, 1);
+    if (box && g_main == *box) g_main = NULL;
+    return 0;
+}
+
+static void watch_interrupts(lua_State *L)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    lua_State *main = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &MAIN_SENTINEL) == LUA_TNIL) {
+        lua_State **box = lua_newuserdatauv(L, sizeof *box, 0);
+        *box = main;
+        lua_createtable(L, 0, 1);
+        lua_pushcfunction(L, main_sentinel_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_setmetatable(L, -2);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &MAIN_SENTINEL);
+    }
+    lua_pop(L, 1);
+    g_main = main;
+    cp_loop_set_interrupt_check(hook_mark, hook_changed);
+}
+
 void cp_l_messenger_open(lua_State *L, int t)
 {
+    watch_interrupts(L);
     if (luaL_newmetatable(L, CP_MESSENGER_MT)) {
         luaL_setfuncs(L, meta, 0);
         /* Methods get upvalues: 1 the metatable (fast self check), 2 the

@@ -65,11 +65,27 @@ void cp_loop_interrupt(void)
     if (g_loop && g_loop_pid == cp_self_pid()) ev_async_send(g_loop, &g_wake);
 }
 
+static void (*g_check_mark)(void);
+static int (*g_check_changed)(void);
+
+void cp_loop_set_interrupt_check(void (*mark)(void), int (*changed)(void))
+{
+    g_check_mark = mark;
+    g_check_changed = changed;
+}
+
+void cp_loop_mark(void)
+{
+    if (g_check_mark) g_check_mark();
+}
+
 int cp_loop_take_interrupt(void)
 {
-    if (!g_interrupt) return 0;
-    g_interrupt = 0;
-    return 1;
+    if (g_interrupt) {
+        g_interrupt = 0;
+        return 1;
+    }
+    return g_check_changed && g_check_changed();
 }
 
 static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
@@ -83,6 +99,7 @@ int cp_loop_wait(int (*ready)(void *ud), void *ud, double timeout)
 {
     if (ready(ud)) return 1;
     struct ev_loop *loop = cp_loop();
+    cp_loop_mark();
     if (timeout == 0) {
         /* A zero timeout still takes in whatever has already arrived. */
         ev_run(loop, EVRUN_NOWAIT);

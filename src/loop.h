@@ -25,8 +25,20 @@ double cp_now(void);
 
 /* Async-signal-safe: the next (or current) blocking wait returns early. */
 void cp_loop_interrupt(void);
-/* Consume the interrupt flag: 1 if an interrupt was pending. */
+/* 1 if an interrupt is pending (consuming the flag): cp_loop_interrupt was
+ * called, or the interrupt check (below) says so. */
 int  cp_loop_take_interrupt(void);
+
+/* A second source of interrupts, for interpreters whose SIGINT handler
+ * cannot call cp_loop_interrupt (a stock lua5.4 only sets a Lua hook). A
+ * signal makes epoll/poll return EINTR; after every such wake-up the wait
+ * asks changed(), and a true answer ends it as interrupted. mark() is told
+ * when a blocking wait begins (cp_loop_mark), so changed() can compare with
+ * how things were then. Either may be NULL. */
+void cp_loop_set_interrupt_check(void (*mark)(void), int (*changed)(void));
+/* A blocking wait begins (cp_loop_wait calls it; so should any other wait
+ * that takes interrupts, e.g. a process wait). */
+void cp_loop_mark(void);
 
 /* Run the loop until ready(ud) is true, timeout seconds pass (< 0: no
  * limit), or an interrupt arrives. Returns 1 ready, 0 timed out, -1

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -39,6 +41,8 @@ void cp_messenger_init(cp_messenger *m)
     m->pidfd = -1;
     m->state = CP_M_CLOSED;
     m->max_frame = CP_FRAME_MAX_DEFAULT;
+    m->max_queued = CP_MAX_QUEUED_DEFAULT;
+    m->send_timeout = -1;
 }
 
 /* Drop buffers and queues; leave the struct reusable-as-closed. */
@@ -60,8 +64,9 @@ static void release(cp_messenger *m)
     cp_buf_free(&m->out);
     free(m->big);
     m->big = NULL;
-    m->big_have = m->big_total = 0;
+    m->big_have = m->big_cap = m->big_total = 0;
     m->queued = 0;
+    m->queued_bytes = 0;
 }
 
 static void stop_watchers(cp_messenger *m)
@@ -194,33 +199,46 @@ long cp_messenger_flush_nb(cp_messenger *m)
     return 0;
 }
 
-static int out_below_half(void *ud)
+static int room_or_held(void *ud)
 {
     cp_messenger *m = ud;
-    return m->state != CP_M_OPEN || cp_buf_size(&m->out) <= CP_HIGH_WATER / 2;
+    return m->state != CP_M_OPEN || cp_buf_size(&m->out) <= CP_HIGH_WATER / 2 || cp_messenger_held(m);
+}
+
+int cp_messenger_room(cp_messenger *m, double timeout)
+{
+    if (m->state != CP_M_OPEN) return CP_WAIT_DOWN;
+    if (cp_buf_size(&m->out) <= CP_HIGH_WATER) return 1;
+    /* Past the high-water mark: wait (reading meanwhile) until half of it
+     * has drained, so a sender cannot outrun its peer forever. */
+    if (!ev_is_active(&m->ww) && cp_messenger_flush_nb(m) < 0) return CP_WAIT_DOWN;
+    if (cp_buf_size(&m->out) <= CP_HIGH_WATER) return 1;
+    int rc = cp_loop_wait(room_or_held, m, timeout);
+    if (m->state != CP_M_OPEN) return CP_WAIT_DOWN;
+    if (cp_buf_size(&m->out) <= CP_HIGH_WATER / 2) return 1;
+    if (cp_messenger_held(m)) return CP_WAIT_HELD;
+    return rc;
 }
 
 int cp_messenger_sent(cp_messenger *m, cp_chan *c, unsigned flags)
 {
     if (m->state != CP_M_OPEN) return -1;
+    if (!ev_is_active(&m->ww)) {
+        /* (With the socket full, the loop drains it.) The clock is read for
+         * a lone message (first in the buffer) and every 16th one of a
+         * burst: cheap enough, and bursts still go out often. */
+        size_t pending = cp_buf_size(&m->out);
+        int check_clock = m->frames_pending++ == 0 || (m->frames_pending & 15) == 0;
+        if (pending >= CP_FLUSH_BYTES || (check_clock && cp_now() - m->last_write >= CP_CORK_SECONDS))
+            if (cp_messenger_flush_nb(m) < 0) return -1;
+    }
+    /* Counted only now: a frame whose write failed was never sent. */
     m->messages_sent++;
     if (c) {
         if (flags & CP_FLAG_REQUEST) c->requests_sent++;
         if (flags & CP_FLAG_REPLY) c->replies_sent++;
     }
-    if (ev_is_active(&m->ww)) {
-        /* Socket full: the loop drains it. Past the high-water mark, wait
-         * (reading meanwhile) so a sender cannot outrun its peer forever. */
-        if (cp_buf_size(&m->out) > CP_HIGH_WATER) cp_loop_wait(out_below_half, m, -1);
-        return m->state == CP_M_OPEN ? 0 : -1;
-    }
-    /* The clock is read for a lone message (first in the buffer) and every
-     * 16th one of a burst: cheap enough, and bursts still go out often. */
-    size_t pending = cp_buf_size(&m->out);
-    int check_clock = m->frames_pending++ == 0 || (m->frames_pending & 15) == 0;
-    if (pending >= CP_FLUSH_BYTES || (check_clock && cp_now() - m->last_write >= CP_CORK_SECONDS))
-        if (cp_messenger_flush_nb(m) > (long)CP_HIGH_WATER) cp_loop_wait(out_below_half, m, -1);
-    return m->state == CP_M_OPEN ? 0 : -1;
+    return 0;
 }
 
 void cp_messenger_flush_all(void)
@@ -231,18 +249,74 @@ void cp_messenger_flush_all(void)
             cp_messenger_flush_nb(m);
 }
 
-static int out_done(void *ud)
+static int out_done_or_held(void *ud)
 {
     cp_messenger *m = ud;
-    return m->state != CP_M_OPEN || cp_buf_size(&m->out) == 0;
+    return m->state != CP_M_OPEN || cp_buf_size(&m->out) == 0 || cp_messenger_held(m);
 }
 
 int cp_messenger_flush(cp_messenger *m, double timeout)
 {
-    if (cp_messenger_flush_nb(m) < 0) return -2;
-    int rc = cp_loop_wait(out_done, m, timeout);
-    if (rc == 1 && m->state != CP_M_OPEN) return -2;
+    if (cp_messenger_flush_nb(m) < 0) return CP_WAIT_DOWN;
+    int rc = cp_loop_wait(out_done_or_held, m, timeout);
+    if (m->state != CP_M_OPEN) return CP_WAIT_DOWN;
+    if (cp_buf_size(&m->out) == 0) return 1;
+    if (cp_messenger_held(m)) return CP_WAIT_HELD;
     return rc;
+}
+
+int cp_messenger_drain(cp_messenger *m, double timeout)
+{
+    if (m->state != CP_M_OPEN) return CP_WAIT_DOWN;
+    m->discard = 1;
+    if (!ev_is_active(&m->rw) && m->owner == cp_self_pid()) ev_io_start(cp_loop(), &m->rw);
+    return cp_messenger_flush(m, timeout);
+}
+
+/* ---- the bound on queued bytes ---- */
+
+/* What a queued message costs: its footprint and overhead. A message read
+ * as a large frame keeps the whole frame's block, a few bytes more than its
+ * payload, which the overhead covers. */
+static inline size_t msg_bytes(const cp_msg *msg) { return cp_msg_footprint(msg->len) + CP_MSG_OVERHEAD; }
+
+/* Stop reading the socket: the peer's sends feel it. */
+static void hold(cp_messenger *m)
+{
+    if (ev_is_active(&m->rw)) ev_io_stop(cp_loop(), &m->rw);
+}
+
+static void parse_frames(cp_messenger *m);
+
+/* After something was taken out of the queues: once the queue is back
+ * within its bound, queue the frames already read, then read again. */
+static void maybe_resume(cp_messenger *m)
+{
+    if (m->state != CP_M_OPEN || cp_messenger_held(m) || ev_is_active(&m->rw)) return;
+    if (m->owner != cp_self_pid()) return;
+    if (cp_buf_size(&m->in) && !m->big) {
+        parse_frames(m);
+        if (m->state != CP_M_OPEN || cp_messenger_held(m)) return;
+    }
+    ev_io_start(cp_loop(), &m->rw);
+    /* A peer that died while we held back: take the rest now, then end. */
+    if (m->peer_exited) cp_messenger_pump(m);
+}
+
+void cp_messenger_set_max_queued(cp_messenger *m, size_t n)
+{
+    m->max_queued = n;
+    if (cp_messenger_held(m)) hold(m);
+    else maybe_resume(m);
+}
+
+const cp_chan *cp_messenger_fullest(const cp_messenger *m)
+{
+    const cp_chan *best = NULL;
+    for (int i = 0; i < CP_CHAN_BUCKETS; i++)
+        for (const cp_chan *c = m->buckets[i]; c; c = c->next)
+            if (c->bytes && (!best || c->bytes > best->bytes)) best = c;
+    return best;
 }
 
 /* Queue the parsed frame f; block, when not NULL, holds its bytes and is
@@ -253,8 +327,9 @@ static int queue_frame(cp_messenger *m, const cp_frame *f, void *block)
     cp_msg *msg = block ? cp_msg_wrap(f->kind, f->flags, prio, block, f->payload, f->payload_len)
                         : cp_msg_new(f->kind, f->flags, prio, f->payload, f->payload_len);
     cp_pqueue *q = &m->special;
+    cp_chan *c = NULL;
     if (msg && f->kind == CP_KIND_DATA) {
-        cp_chan *c = cp_messenger_chan(m, f->chan, f->chan_len, 1);
+        c = cp_messenger_chan(m, f->chan, f->chan_len, 1);
         q = c ? &c->q : NULL;
     }
     if (!msg || !q || (msg->seq = ++m->seq, cp_pqueue_push(q, msg))) {
@@ -264,6 +339,8 @@ static int queue_frame(cp_messenger *m, const cp_frame *f, void *block)
         return -1;
     }
     m->queued++;
+    m->queued_bytes += msg_bytes(msg);
+    if (c) c->bytes += msg_bytes(msg);
     m->messages_received++;
     return 0;
 }
@@ -275,10 +352,14 @@ static void frame_error(cp_messenger *m, const char *err)
     m->in.start = m->in.len = 0;
 }
 
-/* Queue every whole frame at the head of m->in. */
+/* Queue every whole frame at the head of m->in, stopping when the queue
+ * goes over its bound (the rest waits in m->in: a read chunk of small
+ * frames would otherwise overshoot the bound many times over, since a
+ * queued message costs far more than its bytes on the wire). */
 static void parse_frames(cp_messenger *m)
 {
     for (;;) {
+        if (cp_messenger_held(m)) { hold(m); return; }
         cp_frame f;
         const char *err = NULL;
         int rc = cp_frame_parse(cp_buf_head(&m->in), cp_buf_size(&m->in), m->max_frame, &f, &err);
@@ -294,10 +375,17 @@ static void parse_frames(cp_messenger *m)
         const unsigned char *p = (const unsigned char *)cp_buf_head(&m->in);
         size_t total = CP_FRAME_PREFIX + ((size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3]);
         if (total > CP_BIG_FRAME && total - CP_FRAME_PREFIX <= m->max_frame) {
-            m->big = malloc(total);
+            /* The header alone proves nothing: the block starts small and
+             * grows as the bytes arrive (grow_big), never past twice what
+             * has arrived, so a peer that declares 500 MiB and sends ten
+             * bytes costs a megabyte, not 500. */
+            size_t cap = have * 2 > CP_BIG_STEP ? have * 2 : CP_BIG_STEP;
+            if (cap > total) cap = total;
+            m->big = malloc(cap);
             if (!m->big) { frame_error(m, "out of memory while reading a large frame"); return; }
             memcpy(m->big, cp_buf_head(&m->in), have);
             m->big_have = have;
+            m->big_cap = cap;
             m->big_total = total;
             m->in.start = m->in.len = 0;
         }
@@ -310,7 +398,7 @@ static void finish_big(cp_messenger *m)
     char *block = m->big;
     size_t total = m->big_total;
     m->big = NULL;
-    m->big_have = m->big_total = 0;
+    m->big_have = m->big_cap = m->big_total = 0;
     cp_frame f;
     const char *err = NULL;
     if (cp_frame_parse(block, total, m->max_frame, &f, &err) != CP_FRAME_OK) {
@@ -321,14 +409,52 @@ static void finish_big(cp_messenger *m)
     queue_frame(m, &f, block);
 }
 
+/* The large frame's block is full but the frame is not: double it (at
+ * most to the frame's size). Returns 0, or -1 on out of memory. */
+static int grow_big(cp_messenger *m)
+{
+    size_t cap = m->big_cap * 2;
+    if (cap < m->big_cap || cap > m->big_total) cap = m->big_total;
+    char *p = realloc(m->big, cap);
+    if (!p) return -1;
+    m->big = p;
+    m->big_cap = cap;
+    return 0;
+}
+
+/* Draining at exit: read and drop. Returns like read(). */
+static ssize_t read_discard(cp_messenger *m)
+{
+    char scratch[16384];
+    m->in.start = m->in.len = 0;
+    free(m->big);
+    m->big = NULL;
+    m->big_have = m->big_cap = m->big_total = 0;
+    return read(m->fd, scratch, sizeof scratch);
+}
+
 void cp_messenger_pump(cp_messenger *m)
 {
     for (int round = 0; round < 64 && m->state == CP_M_OPEN; round++) {
+        if (m->discard) {
+            ssize_t n = read_discard(m);
+            if (n > 0 || (n < 0 && errno == EINTR)) continue;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+            set_down(m, CP_M_EOF);
+            return;
+        }
+        /* Over the bound: stop, but never in the middle of a large frame
+         * (a single frame larger than the bound is still taken in). */
+        if (!m->big && cp_messenger_held(m)) { hold(m); return; }
         char *dst;
         size_t room;
         if (m->big) {
+            if (m->big_have == m->big_cap && grow_big(m)) {
+                frame_error(m, "out of memory while reading a large frame");
+                return;
+            }
             dst = m->big + m->big_have;
-            room = m->big_total - m->big_have;
+            room = m->big_cap - m->big_have;
         } else {
             if (m->in.start && m->in.cap - m->in.len < READ_CHUNK) cp_buf_compact(&m->in);
             if (cp_buf_reserve(&m->in, READ_CHUNK)) {
@@ -347,15 +473,20 @@ void cp_messenger_pump(cp_messenger *m)
                 m->in.len += (size_t)n;
                 parse_frames(m);
             }
-            if ((size_t)n < room) return; /* drained for now */
+            if ((size_t)n < room) goto drained;
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) goto drained;
         /* EOF or a hard error: a partial frame left behind is lost with it. */
         set_down(m, CP_M_EOF);
         return;
     }
+    return;
+drained:
+    /* The peer is dead and everything it wrote is in (and queued): the
+     * connection is over, even if a grandchild still holds the socket. */
+    if (m->peer_exited && !cp_messenger_held(m)) set_down(m, CP_M_EOF);
 }
 
 static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
@@ -378,10 +509,11 @@ static void on_peer_exit(struct ev_loop *loop, ev_io *w, int revents)
     close(m->pidfd);
     m->pidfd = -1;
     if (m->peer) cp_proc_poll(m->peer);
-    /* Take what it wrote before dying, then treat the connection as over
-     * even if a grandchild still holds the socket. */
+    /* Take what it wrote before dying; the pump ends the connection once
+     * the socket is drained, which may take several rounds, or wait until
+     * the queue is read if it is over its bound. */
+    m->peer_exited = 1;
     cp_messenger_pump(m);
-    set_down(m, CP_M_EOF);
 }
 
 cp_msg *cp_messenger_pop(cp_messenger *m, cp_chan *c)
@@ -389,15 +521,21 @@ cp_msg *cp_messenger_pop(cp_messenger *m, cp_chan *c)
     cp_msg *msg = c ? cp_pqueue_pop(&c->q) : NULL;
     if (!msg) return NULL;
     m->queued--;
+    m->queued_bytes -= msg_bytes(msg);
+    c->bytes -= msg_bytes(msg);
     if (msg->flags & CP_FLAG_REPLY) c->replies_received++;
     if (msg->flags & CP_FLAG_REQUEST) c->requests_received++;
+    if (!ev_is_active(&m->rw)) maybe_resume(m);
     return msg;
 }
 
 cp_msg *cp_messenger_pop_special(cp_messenger *m)
 {
     cp_msg *msg = cp_pqueue_pop(&m->special);
-    if (msg) m->queued--;
+    if (!msg) return NULL;
+    m->queued--;
+    m->queued_bytes -= msg_bytes(msg);
+    if (!ev_is_active(&m->rw)) maybe_resume(m);
     return msg;
 }
 
@@ -408,7 +546,7 @@ int cp_messenger_exhausted(const cp_messenger *m, const cp_chan *c)
 
 int cp_messenger_ready(const cp_messenger *m, const cp_chan *c)
 {
-    return m->special.n || (c && c->q.n) || m->state != CP_M_OPEN;
+    return m->special.n || (c && c->q.n) || m->state != CP_M_OPEN || cp_messenger_held(m);
 }
 
 int cp_messenger_ready_any(const cp_messenger *m)
@@ -450,4 +588,40 @@ int cp_messenger_wait_many(cp_messenger **ms, int n, int *ready, double timeout)
     int count = 0;
     for (int i = 0; i < n; i++) count += ready[i] = cp_messenger_ready_any(ms[i]) ? 1 : 0;
     return count;
+}
+
+/* 1 when /proc says the process is exiting (the kernel's PF_EXITING flag,
+ * set before it closes its files) or is a zombie, 0 when it runs, -1 when
+ * /proc cannot tell. */
+static int proc_exiting(pid_t pid)
+{
+    char path[48], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    /* After "pid (comm)": state ppid pgrp session tty_nr tpgid flags. */
+    const char *p = strrchr(buf, ')');
+    char state;
+    unsigned long flags;
+    if (!p || sscanf(p + 1, " %c %*d %*d %*d %*d %*d %lu", &state, &flags) != 2) return -1;
+    return state == 'Z' || state == 'X' || (flags & 0x4ul) ? 1 : 0;
+}
+
+int cp_messenger_peer_exited(cp_messenger *m)
+{
+    cp_proc *p = m->peer;
+    if (!p) return 0;
+    if (cp_proc_poll(p)) return 1;
+    if (m->exit_waited) return 0;
+    m->exit_waited = 1;
+    /* Exiting: the kernel is past closing its files and about to make it a
+     * zombie, so this ends at once unless the machine is overloaded. Not
+     * (yet): it closed its end itself, maybe on its way out (os.exit with
+     * close = true runs finalisers first), which a short grace covers. */
+    int exiting = proc_exiting(p->pid);
+    return cp_proc_wait(p, exiting > 0 ? 2.0 : 0.05);
 }

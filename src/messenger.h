@@ -8,7 +8,13 @@
  * Small sends made in quick succession are coalesced: a send goes out at
  * once unless another write happened less than CP_CORK_SECONDS ago; the
  * buffered tail goes out at CP_FLUSH_BYTES, when the cork time has passed at
- * the next send, and before any wait, receive, poll or close. No Lua here. */
+ * the next send, and before any wait, receive, poll or close.
+ *
+ * Limits (see docs/protocol.md): a send waits for room only before its frame
+ * is appended, never after, so a message is queued whole or not at all; the
+ * bytes queued for reading are bounded by max_queued, past which the socket
+ * is no longer read (back-pressure on the peer); a large frame's buffer grows
+ * as its bytes arrive. No Lua here. */
 #ifndef CP_MESSENGER_H
 #define CP_MESSENGER_H
 
@@ -26,6 +32,11 @@
 #define CP_CORK_SECONDS 50e-6
 #define CP_BIG_FRAME (256u << 10) /* frames above this skip the read buffer */
 #define CP_HIGH_WATER (8u << 20) /* a send waits while more is pending */
+#define CP_MAX_QUEUED_DEFAULT (64u << 20) /* bytes queued for reading */
+#define CP_BIG_STEP (1u << 20)   /* first buffer of a large frame */
+/* What one queued message costs besides its footprint (cp_msg_footprint):
+ * malloc's bookkeeping and its slot in the queue, which may double. */
+#define CP_MSG_OVERHEAD 32u
 
 enum cp_mstate {
     CP_M_CLOSED = 0, /* never opened, or closed: fd is -1 */
@@ -39,6 +50,7 @@ typedef struct cp_chan {
     cp_pqueue q;
     uint64_t requests_sent, replies_received;
     uint64_t requests_received, replies_sent;
+    size_t   bytes;    /* queued messages, counted as in cp_messenger.queued_bytes */
     size_t   keylen;
     char     key[];    /* canonical msgpack bytes of the channel value */
 } cp_chan;
@@ -50,9 +62,12 @@ typedef struct cp_messenger {
     const char *error;        /* reason for CP_M_BROKEN (static string) */
     int         write_errno;  /* errno of a failed write, else 0 */
     size_t      max_frame;
+    size_t      max_queued;   /* reading stops while queued_bytes exceeds it (SIZE_MAX: never) */
+    size_t      queued_bytes; /* footprint + CP_MSG_OVERHEAD of every queued message */
+    double      send_timeout; /* longest wait for room in a send, < 0: no limit */
     cp_buf      in, out;
     char       *big;          /* a large frame being read straight into its own block */
-    size_t      big_have, big_total;
+    size_t      big_have, big_cap, big_total;
     double      last_write;   /* cp_now() of the last write attempt */
     unsigned    frames_pending; /* frames appended since out was last empty */
     cp_chan    *buckets[CP_CHAN_BUCKETS];
@@ -66,6 +81,10 @@ typedef struct cp_messenger {
     ev_io       rw, ww, pw;   /* readable, writable, peer exit */
     int         pidfd;        /* our own dup of the peer's pidfd, or -1: a
                                  watched fd must outlive its watcher */
+    int         peer_exited;  /* the peer died while reading was held back:
+                                 the connection ends once the socket is drained */
+    int         exit_waited;  /* cp_messenger_peer_exited waited once already */
+    int         discard;      /* draining at exit: read and drop what arrives */
     struct cp_messenger *prev, *next; /* every open messenger of the process */
 } cp_messenger;
 
@@ -83,16 +102,55 @@ void cp_messenger_forget_all(void);
  * or when absent). */
 cp_chan *cp_messenger_chan(cp_messenger *m, const char *key, size_t len, int create);
 
-/* After the caller appended one whole frame to m->out: count it and apply
- * the coalescing policy. Returns 0, or -1 when the connection is down. */
+/* Results of the waits below besides 1 (done), 0 (timed out) and -1
+ * (interrupted). */
+enum { CP_WAIT_DOWN = -2, CP_WAIT_HELD = -3 };
+
+/* Before appending a frame: make sure there is room for it. Returns 1 when
+ * no more than CP_HIGH_WATER bytes are pending (at once, or after waiting,
+ * reading meanwhile, until half of that has drained), 0 when timeout (< 0:
+ * none) passed first, -1 interrupted, CP_WAIT_DOWN when the connection is
+ * down, CP_WAIT_HELD when reading is held back (cp_messenger_held): the
+ * peer may itself be waiting for us to read, so waiting could last forever. */
+int  cp_messenger_room(cp_messenger *m, double timeout);
+/* After the caller appended one whole frame to m->out: apply the coalescing
+ * policy (a non-blocking write at most, never a wait) and count the frame.
+ * Returns 0, or -1 when the connection is down (the frame is not counted). */
 int  cp_messenger_sent(cp_messenger *m, cp_chan *c, unsigned flags);
 /* Write what the socket takes now. Returns bytes still pending, -1 if down. */
 long cp_messenger_flush_nb(cp_messenger *m);
+/* Bytes sent but not yet written to the socket. */
+static inline size_t cp_messenger_unsent(const cp_messenger *m) { return cp_buf_size(&m->out); }
 /* Block (running the loop, so reads go on) until out is empty. Returns 1,
- * 0 on timeout, -1 interrupted, -2 connection down. */
+ * 0 on timeout, -1 interrupted, CP_WAIT_DOWN, or CP_WAIT_HELD (as for
+ * cp_messenger_room). */
 int  cp_messenger_flush(cp_messenger *m, double timeout);
-/* Read what has arrived without blocking and queue whole frames. */
+/* At exit: write what is pending for at most timeout seconds, reading and
+ * dropping whatever arrives (nobody will read it), so the peer's own sends
+ * cannot stall us. Returns like cp_messenger_flush (never CP_WAIT_HELD). */
+int  cp_messenger_drain(cp_messenger *m, double timeout);
+/* Read what has arrived without blocking and queue whole frames (none while
+ * reading is held back). */
 void cp_messenger_pump(cp_messenger *m);
+
+/* Reading is held back: more than max_queued bytes are queued. */
+static inline int cp_messenger_held(const cp_messenger *m)
+{
+    return m->state == CP_M_OPEN && m->queued_bytes > m->max_queued && !m->discard;
+}
+/* Change the bound on queued bytes (SIZE_MAX: none); reading resumes at once
+ * if the queue is now within it. */
+void cp_messenger_set_max_queued(cp_messenger *m, size_t n);
+/* The channel whose queue holds the most bytes (NULL when none holds any). */
+const cp_chan *cp_messenger_fullest(const cp_messenger *m);
+
+/* Host side, once the connection is down: has the worker exited? Reaps it
+ * and returns 1 if so. A worker that dies closes its socket a moment before
+ * it can be reaped: when /proc says the process is exiting, wait for that
+ * (at most 2 s); otherwise (the worker closed its end and runs on, or /proc
+ * cannot tell) wait at most 50 ms. Only the first call on a connection
+ * waits; later ones just look. */
+int  cp_messenger_peer_exited(cp_messenger *m);
 
 /* Pop the next message of channel c (NULL when none); counts replies. */
 cp_msg *cp_messenger_pop(cp_messenger *m, cp_chan *c);
@@ -102,7 +160,8 @@ cp_msg *cp_messenger_pop_special(cp_messenger *m);
 /* Nothing more will arrive (EOF, broken or closed) and nothing is queued
  * for channel c (c may be NULL). */
 int  cp_messenger_exhausted(const cp_messenger *m, const cp_chan *c);
-/* Something to report on channel c: a message, a special, or end of input. */
+/* Something to report on channel c: a message, a special, end of input, or
+ * reading held back (a wait for c could not end before the queues are read). */
 int  cp_messenger_ready(const cp_messenger *m, const cp_chan *c);
 /* Same for any channel. */
 int  cp_messenger_ready_any(const cp_messenger *m);

@@ -6,7 +6,6 @@
 
 /* Small messages are recycled through a per-process free list: a stream
  * of small messages would otherwise pay a malloc and a free for each. */
-#define SMALL_PAYLOAD 200
 #define FREE_LIST_MAX 1024
 static cp_msg *free_list;   /* linked through ->data */
 static size_t free_count;
@@ -26,12 +25,12 @@ static void fill(cp_msg *m, int kind, unsigned flags, double priority, void *blo
 cp_msg *cp_msg_new(int kind, unsigned flags, double priority, const char *payload, size_t len)
 {
     cp_msg *m;
-    if (len <= SMALL_PAYLOAD && free_list) {
+    if (len <= CP_MSG_SMALL && free_list) {
         m = free_list;
         free_list = (cp_msg *)(void *)m->data;
         free_count--;
     } else {
-        m = malloc(sizeof *m + (len <= SMALL_PAYLOAD ? SMALL_PAYLOAD : len));
+        m = malloc(sizeof *m + (len <= CP_MSG_SMALL ? CP_MSG_SMALL : len));
         if (!m) return NULL;
     }
     fill(m, kind, flags, priority, NULL, m->inline_data, len);
@@ -50,7 +49,7 @@ cp_msg *cp_msg_wrap(int kind, unsigned flags, double priority, void *block, cons
 void cp_msg_free(cp_msg *m)
 {
     if (!m) return;
-    if (!m->block && m->len <= SMALL_PAYLOAD && free_count < FREE_LIST_MAX) {
+    if (!m->block && m->len <= CP_MSG_SMALL && free_count < FREE_LIST_MAX) {
         m->data = (const char *)(void *)free_list;
         free_list = m;
         free_count++;

@@ -25,6 +25,17 @@ typedef struct cp_msg {
     char        inline_data[];
 } cp_msg;
 
+/* Payloads up to CP_MSG_SMALL bytes get a slot of that size (so that their
+ * messages can be recycled); larger ones take what they need. */
+#define CP_MSG_SMALL 200
+
+/* Bytes a message with a payload of len bytes occupies (header and payload
+ * slot, not counting malloc's own bookkeeping or a separate block). */
+static inline size_t cp_msg_footprint(size_t len)
+{
+    return sizeof(cp_msg) + (len <= CP_MSG_SMALL ? CP_MSG_SMALL : len);
+}
+
 cp_msg *cp_msg_new(int kind, unsigned flags, double priority, const char *payload, size_t len);
 /* A message whose payload lies in block (malloc'd; owned from now on, also
  * on failure). */

@@ -288,6 +288,7 @@ static int wait_loop(cp_proc *p, double timeout, int intr)
 {
     if (cp_proc_poll(p)) return 1;
     double deadline = timeout >= 0 ? cp_now() + timeout : 0;
+    cp_loop_mark();
     for (;;) {
         int ms = -1;
         if (timeout >= 0) {

@@ -66,6 +66,7 @@ M.define "Cancelled"
 M.define "Interrupted"  -- Ctrl-C (SIGINT) stopped a wait or the script
 M.define "OSError"      -- a system call failed: errno, call, message (and path when a file)
 M.define "MonitorError" -- coproc.monitor could not do what was asked (see docs/monitor.md)
+M.define "QueueFull"    -- a messenger holds back reading: its queues are over max_queued
 
 M.ErrorMeta = Error
 

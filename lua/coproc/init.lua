@@ -28,7 +28,7 @@ local coproc = {
 
 for _, name in ipairs { "ResourceRequestedClose", "WorkerError", "WorkerDied", "Timeout",
     "EncodeError", "ProtocolError", "WorkerIsAlreadyAliveError", "WorkerIsAlreadyDeadError",
-    "WorkerIsDeadError", "Cancelled", "OSError", "MonitorError", "Interrupted" } do
+    "WorkerIsDeadError", "Cancelled", "OSError", "MonitorError", "Interrupted", "QueueFull" } do
   coproc[name] = errors[name]
 end
 

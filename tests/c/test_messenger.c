@@ -1,11 +1,15 @@
 /* test_messenger.c: two messengers joined by a socketpair in one process:
  * priorities across the wire, counters, large values both ways at once (no
- * deadlock), malformed input, EOF with queued messages kept. */
+ * deadlock), malformed input, EOF with queued messages kept; the limits:
+ * room before a send, counting only written frames, large-frame buffers
+ * that grow with what arrived, the bound on queued bytes, the exit drain. */
 #include "check.h"
 #include "loop.h"
 #include "messenger.h"
 
+#include <fcntl.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -104,8 +108,8 @@ static void test_large_both_ways(void)
     send_bin(&a, INFINITY, 0, n, 'A');
     send_bin(&b, INFINITY, 0, n, 'B');
     cp_chan *ca = nil_chan(&a), *cb = nil_chan(&b);
-    CHECK(cp_messenger_wait(&a, ca, 0, 30.0) == 1);
-    CHECK(cp_messenger_wait(&b, cb, 0, 30.0) == 1);
+    CHECK(cp_messenger_wait(&a, ca, 0, 120.0) == 1);
+    CHECK(cp_messenger_wait(&b, cb, 0, 120.0) == 1);
     cp_msg *ma = cp_messenger_pop(&a, ca), *mb = cp_messenger_pop(&b, cb);
     CHECK(ma && ma->len == n + 5 && ma->data[5] == 'B' && ma->data[n + 4] == 'B');
     CHECK(mb && mb->len == n + 5 && mb->data[5] == 'A' && mb->data[n + 4] == 'A');
@@ -178,6 +182,154 @@ static void test_timeout(void)
     cp_messenger_close(&b);
 }
 
+/* A messenger whose peer is a bare fd that nobody reads. */
+static int half_pair(cp_messenger *a)
+{
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    cp_messenger_init(a);
+    CHECK(cp_messenger_open(a, sv[0], 0, NULL) == 0);
+    return sv[1];
+}
+
+static void test_room_and_counting(void)
+{
+    cp_messenger a;
+    int peer = half_pair(&a);
+    cp_chan *ca = nil_chan(&a);
+    /* Fill past the high-water mark: the peer never reads. */
+    while (cp_messenger_unsent(&a) <= CP_HIGH_WATER) {
+        CHECK(cp_messenger_room(&a, 0) == 1);
+        send_bin(&a, INFINITY, CP_FLAG_REQUEST, 1u << 20, 'r');
+    }
+    uint64_t sent = ca->requests_sent;
+    double t0 = cp_now();
+    CHECK(cp_messenger_room(&a, 0.1) == 0);          /* times out: no room */
+    CHECK(cp_now() - t0 >= 0.09);
+    CHECK(cp_messenger_unsent(&a) > CP_HIGH_WATER);
+    /* The peer goes away: room reports the connection down... */
+    close(peer);
+    CHECK(cp_messenger_room(&a, 1.0) == CP_WAIT_DOWN);
+    CHECK(ca->requests_sent == sent);
+    cp_messenger_close(&a);
+
+    /* ...and a frame whose write fails is not counted. */
+    cp_messenger b;
+    peer = half_pair(&b);
+    close(peer);
+    cp_chan *cb = nil_chan(&b);
+    size_t mark = cp_frame_begin(&b.out, CP_KIND_DATA, "\xc0", 1, INFINITY, CP_FLAG_REQUEST);
+    cp_buf_append(&b.out, "\xc0", 1);
+    CHECK(cp_frame_finish(&b.out, mark, b.max_frame) == 0);
+    CHECK(cp_messenger_sent(&b, cb, CP_FLAG_REQUEST) == -1);
+    CHECK(cb->requests_sent == 0 && b.messages_sent == 0);
+    cp_messenger_close(&b);
+}
+
+static void test_big_frame_grows(void)
+{
+    cp_messenger b;
+    int peer = half_pair(&b);
+    fcntl(peer, F_SETFL, fcntl(peer, F_GETFL) | O_NONBLOCK);
+    /* A header declaring 500 MiB, then 10 bytes. */
+    const unsigned char hdr[14] = {0x1f, 0x40, 0, 0, 0x95, 0, 0xc0, 0xc0, 0, 0xc6, 0x1f, 0x3f, 0xff, 0xf0};
+    CHECK(write(peer, hdr, sizeof hdr) == (ssize_t)sizeof hdr);
+    cp_messenger_pump(&b);
+    CHECK(b.big != NULL && b.big_have == sizeof hdr);
+    CHECK(b.big_total == 4 + (500u << 20));
+    CHECK(b.big_cap <= CP_BIG_STEP);
+    /* More bytes: the block grows, never past twice what has arrived. */
+    char *chunk = calloc(1, 1u << 20);
+    size_t have = sizeof hdr;
+    for (int i = 0; i < 5; i++) {
+        size_t off = 0;
+        while (off < (1u << 20)) {
+            ssize_t n = write(peer, chunk + off, (1u << 20) - off);
+            if (n > 0) off += (size_t)n;
+            cp_messenger_pump(&b);
+            CHECK(b.big_cap <= 2 * b.big_have || b.big_cap == CP_BIG_STEP);
+        }
+        have += 1u << 20;
+    }
+    cp_messenger_pump(&b);
+    CHECK(b.big_have == have);
+    CHECK(b.big_cap <= 2 * b.big_have);
+    free(chunk);
+    close(peer);
+    cp_messenger_close(&b);
+
+    /* A real 3 MiB frame still arrives whole. */
+    cp_messenger c, d;
+    pair(&c, &d);
+    send_bin(&c, INFINITY, 0, 3u << 20, 'G');
+    cp_chan *cd = nil_chan(&d);
+    wait_for(&d, cd, 1);
+    cp_msg *m = cp_messenger_pop(&d, cd);
+    CHECK(m && m->len == (3u << 20) + 5 && m->data[5] == 'G' && m->data[m->len - 1] == 'G');
+    cp_msg_free(m);
+    cp_messenger_close(&c);
+    cp_messenger_close(&d);
+}
+
+static int is_held(void *ud) { return cp_messenger_held(ud); }
+
+static void test_bound_holds_reading(void)
+{
+    cp_messenger a, b;
+    pair(&a, &b);
+    cp_messenger_set_max_queued(&b, 64u << 10);
+    /* 20000 small frames: far more than the bound once queued. */
+    for (int i = 0; i < 20000; i++) send_bin(&a, INFINITY, 0, 1, (char)('a' + i % 26));
+    cp_messenger_flush_all();
+    CHECK(cp_loop_wait(is_held, &b, 10.0) == 1);
+    cp_chan *cb = nil_chan(&b);
+    /* Over by at most one message, however much the socket holds. */
+    CHECK(b.queued_bytes > b.max_queued);
+    CHECK(b.queued_bytes <= b.max_queued + cp_msg_footprint(6) + CP_MSG_OVERHEAD);
+    CHECK(cb->bytes == b.queued_bytes);
+    CHECK(cp_messenger_fullest(&b) == cb);
+    CHECK(cp_messenger_ready(&b, NULL));    /* a wait for another channel ends */
+    size_t held_n = cb->q.n;
+    /* Running the loop reads no further. */
+    struct until u = {&b, cb, held_n + 1};
+    cp_messenger_flush_all();
+    CHECK(cp_loop_wait(until_ready, &u, 0.05) == 0);
+    CHECK(cb->q.n == held_n);
+    /* Reading lets everything through, in order, within the bound. */
+    size_t most = 0;
+    for (int i = 0; i < 20000; i++) {
+        if (!cb->q.n) wait_for(&b, cb, 1);
+        cp_msg *m = cp_messenger_pop(&b, cb);
+        CHECK(m && m->len == 6 && m->data[5] == (char)('a' + i % 26));
+        cp_msg_free(m);
+        if (b.queued_bytes > most) most = b.queued_bytes;
+    }
+    CHECK(most <= b.max_queued + cp_msg_footprint(6) + CP_MSG_OVERHEAD);
+    CHECK(b.queued_bytes == 0 && cb->bytes == 0);
+    /* Lifting the bound. */
+    cp_messenger_set_max_queued(&b, SIZE_MAX);
+    CHECK(!cp_messenger_held(&b));
+    cp_messenger_close(&a);
+    cp_messenger_close(&b);
+}
+
+static void test_drain_discards_input(void)
+{
+    /* At exit, a messenger writes what is pending while the peer floods it:
+     * what arrives is dropped, not queued. */
+    cp_messenger a, b;
+    pair(&a, &b);
+    for (int i = 0; i < 2000; i++) send_bin(&b, INFINITY, 0, 100, 'f');
+    send_bin(&a, INFINITY, 0, 10u << 20, 'x');
+    cp_messenger_flush_all();
+    CHECK(cp_messenger_drain(&a, 10.0) == 1);
+    CHECK(a.queued == 0);
+    cp_chan *cb = nil_chan(&b);
+    wait_for(&b, cb, 1);
+    cp_messenger_close(&a);
+    cp_messenger_close(&b);
+}
+
 int main(void)
 {
     test_priorities_and_counters();
@@ -185,5 +337,9 @@ int main(void)
     test_malformed_breaks_connection();
     test_oversized_and_eof();
     test_timeout();
+    test_room_and_counting();
+    test_big_frame_grows();
+    test_bound_holds_reading();
+    test_drain_discards_input();
     return check_report("test_messenger");
 }

@@ -96,6 +96,20 @@ describe("messenger", function()
     assert.same({ "p-2", "p1", "p5a", "p5b", "explicit", "late" }, names)
   end)
 
+  it("reads data.priority raw: a strict instance can be sent, a proxy's __index is not asked", function()
+    local Strict = { __index = function(_, k) error("strict: no field " .. tostring(k)) end }
+    local strict = setmetatable({ name = "strict" }, Strict)
+    local proxy = setmetatable({ name = "proxy" }, { __index = { priority = -100 } })
+    m:send_request(strict, "data")                      -- no priority: +inf
+    m:send_request(proxy, "data")                       -- +inf too: __index is not asked
+    m:send_request({ name = "plain", priority = 1 }, "data")
+    local got = call("collect", "data", 3)
+    local names = {}
+    for i, v in ipairs(got) do names[i] = rawget(v, "name") end
+    assert.same({ "plain", "strict", "proxy" }, names)
+    assert.is_function(getmetatable(got[2]).__index)   -- still a strict instance
+  end)
+
   it("counts requests and replies per channel on both sides", function()
     for i = 1, 3 do m:send_request(i, "q") end
     assert.equal(3, m:requests_sent("q"))
@@ -193,6 +207,26 @@ describe("messenger", function()
     m:close()
     assert.has_error(function() m:send_request(1) end, "attempt to use a closed messenger")
     assert.is_true(m:is_closed())
+  end)
+end)
+
+describe("counting sends", function()
+  it("a send_request that raises is not counted", function()
+    local w <close> = coproc.WorkerResource(function(m) os.exit(3) end):start()
+    assert.is_true(w:join(30))
+    local m = w.messenger
+    for _ = 1, 3 do
+      local ok, err = pcall(m.send_request, m, "lost", "ch")
+      assert.is_false(ok)
+      assert.is_true(coproc.is(err, coproc.WorkerDied), tostring(err))
+      assert.equal(3, err.exitcode)
+    end
+    assert.equal(0, m:requests_sent("ch"))
+    assert.equal(0, m:remaining("ch"))
+    assert.equal(0, m:messages_sent())
+    local ok, err = pcall(m.send_request_slice, m, {}, { 1 }, 1, 1, "ch")
+    assert.is_true(coproc.is(err, coproc.WorkerDied), tostring(err))
+    assert.equal(0, m:requests_sent("ch"))
   end)
 end)
 

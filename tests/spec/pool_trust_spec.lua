@@ -361,24 +361,40 @@ describe("Pool: hygiene", function()
 end)
 
 describe("Pool: bounded waits", function()
-  it("a map with a timeout over a stopped worker raises Timeout; terminate returns at once", function()
-    if not coproc.Messenger.unsent then pending("needs Messenger:unsent") return end
+  it("a worker stopped while running an item: the map times out in time; terminate returns at once", function()
     local pool = coproc.Pool(2)
-    local victim = pool:pids()[1]
     local big = ("x"):rep(1 << 20)
     local items = {}
-    for i = 1, 40 do items[i] = big end
-    os.execute("kill -STOP " .. victim)
+    for i = 1, 40 do items[i] = big .. i end
     local t0 = coproc.now()
-    local ok, err = pcall(pool.map, pool, function(s) return #s end, items, { timeout = 2 })
+    local ok, err = pcall(pool.map, pool, function(s)
+      if s:sub(-2) == "x1" then os.execute("kill -STOP $PPID") end   -- stops while holding item 1
+      return #s
+    end, items, { timeout = 2, chunksize = 1 })
     local took = coproc.now() - t0
     assert.is_false(ok)
     assert.is_true(coproc.is(err, coproc.Timeout), tostring(err))
     assert.is_true(took < 5, "map took " .. took .. " s")
+    local pids = pool:pids()
     t0 = coproc.now()
     pool:terminate()
     took = coproc.now() - t0
     assert.is_true(took < 2, "terminate took " .. took .. " s")
+    for _, pid in ipairs(pids) do assert.is_false(U.pid_exists(pid)) end
+  end)
+
+  it("a worker stopped before a map: the others take its share and the map completes", function()
+    local pool = coproc.Pool(2)
+    local victim = pool:pids()[1]
+    local big = ("y"):rep(1 << 20)
+    local items = {}
+    for i = 1, 40 do items[i] = big end
+    os.execute("kill -STOP " .. victim)
+    local r = pool:map(function(s) return #s end, items, { timeout = 20 })
+    for i = 1, 40 do assert.equal(1 << 20, r[i]) end
+    local t0 = coproc.now()
+    pool:terminate()
+    assert.is_true(coproc.now() - t0 < 2)
     assert.is_false(U.pid_exists(victim))
   end)
 end)
