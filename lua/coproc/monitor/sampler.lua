@@ -173,7 +173,7 @@ local function run(m, kw)
     elseif op == "stop" then
       s:finish()
       m:send_reply(true)
-      m:flush()
+      pcall(m.flush, m, 5)   -- bounded: a host that stopped reading cannot hold the worker
       return true
     end
     return false
