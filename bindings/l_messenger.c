@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <poll.h>
 #include <unistd.h>
 
 /* ---- userdata life cycle ---- */
@@ -28,33 +27,27 @@ l_messenger *cp_l_messenger_push(lua_State *L)
     return lm;
 }
 
+/* Any messenger, closed or not (close, is_closed, __tostring, __gc). */
 static l_messenger *check(lua_State *L, int i)
 {
     return luaL_checkudata(L, i, CP_MESSENGER_MT);
 }
 
-/* Hot-path check for methods registered with the metatable as upvalue 1:
- * one pointer comparison instead of a registry lookup by name. */
-static l_messenger *check_hot(lua_State *L, int i)
+/* The messenger a method is called on, not closed (a dead peer's queued
+ * messages stay readable). Methods have the metatable as upvalue 1
+ * (cp_l_newclass), so the common case is one pointer comparison. */
+static cp_messenger *self_open(lua_State *L)
 {
-    l_messenger *lm = lua_touserdata(L, i);
-    if (lm && lua_getmetatable(L, i)) {
-        int ok = lua_rawequal(L, -1, lua_upvalueindex(1));
-        lua_pop(L, 1);
-        if (ok) {
-            if (lm->m.state == CP_M_CLOSED) luaL_error(L, "attempt to use a closed messenger");
-            return lm;
-        }
-    }
-    return luaL_checkudata(L, i, CP_MESSENGER_MT);
+    l_messenger *lm = cp_l_isclass(L, 1) ? lua_touserdata(L, 1) : check(L, 1);
+    if (lm->m.state == CP_M_CLOSED) cp_l_closed(L, CP_MESSENGER_MT);
+    return &lm->m;
 }
 
-/* A messenger that can still be used for receiving (queued messages of a
- * dead peer remain readable). */
-static cp_messenger *check_usable(lua_State *L, int i)
+/* The same for a messenger at any index (iterators hold theirs as an upvalue). */
+static cp_messenger *open_at(lua_State *L, int i)
 {
     l_messenger *lm = check(L, i);
-    if (lm->m.state == CP_M_CLOSED) luaL_error(L, "attempt to use a closed messenger");
+    if (lm->m.state == CP_M_CLOSED) cp_l_closed(L, CP_MESSENGER_MT);
     return &lm->m;
 }
 
@@ -153,10 +146,7 @@ static double opt_timeout(lua_State *L, int i)
 
 static int sum_remaining(const cp_messenger *m)
 {
-    uint64_t n = 0;
-    for (int b = 0; b < CP_CHAN_BUCKETS; b++)
-        for (const cp_chan *c = m->buckets[b]; c; c = c->next)
-            if (c->requests_sent > c->replies_received) n += c->requests_sent - c->replies_received;
+    uint64_t n = cp_messenger_remaining(m);
     return (int)(n > INT_MAX ? INT_MAX : n);
 }
 
@@ -238,7 +228,7 @@ static int raise_held(lua_State *L, cp_messenger *m, const cp_chan *want, const 
     luaL_checkstack(L, 10, NULL);
     const cp_chan *c = cp_messenger_fullest(m);
     size_t bytes = c ? c->bytes : m->queued_bytes;
-    lua_Integer count = (lua_Integer)(c ? c->q.n : m->queued);
+    lua_Integer count = (lua_Integer)(c ? c->q.n : cp_messenger_queued(m));
     char held[32], limit[32];
     format_mib(held, sizeof held, bytes);
     format_mib(limit, sizeof limit, m->max_queued);
@@ -343,19 +333,15 @@ static void raise_wait(lua_State *L, int rc)
  * only end if we read past the bound. */
 static void check_held(lua_State *L, cp_messenger *m, const cp_chan *c)
 {
-    if (cp_messenger_held(m) && !(c && c->q.n) && !m->special.n) raise_held(L, m, c, NULL);
+    if (cp_messenger_held(m) && !cp_messenger_has(m, c)) raise_held(L, m, c, NULL);
 }
 
 /* ---- sending ---- */
 
-/* A burst of small sends leaves its tail in the outbound buffer until the
- * next coproc call. So that a worker that sends and then computes for a
- * long time does not hold its last messages back, a send that leaves bytes
- * pending arms a count hook: after FLUSH_HOOK_COUNT more VM instructions
- * everything pending is written and the hook removes itself. A hook the
- * program set itself (a debugger, a profiler) is never replaced. */
-#define FLUSH_HOOK_COUNT 20000
-
+/* The cork policy (messenger.h) leaves a burst's tail pending until the
+ * next coproc call; a sender that goes on computing gets it written by a
+ * one-shot count hook. A hook the program set itself (a debugger, a
+ * profiler) is never replaced. */
 static void flush_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
@@ -365,9 +351,8 @@ static void flush_hook(lua_State *L, lua_Debug *ar)
 
 static void arm_flush_hook(lua_State *L, cp_messenger *m)
 {
-    if (cp_buf_size(&m->out) == 0 || ev_is_active(&m->ww)) return; /* nothing held, or the loop drains it */
-    lua_Hook h = lua_gethook(L);
-    if (h == NULL) lua_sethook(L, flush_hook, LUA_MASKCOUNT, FLUSH_HOOK_COUNT);
+    if (!cp_messenger_corked(m)) return;
+    if (lua_gethook(L) == NULL) lua_sethook(L, flush_hook, LUA_MASKCOUNT, CP_FLUSH_HOOK_COUNT);
 }
 
 /* A slice to send as one array: head[1..#head], list[lo..hi]. */
@@ -377,7 +362,7 @@ typedef struct slice { int list; lua_Integer lo, hi; } slice;
  * that a send that fails has queued nothing. */
 static void need_room(lua_State *L, cp_messenger *m)
 {
-    if (cp_buf_size(&m->out) <= CP_HIGH_WATER) return; /* the common case, inline */
+    if (cp_messenger_unsent(m) <= CP_HIGH_WATER) return; /* the common case, inline */
     int rc = cp_messenger_room(m, m->send_timeout);
     if (rc == 1) return;
     if (rc == CP_WAIT_DOWN) raise_down(L, m);
@@ -401,17 +386,18 @@ static void send_frame(lua_State *L, cp_messenger *m, int kind, int data, const 
 {
     if (m->state != CP_M_OPEN) raise_down(L, m);
     if (wait_room) need_room(L, m);
-    size_t mark = cp_frame_begin(&m->out, kind, k->b, k->n, prio, flags);
-    if (mark == (size_t)-1) luaL_error(L, "out of memory");
+    size_t mark;
+    cp_buf *out = cp_messenger_begin(m, kind, k->b, k->n, prio, flags, &mark);
+    if (!out) luaL_error(L, "out of memory");
     char err[CP_CODEC_ERRLEN];
-    int rc = sl ? cp_codec_encode_slice(L, data, sl->list, sl->lo, sl->hi, &m->out, err, sizeof err)
-                : cp_codec_encode(L, data, &m->out, err, sizeof err);
+    int rc = sl ? cp_codec_encode_slice(L, data, sl->list, sl->lo, sl->hi, out, err, sizeof err)
+                : cp_codec_encode(L, data, out, err, sizeof err);
     if (rc) {
-        cp_buf_truncate(&m->out, mark);
+        cp_messenger_abort(m, mark);
         cp_l_error(L, "EncodeError", "cannot send: %s", err);
     }
-    size_t size = m->out.len - mark;
-    if (cp_frame_finish(&m->out, mark, m->max_frame))
+    size_t size = out->len - mark;
+    if (cp_messenger_commit(m, mark))
         cp_l_error(L, "EncodeError", "cannot send: message of %d bytes exceeds the maximum frame size of %d bytes",
                    (int)(size > INT_MAX ? INT_MAX : size), (int)(m->max_frame > INT_MAX ? INT_MAX : m->max_frame));
     if (cp_messenger_sent(m, c, flags)) raise_down(L, m);
@@ -426,7 +412,7 @@ static void send_one(lua_State *L, cp_messenger *m, int kind, int data, cp_chan 
 
 static int send_with(lua_State *L, unsigned flags)
 {
-    cp_messenger *m = &check_hot(L, 1)->m;
+    cp_messenger *m = self_open(L);
     chankey k;
     check_channel(L, 3, &k);
     double prio = get_priority(L, 2, 4);
@@ -442,7 +428,7 @@ static int l_send_norequest(lua_State *L) { return send_with(L, 0); }
 
 static int l_send_request_multiple(lua_State *L)
 {
-    cp_messenger *m = check_usable(L, 1);
+    cp_messenger *m = self_open(L);
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 4); /* items are pushed above the arguments */
     chankey k;
@@ -465,7 +451,7 @@ static int l_send_request_multiple(lua_State *L)
  * the two tables (a pool batch without building a table per batch). */
 static int l_send_request_slice(lua_State *L)
 {
-    cp_messenger *m = check_usable(L, 1);
+    cp_messenger *m = self_open(L);
     luaL_checktype(L, 2, LUA_TTABLE);
     luaL_checktype(L, 3, LUA_TTABLE);
     slice sl = {3, luaL_checkinteger(L, 4), luaL_checkinteger(L, 5)};
@@ -482,7 +468,7 @@ static int l_send_request_slice(lua_State *L)
 
 static int l_send_close_request(lua_State *L)
 {
-    cp_messenger *m = check_usable(L, 1);
+    cp_messenger *m = self_open(L);
     chankey k;
     k.n = cp_channel_nil(k.b);
     lua_pushnil(L);
@@ -493,7 +479,7 @@ static int l_send_close_request(lua_State *L)
 
 static int l_send_error(lua_State *L)
 {
-    cp_messenger *m = check_usable(L, 1);
+    cp_messenger *m = self_open(L);
     /* Normalise to {message, traceback, class}. */
     lua_settop(L, 2);
     lua_createtable(L, 0, 3);
@@ -523,7 +509,7 @@ send:;
 
 static int l_receive_blocking(lua_State *L)
 {
-    cp_messenger *m = &check_hot(L, 1)->m;
+    cp_messenger *m = self_open(L);
     cp_chan *c = get_chan(L, m, 2, 1);
     double timeout = opt_timeout(L, 3);
     for (;;) {
@@ -545,7 +531,7 @@ static int l_receive_blocking(lua_State *L)
  * batch could not be decoded). */
 static int l_receive_raw(lua_State *L)
 {
-    cp_messenger *m = &check_hot(L, 1)->m;
+    cp_messenger *m = self_open(L);
     cp_chan *c = get_chan(L, m, 2, 1);
     double timeout = opt_timeout(L, 3);
     for (;;) {
@@ -562,7 +548,7 @@ static int l_receive_raw(lua_State *L)
 
 static int l_receive_available(lua_State *L)
 {
-    cp_messenger *m = check_usable(L, 1);
+    cp_messenger *m = self_open(L);
     cp_chan *c = get_chan(L, m, 2, 1);
     cp_messenger_flush_all();
     if (m->state == CP_M_OPEN) cp_messenger_pump(m);
@@ -576,7 +562,7 @@ static int l_receive_available(lua_State *L)
 
 static int remaining_iter(lua_State *L)
 {
-    cp_messenger *m = check_usable(L, lua_upvalueindex(1));
+    cp_messenger *m = open_at(L, lua_upvalueindex(1));
     lua_pushvalue(L, lua_upvalueindex(2));
     cp_chan *c = get_chan(L, m, lua_gettop(L), 1);
     if (c->requests_sent <= c->replies_received) return 0;
@@ -590,7 +576,7 @@ static int remaining_iter(lua_State *L)
 
 static int l_receive_remaining(lua_State *L)
 {
-    check_usable(L, 1);
+    self_open(L);
     lua_settop(L, 2);
     lua_pushcclosure(L, remaining_iter, 2);
     return 1;
@@ -598,80 +584,81 @@ static int l_receive_remaining(lua_State *L)
 
 static int l_available(lua_State *L)
 {
-    cp_messenger *m = check_usable(L, 1);
+    cp_messenger *m = self_open(L);
     cp_chan *c = get_chan(L, m, 2, 0);
     cp_messenger_flush_all();
     if (m->state == CP_M_OPEN) cp_messenger_pump(m);
-    lua_pushboolean(L, m->special.n || (c && c->q.n));
+    lua_pushboolean(L, cp_messenger_has(m, c));
     return 1;
 }
 
 static int l_await_available(lua_State *L)
 {
-    cp_messenger *m = check_usable(L, 1);
+    cp_messenger *m = self_open(L);
     double timeout = opt_timeout(L, 2);
     int rc = cp_messenger_wait(m, NULL, 1, timeout);
     raise_wait(L, rc);
-    lua_pushboolean(L, m->queued > 0);
+    lua_pushboolean(L, cp_messenger_queued(m) > 0);
     return 1;
 }
 
 static int l_pipe_poll(lua_State *L)
 {
-    cp_messenger *m = check_usable(L, 1);
+    cp_messenger *m = self_open(L);
     double timeout = opt_timeout(L, 2);
-    cp_messenger_flush_all();
-    if (m->state != CP_M_OPEN) { lua_pushboolean(L, 0); return 1; }
-    struct pollfd pfd = {m->fd, POLLIN, 0};
-    int r = poll(&pfd, 1, timeout < 0 ? -1 : (int)(timeout * 1000));
-    lua_pushboolean(L, r > 0);
+    lua_pushboolean(L, cp_messenger_poll(m, timeout));
     return 1;
 }
 
 /* ---- counters ---- */
 
-static int counter(lua_State *L, int which)
+/* What a per-channel counter method reports. */
+enum count { UNANSWERED, REQUESTS_SENT, REPLIES_RECEIVED, QUEUED, REQUESTS_RECEIVED, REPLIES_SENT };
+
+/* m:<counter>(channel): one per-channel counter (0 for a channel never used). */
+static int channel_count(lua_State *L, enum count which)
 {
-    cp_messenger *m = &check(L, 1)->m;
+    cp_messenger *m = self_open(L);
     cp_chan *c = get_chan(L, m, 2, 0);
     uint64_t v = 0;
     if (c) switch (which) {
-        case 0: v = c->requests_sent > c->replies_received ? c->requests_sent - c->replies_received : 0; break;
-        case 1: v = c->requests_sent; break;
-        case 2: v = c->replies_received; break;
-        case 3: v = c->q.n; break;
-        case 4: v = c->requests_received; break;
-        case 5: v = c->replies_sent; break;
+        case UNANSWERED: v = c->requests_sent > c->replies_received ? c->requests_sent - c->replies_received : 0; break;
+        case REQUESTS_SENT: v = c->requests_sent; break;
+        case REPLIES_RECEIVED: v = c->replies_received; break;
+        case QUEUED: v = c->q.n; break;
+        case REQUESTS_RECEIVED: v = c->requests_received; break;
+        case REPLIES_SENT: v = c->replies_sent; break;
     }
     lua_pushinteger(L, (lua_Integer)v);
     return 1;
 }
 
-static int l_remaining(lua_State *L) { return counter(L, 0); }
-static int l_requests_sent(lua_State *L) { return counter(L, 1); }
-static int l_replies_received(lua_State *L) { return counter(L, 2); }
-static int l_requests_received(lua_State *L) { return counter(L, 4); }
-static int l_replies_sent(lua_State *L) { return counter(L, 5); }
+static int l_remaining(lua_State *L) { return channel_count(L, UNANSWERED); }
+static int l_requests_sent(lua_State *L) { return channel_count(L, REQUESTS_SENT); }
+static int l_replies_received(lua_State *L) { return channel_count(L, REPLIES_RECEIVED); }
+static int l_requests_received(lua_State *L) { return channel_count(L, REQUESTS_RECEIVED); }
+static int l_replies_sent(lua_State *L) { return channel_count(L, REPLIES_SENT); }
 
+/* queue_size() -> messages queued on every channel; queue_size(channel) -> on that one. */
 static int l_queue_size(lua_State *L)
 {
-    cp_messenger *m = &check(L, 1)->m;
-    if (lua_isnoneornil(L, 2) && lua_gettop(L) < 2) {
-        lua_pushinteger(L, (lua_Integer)m->queued);
+    cp_messenger *m = self_open(L);
+    if (lua_gettop(L) < 2) {
+        lua_pushinteger(L, (lua_Integer)cp_messenger_queued(m));
         return 1;
     }
-    return counter(L, 3);
+    return channel_count(L, QUEUED);
 }
 
 static int l_messages_sent(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)check(L, 1)->m.messages_sent);
+    lua_pushinteger(L, (lua_Integer)self_open(L)->messages_sent);
     return 1;
 }
 
 static int l_messages_received(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)check(L, 1)->m.messages_received);
+    lua_pushinteger(L, (lua_Integer)self_open(L)->messages_received);
     return 1;
 }
 
@@ -679,7 +666,7 @@ static int l_messages_received(lua_State *L)
 
 static int l_flush(lua_State *L)
 {
-    cp_messenger *m = check_usable(L, 1);
+    cp_messenger *m = self_open(L);
     double timeout = opt_timeout(L, 2);
     int rc = cp_messenger_flush(m, timeout);
     if (rc == CP_WAIT_DOWN) return raise_down(L, m);
@@ -691,7 +678,7 @@ static int l_flush(lua_State *L)
 
 static int l_fileno(lua_State *L)
 {
-    lua_pushinteger(L, check(L, 1)->m.fd);
+    lua_pushinteger(L, self_open(L)->fd);
     return 1;
 }
 
@@ -709,7 +696,7 @@ static int l_is_connected(lua_State *L)
 
 static int l_set_max_frame(lua_State *L)
 {
-    cp_messenger *m = &check(L, 1)->m;
+    cp_messenger *m = self_open(L);
     lua_Integer n = luaL_checkinteger(L, 2);
     luaL_argcheck(L, n >= 64 && n <= (lua_Integer)UINT32_MAX, 2, "maximum frame size must be 64 .. 2^32-1 bytes");
     m->max_frame = (size_t)n;
@@ -720,14 +707,14 @@ static int l_set_max_frame(lua_State *L)
 
 static int l_set_send_timeout(lua_State *L)
 {
-    cp_messenger *m = &check(L, 1)->m;
+    cp_messenger *m = self_open(L);
     m->send_timeout = opt_timeout(L, 2);
     return 0;
 }
 
 static int l_send_timeout(lua_State *L)
 {
-    cp_messenger *m = &check(L, 1)->m;
+    cp_messenger *m = self_open(L);
     if (m->send_timeout < 0) lua_pushnil(L);
     else lua_pushnumber(L, m->send_timeout);
     return 1;
@@ -737,7 +724,7 @@ static int l_send_timeout(lua_State *L)
  * what it takes now). */
 static int l_unsent(lua_State *L)
 {
-    cp_messenger *m = &check(L, 1)->m;
+    cp_messenger *m = self_open(L);
     if (m->state == CP_M_OPEN && cp_messenger_unsent(m)) cp_messenger_flush_nb(m);
     lua_pushinteger(L, (lua_Integer)cp_messenger_unsent(m));
     return 1;
@@ -745,7 +732,7 @@ static int l_unsent(lua_State *L)
 
 static int l_set_max_queued(lua_State *L)
 {
-    cp_messenger *m = &check(L, 1)->m;
+    cp_messenger *m = self_open(L);
     size_t n = SIZE_MAX;
     if (!lua_isnoneornil(L, 2)) {
         lua_Integer v = luaL_checkinteger(L, 2);
@@ -758,7 +745,7 @@ static int l_set_max_queued(lua_State *L)
 
 static int l_max_queued(lua_State *L)
 {
-    cp_messenger *m = &check(L, 1)->m;
+    cp_messenger *m = self_open(L);
     if (m->max_queued == SIZE_MAX) lua_pushnil(L);
     else lua_pushinteger(L, (lua_Integer)m->max_queued);
     return 1;
@@ -766,19 +753,18 @@ static int l_max_queued(lua_State *L)
 
 static int l_queued_bytes(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)check(L, 1)->m.queued_bytes);
+    lua_pushinteger(L, (lua_Integer)self_open(L)->queued_bytes);
     return 1;
 }
 
 /* Test hook: queue raw bytes as if they were frames (malformed input tests). */
 static int l_send_raw(lua_State *L)
 {
-    cp_messenger *m = check_usable(L, 1);
+    cp_messenger *m = self_open(L);
     size_t n;
     const char *s = luaL_checklstring(L, 2, &n);
     if (m->state != CP_M_OPEN) return raise_down(L, m);
-    if (cp_buf_append(&m->out, s, n)) return luaL_error(L, "out of memory");
-    cp_messenger_flush_nb(m);
+    if (cp_messenger_send_raw(m, s, n)) return luaL_error(L, "out of memory");
     return 0;
 }
 
@@ -940,17 +926,13 @@ static void watch_interrupts(lua_State *L)
 
 void cp_l_messenger_open(lua_State *L, int t)
 {
+    t = lua_absindex(L, t);
     watch_interrupts(L);
-    if (luaL_newmetatable(L, CP_MESSENGER_MT)) {
-        luaL_setfuncs(L, meta, 0);
-        /* Methods get upvalues: 1 the metatable (fast self check), 2 the
-         * interned key "priority". */
-        luaL_newlibtable(L, methods);
-        lua_pushvalue(L, -2);
-        lua_pushliteral(L, "priority");
-        luaL_setfuncs(L, methods, 2);
-        lua_setfield(L, -2, "__index");
-    }
+    /* Methods get upvalues: 1 the metatable (fast self check), 2 the
+     * interned key "priority". */
+    lua_pushliteral(L, "priority");
+    cp_l_newclass(L, CP_MESSENGER_MT, methods, meta, 1);
+    luaL_getmetatable(L, CP_MESSENGER_MT);
     lua_getfield(L, -1, "__index");
     lua_setfield(L, t, "Messenger");   /* method table, for extension in Lua */
     lua_pop(L, 1);

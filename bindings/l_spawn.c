@@ -1,6 +1,6 @@
 /* l_spawn.c: core.spawn, which forks a worker and runs its Lua side.
  *
- *   core.spawn(target, kwargs, {method = "fresh"|"inherit", fifo = bool,
+ *   core.spawn(target, kwargs, {method = "fresh"|"inherit", arrival_order = bool,
  *              status = bool}) -> messenger, process
  *
  * "fresh": target and kwargs are encoded here, before the fork (so an
@@ -65,7 +65,7 @@ static int run_worker(lua_State *L, const char *fn, int nargs)
     return code;
 }
 
-static _Noreturn void child_main(lua_State *L, int fd, int fresh, int fifo, const char *payload, size_t plen,
+static _Noreturn void child_main(lua_State *L, int fd, int fresh, int arrival_order, const char *payload, size_t plen,
                                  const char *path, const char *cpath, cp_status *status)
 {
     cp_messenger_forget_all();
@@ -88,7 +88,7 @@ static _Noreturn void child_main(lua_State *L, int fd, int fresh, int fifo, cons
         luaL_requiref(W, "coproc.core", cp_core_open, 0); /* registers the metatables */
         lua_pop(W, 1);
         l_messenger *lm = cp_l_messenger_push(W);
-        if (cp_messenger_open(&lm->m, fd, fifo, NULL)) _exit(72);
+        if (cp_messenger_open(&lm->m, fd, arrival_order, NULL)) _exit(72);
         lua_pushlstring(W, payload, plen);
         code = run_worker(W, "main_fresh", 1);
         cp_l_messenger_drain(lm, 10.0);
@@ -96,7 +96,7 @@ static _Noreturn void child_main(lua_State *L, int fd, int fresh, int fifo, cons
     } else {
         reseed(L);
         l_messenger *lm = cp_l_messenger_push(L);
-        if (cp_messenger_open(&lm->m, fd, fifo, NULL)) _exit(72);
+        if (cp_messenger_open(&lm->m, fd, arrival_order, NULL)) _exit(72);
         lua_pushvalue(L, 1);
         lua_pushvalue(L, 2);
         code = run_worker(L, "run", 2);
@@ -134,7 +134,7 @@ static int l_spawn(lua_State *L)
 {
     luaL_checkany(L, 1);
     lua_settop(L, 3);
-    int fresh = 1, fifo = 0, want_status = 0;
+    int fresh = 1, arrival_order = 0, want_status = 0;
     if (lua_istable(L, 3)) {
         lua_getfield(L, 3, "status");
         want_status = lua_toboolean(L, -1);
@@ -144,8 +144,8 @@ static int l_spawn(lua_State *L)
         if (strcmp(method, "inherit") == 0) fresh = 0;
         else if (strcmp(method, "fresh") != 0)
             return luaL_error(L, "unknown start method '%s' (expected 'fresh' or 'inherit')", method);
-        lua_getfield(L, 3, "fifo");
-        fifo = lua_toboolean(L, -1);
+        lua_getfield(L, 3, "arrival_order");
+        arrival_order = lua_toboolean(L, -1);
         lua_pop(L, 2);
     }
     /* Everything that can fail or allocate happens before the fork. */
@@ -197,11 +197,11 @@ static int l_spawn(lua_State *L)
         cp_buf_free(&payload);
         return os_error(L, lp->p.failed_call, e);
     }
-    if (pid == 0) child_main(L, fd, fresh, fifo, payload.data ? cp_buf_head(&payload) : "", cp_buf_size(&payload), path, cpath,
+    if (pid == 0) child_main(L, fd, fresh, arrival_order, payload.data ? cp_buf_head(&payload) : "", cp_buf_size(&payload), path, cpath,
                              lp->status);
     cp_buf_free(&payload);
     lp->started = 1;
-    int opened = cp_messenger_open(&lm->m, fd, fifo, &lp->p) == 0;
+    int opened = cp_messenger_open(&lm->m, fd, arrival_order, &lp->p) == 0;
     if (!opened || (lp->p.pidfd >= 0 && lm->m.pidfd < 0)) {
         /* No fd left for the messenger's copy of the pidfd (it watches the
          * worker's exit): an OSError like any other shortage. */

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,13 +94,13 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents);
 static void on_writable(struct ev_loop *loop, ev_io *w, int revents);
 static void on_peer_exit(struct ev_loop *loop, ev_io *w, int revents);
 
-int cp_messenger_open(cp_messenger *m, int fd, int fifo, cp_proc *peer)
+int cp_messenger_open(cp_messenger *m, int fd, int arrival_order, cp_proc *peer)
 {
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -1;
     fcntl(fd, F_SETFD, FD_CLOEXEC);
     m->fd = fd;
-    m->fifo = fifo;
+    m->arrival_order = arrival_order;
     m->peer = peer;
     m->state = CP_M_OPEN;
     m->owner = cp_self_pid();
@@ -323,7 +324,7 @@ const cp_chan *cp_messenger_fullest(const cp_messenger *m)
  * handed to the message. Returns 0, or -1 when the connection broke. */
 static int queue_frame(cp_messenger *m, const cp_frame *f, void *block)
 {
-    double prio = m->fifo || f->kind != CP_KIND_DATA ? 0.0 : f->priority;
+    double prio = m->arrival_order || f->kind != CP_KIND_DATA ? 0.0 : f->priority;
     cp_msg *msg = block ? cp_msg_wrap(f->kind, f->flags, prio, block, f->payload, f->payload_len)
                         : cp_msg_new(f->kind, f->flags, prio, f->payload, f->payload_len);
     cp_pqueue *q = &m->special;
@@ -624,4 +625,50 @@ int cp_messenger_peer_exited(cp_messenger *m)
      * close = true runs finalisers first), which a short grace covers. */
     int exiting = proc_exiting(p->pid);
     return cp_proc_wait(p, exiting > 0 ? 2.0 : 0.05);
+}
+
+cp_buf *cp_messenger_begin(cp_messenger *m, int kind, const char *chan, size_t chan_len,
+                           double priority, unsigned flags, size_t *mark)
+{
+    *mark = cp_frame_begin(&m->out, kind, chan, chan_len, priority, flags);
+    return *mark == (size_t)-1 ? NULL : &m->out;
+}
+
+int cp_messenger_commit(cp_messenger *m, size_t mark)
+{
+    return cp_frame_finish(&m->out, mark, m->max_frame);
+}
+
+void cp_messenger_abort(cp_messenger *m, size_t mark)
+{
+    cp_buf_truncate(&m->out, mark);
+}
+
+int cp_messenger_send_raw(cp_messenger *m, const char *bytes, size_t n)
+{
+    if (m->state != CP_M_OPEN || cp_buf_append(&m->out, bytes, n)) return -1;
+    cp_messenger_flush_nb(m);
+    return 0;
+}
+
+int cp_messenger_corked(const cp_messenger *m)
+{
+    return m->state == CP_M_OPEN && cp_buf_size(&m->out) && !ev_is_active(&m->ww);
+}
+
+uint64_t cp_messenger_remaining(const cp_messenger *m)
+{
+    uint64_t n = 0;
+    for (int b = 0; b < CP_CHAN_BUCKETS; b++)
+        for (const cp_chan *c = m->buckets[b]; c; c = c->next)
+            if (c->requests_sent > c->replies_received) n += c->requests_sent - c->replies_received;
+    return n;
+}
+
+int cp_messenger_poll(cp_messenger *m, double timeout)
+{
+    cp_messenger_flush_all();
+    if (m->state != CP_M_OPEN) return 0;
+    struct pollfd pfd = {m->fd, POLLIN, 0};
+    return poll(&pfd, 1, timeout < 0 ? -1 : (int)(timeout * 1000)) > 0;
 }

@@ -8,7 +8,10 @@
  * Small sends made in quick succession are coalesced: a send goes out at
  * once unless another write happened less than CP_CORK_SECONDS ago; the
  * buffered tail goes out at CP_FLUSH_BYTES, when the cork time has passed at
- * the next send, and before any wait, receive, poll or close.
+ * the next send, and before any wait, receive, poll or close. A sender that
+ * goes on computing instead must not hold its tail back: while
+ * cp_messenger_corked() is true, the binding arms a one-shot hook that
+ * flushes after CP_FLUSH_HOOK_COUNT more VM instructions.
  *
  * Limits (see docs/protocol.md): a send waits for room only before its frame
  * is appended, never after, so a message is queued whole or not at all; the
@@ -30,6 +33,7 @@
 #define CP_CHAN_BUCKETS 32
 #define CP_FLUSH_BYTES (64u << 10)
 #define CP_CORK_SECONDS 50e-6
+#define CP_FLUSH_HOOK_COUNT 20000 /* VM instructions a corked tail may wait */
 #define CP_BIG_FRAME (256u << 10) /* frames above this skip the read buffer */
 #define CP_HIGH_WATER (8u << 20) /* a send waits while more is pending */
 #define CP_MAX_QUEUED_DEFAULT (64u << 20) /* bytes queued for reading */
@@ -58,7 +62,7 @@ typedef struct cp_chan {
 typedef struct cp_messenger {
     int         fd;
     int         state;        /* enum cp_mstate */
-    int         fifo;         /* MultiMessenger: arrival order only */
+    int         arrival_order; /* MultiMessenger: priorities ignored, arrival order only */
     const char *error;        /* reason for CP_M_BROKEN (static string) */
     int         write_errno;  /* errno of a failed write, else 0 */
     size_t      max_frame;
@@ -90,8 +94,9 @@ typedef struct cp_messenger {
 
 /* Born closed: safe to close or query. */
 void cp_messenger_init(cp_messenger *m);
-/* Takes fd (made non-blocking). peer may be NULL. Returns 0 or -1. */
-int  cp_messenger_open(cp_messenger *m, int fd, int fifo, cp_proc *peer);
+/* Takes fd (made non-blocking). arrival_order: queue by arrival only (a
+ * MultiMessenger). peer may be NULL. Returns 0 or -1. */
+int  cp_messenger_open(cp_messenger *m, int fd, int arrival_order, cp_proc *peer);
 /* Idempotent: flush nothing, drop queues, close the fd. */
 void cp_messenger_close(cp_messenger *m);
 /* In a forked child: close every inherited messenger without touching the
@@ -113,10 +118,23 @@ enum { CP_WAIT_DOWN = -2, CP_WAIT_HELD = -3 };
  * down, CP_WAIT_HELD when reading is held back (cp_messenger_held): the
  * peer may itself be waiting for us to read, so waiting could last forever. */
 int  cp_messenger_room(cp_messenger *m, double timeout);
-/* After the caller appended one whole frame to m->out: apply the coalescing
- * policy (a non-blocking write at most, never a wait) and count the frame.
- * Returns 0, or -1 when the connection is down (the frame is not counted). */
+/* Sending one frame: begin writes its header into the outbound buffer and
+ * returns the buffer the caller appends the payload to (one msgpack value),
+ * with *mark set (NULL on out of memory); then commit finishes it (returns
+ * -1, the frame removed, when it exceeds max_frame) or abort removes it. */
+cp_buf *cp_messenger_begin(cp_messenger *m, int kind, const char *chan, size_t chan_len,
+                           double priority, unsigned flags, size_t *mark);
+int  cp_messenger_commit(cp_messenger *m, size_t mark);
+void cp_messenger_abort(cp_messenger *m, size_t mark);
+/* After a commit: apply the coalescing policy (a non-blocking write at
+ * most, never a wait) and count the frame. Returns 0, or -1 when the
+ * connection is down (the frame is not counted). */
 int  cp_messenger_sent(cp_messenger *m, cp_chan *c, unsigned flags);
+/* Append bytes as they are (tests that send malformed frames). 0 or -1. */
+int  cp_messenger_send_raw(cp_messenger *m, const char *bytes, size_t n);
+/* Output is pending and nothing drains it (the loop's write watcher is
+ * off): someone must flush it later (see the cork policy above). */
+int  cp_messenger_corked(const cp_messenger *m);
 /* Write what the socket takes now. Returns bytes still pending, -1 if down. */
 long cp_messenger_flush_nb(cp_messenger *m);
 /* Bytes sent but not yet written to the socket. */
@@ -151,6 +169,20 @@ const cp_chan *cp_messenger_fullest(const cp_messenger *m);
  * cannot tell) wait at most 50 ms. Only the first call on a connection
  * waits; later ones just look. */
 int  cp_messenger_peer_exited(cp_messenger *m);
+
+/* Requests sent on any channel that have no reply yet. */
+uint64_t cp_messenger_remaining(const cp_messenger *m);
+/* A message for channel c (may be NULL) or a CLOSE/ERROR is queued. */
+static inline int cp_messenger_has(const cp_messenger *m, const cp_chan *c)
+{
+    return m->special.n || (c && c->q.n);
+}
+/* Messages queued on every channel, CLOSE/ERROR included. */
+static inline size_t cp_messenger_queued(const cp_messenger *m) { return m->queued; }
+/* The seed's pipe_poll: flush, then wait up to timeout seconds (< 0: no
+ * limit) for bytes to arrive on the socket itself. 1 readable, 0 not (or
+ * not connected). */
+int  cp_messenger_poll(cp_messenger *m, double timeout);
 
 /* Pop the next message of channel c (NULL when none); counts replies. */
 cp_msg *cp_messenger_pop(cp_messenger *m, cp_chan *c);

@@ -5,9 +5,9 @@ local errors = require "coproc.errors"
 
 local M = {}
 
-M.PriorityMessenger = setmetatable({ name = "PriorityMessenger", fifo = false },
+M.PriorityMessenger = setmetatable({ name = "PriorityMessenger", arrival_order = false },
   { __tostring = function() return "coproc.PriorityMessenger" end })
-M.MultiMessenger = setmetatable({ name = "MultiMessenger", fifo = true },
+M.MultiMessenger = setmetatable({ name = "MultiMessenger", arrival_order = true },
   { __tostring = function() return "coproc.MultiMessenger" end })
 
 --- Make a worker class: a table whose fields are defaults and whose methods
@@ -56,7 +56,7 @@ function WorkerResource:start(kwargs)
     error("bad argument #1 to 'start' (table of keyword arguments expected)", 2)
   end
   if self.messenger then self.messenger:close() end
-  local m, proc = core.spawn(self.target, kwargs or {}, { method = self.method, fifo = self.messenger_type.fifo,
+  local m, proc = core.spawn(self.target, kwargs or {}, { method = self.method, arrival_order = self.messenger_type.arrival_order,
     status = rawget(self, "_with_status") })
   self.messenger, self._proc = m, proc
   return self

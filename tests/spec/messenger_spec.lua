@@ -203,10 +203,18 @@ describe("messenger", function()
     assert.same({ "small" }, call("collect", "data", 1))
   end)
 
-  it("a closed messenger says so", function()
+  it("a closed messenger says so, for every method but close and the state queries", function()
     m:close()
-    assert.has_error(function() m:send_request(1) end, "attempt to use a closed messenger")
+    m:close()   -- idempotent
+    for _, name in ipairs { "send_request", "send_reply", "send_norequest", "receive_blocking",
+        "receive_available", "available", "remaining", "requests_sent", "replies_received",
+        "queue_size", "messages_sent", "messages_received", "fileno", "flush", "unsent",
+        "queued_bytes", "send_timeout", "pipe_poll", "await_available" } do
+      assert.has_error(function() m[name](m, 1) end, "attempt to use a closed coproc.Messenger", name)
+    end
     assert.is_true(m:is_closed())
+    assert.is_false(m:is_connected())
+    assert.matches("closed", tostring(m))
   end)
 end)
 
