@@ -65,7 +65,8 @@ endforeach()
 # lua5.4 that only knows those directories runs a worker.
 add_test(NAME install/stock_lua
   COMMAND sh ${PROJECT_SOURCE_DIR}/tests/install_test.sh ${PROJECT_BINARY_DIR} ${LUA_EXE}
-  ${LUA_INSTALL_LMOD} ${LUA_INSTALL_CMOD} ${CMAKE_INSTALL_PREFIX}/bin)
+  ${LUA_INSTALL_LMOD} ${LUA_INSTALL_CMOD} ${CMAKE_INSTALL_FULL_BINDIR} ${CMAKE_INSTALL_FULL_MANDIR}
+  ${CMAKE_INSTALL_FULL_DATADIR})
 set_tests_properties(install/stock_lua PROPERTIES TIMEOUT 120)
 if(COPROC_SANITIZE)
   # Only the stock lua5.4 of this test loads the instrumented module, so only
@@ -75,3 +76,15 @@ if(COPROC_SANITIZE)
   set_tests_properties(install/stock_lua PROPERTIES ENVIRONMENT
     "CP_ASAN_PRELOAD=${CP_ASAN_LIB};ASAN_OPTIONS=detect_leaks=0")
 endif()
+
+# luarocks: `luarocks make` and `luarocks install` of a packed source rock,
+# each into a scratch tree (the make copy is kept in the build directory, so
+# its build.luarocks is rebuilt incrementally).
+find_program(LUAROCKS_EXE luarocks)
+if(LUAROCKS_EXE)
+  add_test(NAME install/luarocks
+    COMMAND sh ${PROJECT_SOURCE_DIR}/tests/luarocks_test.sh ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR}/luarocks-test)
+else()
+  add_test(NAME install/luarocks COMMAND sh -c "echo 'luarocks is not installed (scripts/deps.sh installs it)' >&2; exit 1")
+endif()
+set_tests_properties(install/luarocks PROPERTIES TIMEOUT 300)
