@@ -394,7 +394,9 @@ static const char *get_prompt(lua_State *L, int firstline)
 /* Line editing and history (libreadline) when stdin is a terminal, as
  * Debian's lua5.4 has; plain getline otherwise (a pipe, a file, a build
  * without readline). Set once when the REPL starts. */
+#ifdef CP_USE_READLINE
 static int use_readline;
+#endif
 
 /* Reads one line without its newline into a malloc'ed string; NULL at end
  * of input. */

@@ -88,3 +88,22 @@ else()
   add_test(NAME install/luarocks COMMAND sh -c "echo 'luarocks is not installed (scripts/deps.sh installs it)' >&2; exit 1")
 endif()
 set_tests_properties(install/luarocks PROPERTIES TIMEOUT 300)
+
+# The REPL: line editing and history with readline on a terminal, plain
+# lines on a pipe and in a build without readline (coproc-lua-plain, the
+# same interpreter compiled without CP_USE_READLINE).
+add_executable(coproc-lua-plain src/main.c bindings/module_entry.c)
+target_include_directories(coproc-lua-plain PRIVATE ${LUA_INCLUDE_DIRS} ${PROJECT_SOURCE_DIR}/bindings)
+get_target_property(CP_MAIN_DEFS coproc-lua COMPILE_DEFINITIONS)
+list(REMOVE_ITEM CP_MAIN_DEFS CP_USE_READLINE)
+target_compile_definitions(coproc-lua-plain PRIVATE ${CP_MAIN_DEFS})
+target_link_libraries(coproc-lua-plain PRIVATE -Wl,--whole-archive coproc_bind -Wl,--no-whole-archive coproc_c ${LUA_LINK_LIBRARIES})
+set_target_properties(coproc-lua-plain PROPERTIES ENABLE_EXPORTS ON)
+if(READLINE_INCLUDE_DIR AND READLINE_LIBRARY)
+  set(CP_HAS_READLINE 1)
+else()
+  set(CP_HAS_READLINE 0)
+endif()
+add_test(NAME cli/repl
+  COMMAND sh ${PROJECT_SOURCE_DIR}/tests/repl_test.sh $<TARGET_FILE:coproc-lua> $<TARGET_FILE:coproc-lua-plain> ${CP_HAS_READLINE})
+set_tests_properties(cli/repl PROPERTIES TIMEOUT 60)
