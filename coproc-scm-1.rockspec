@@ -9,7 +9,7 @@
 -- release version that `luarocks list` and dependants would believe; and the
 -- versioned rockspecs stay in rockspecs/ so that `luarocks make` has exactly
 -- one rockspec to pick. Keep the two files alike except version and source
--- (ctest version/one_source checks the versioned one against CMakeLists.txt).
+-- (spec/version_spec checks the versioned one against CMakeLists.txt).
 rockspec_format = "3.0"
 package = "coproc"
 version = "scm-1"

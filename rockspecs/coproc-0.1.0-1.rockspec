@@ -1,6 +1,6 @@
 -- The release rockspec of coproc 0.1.0: the source is the tag v0.1.0.
 -- For a checkout use `luarocks make` (the scm rockspec at the top of the
--- tree, see there why). ctest version/one_source checks this file name, its
+-- tree, see there why). spec/version_spec checks this file name, its
 -- version and its tag against project(coproc VERSION ...) in CMakeLists.txt.
 rockspec_format = "3.0"
 package = "coproc"

@@ -137,6 +137,7 @@ static void print_version(void)
     fflush(stdout);
 }
 
+/* Keep docs/coproc-lua.1 in step: ctest doc/man_page compares the options. */
 static void print_usage(FILE *f)
 {
     fprintf(f,

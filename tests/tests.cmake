@@ -107,3 +107,8 @@ endif()
 add_test(NAME cli/repl
   COMMAND sh ${PROJECT_SOURCE_DIR}/tests/repl_test.sh $<TARGET_FILE:coproc-lua> $<TARGET_FILE:coproc-lua-plain> ${CP_HAS_READLINE})
 set_tests_properties(cli/repl PROPERTIES TIMEOUT 60)
+
+# The man page lists the options of `coproc-lua --help` (print_usage).
+add_test(NAME doc/man_page
+  COMMAND ${LUA_EXE} ${PROJECT_SOURCE_DIR}/tests/man_check.lua $<TARGET_FILE:coproc-lua> ${PROJECT_SOURCE_DIR}/docs/coproc-lua.1)
+set_tests_properties(doc/man_page PROPERTIES TIMEOUT 30)
