@@ -44,7 +44,10 @@ for _, o in ipairs(help) do
   if not in_man[o] then ok = false; print(("%s: --help lists '%s', the man page does not"):format(page, o)) end
 end
 for _, o in ipairs(man) do
-  if not in_help[o] then ok = false; print(("%s: the man page lists '%s', --help (print_usage in src/main.c) does not"):format(page, o)) end
+  if not in_help[o] then
+    ok = false
+    print(("%s: the man page lists '%s', --help (print_usage in src/main.c) does not"):format(page, o))
+  end
 end
 if not ok then os.exit(1) end
 print(("man page and --help list the same %d options"):format(#help))

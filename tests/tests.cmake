@@ -112,3 +112,14 @@ set_tests_properties(cli/repl PROPERTIES TIMEOUT 60)
 add_test(NAME doc/man_page
   COMMAND ${LUA_EXE} ${PROJECT_SOURCE_DIR}/tests/man_check.lua $<TARGET_FILE:coproc-lua> ${PROJECT_SOURCE_DIR}/docs/coproc-lua.1)
 set_tests_properties(doc/man_page PROPERTIES TIMEOUT 30)
+
+# luacheck (.luacheckrc): zero warnings in the Lua of the tree.
+find_program(LUACHECK_EXE luacheck)
+if(LUACHECK_EXE)
+  add_test(NAME lint/luacheck
+    COMMAND ${LUACHECK_EXE} --no-color --codes -q lua examples bench tests meta
+    WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+else()
+  add_test(NAME lint/luacheck COMMAND sh -c "echo 'luacheck is not installed (scripts/deps.sh installs lua-check)' >&2; exit 1")
+endif()
+set_tests_properties(lint/luacheck PROPERTIES TIMEOUT 120)
