@@ -21,3 +21,8 @@ files["tests/spec"] = {
   -- as uses of that local.
   ignore = { "211/_ENV" },
 }
+
+-- LuaCATS definitions (---@meta): empty function bodies that only declare
+-- their parameters, class tables that only collect method stubs, and
+-- annotation lines as long as their descriptions.
+files["meta"] = { unused_args = false, ignore = { "212", "241", "631" } }
