@@ -123,3 +123,13 @@ else()
   add_test(NAME lint/luacheck COMMAND sh -c "echo 'luacheck is not installed (scripts/deps.sh installs lua-check)' >&2; exit 1")
 endif()
 set_tests_properties(lint/luacheck PROPERTIES TIMEOUT 120)
+
+# The code of the README and of docs/*.md runs as written: every ```lua
+# block (unless marked as a fragment), with coproc-lua, in a scratch directory.
+file(GLOB CP_DOCS CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/docs/*.md)
+foreach(md ${PROJECT_SOURCE_DIR}/README.md ${CP_DOCS})
+  get_filename_component(name ${md} NAME_WE)
+  add_test(NAME doc/${name}
+    COMMAND ${LUA_EXE} ${PROJECT_SOURCE_DIR}/tests/doc_blocks.lua $<TARGET_FILE:coproc-lua> ${md})
+  set_tests_properties(doc/${name} PROPERTIES TIMEOUT 300)
+endforeach()
