@@ -1,6 +1,6 @@
 -- The coproc-lua interpreter: lua5.4-compatible command line, -m, preloaded
 -- coproc.core, exit codes. Runs the binary named by COPROC_LUA.
-local LUA = assert(os.getenv("COPROC_LUA"), "COPROC_LUA is not set")
+local LUA = os.getenv("COPROC_LUA") or "coproc-lua" -- ctest sets it; `luarocks test`: the one on PATH
 local SOURCE_DIR = os.getenv("COPROC_SOURCE_DIR")
 
 local function q(s)

@@ -3,7 +3,7 @@
 -- Ctrl-C in coproc-lua.
 local coproc = require "coproc"
 
-local COPROC_LUA = os.getenv("COPROC_LUA")
+local COPROC_LUA = os.getenv("COPROC_LUA") or "coproc-lua"
 
 local function echo(m)
   while true do m:send_reply(m:receive_blocking()) end

@@ -367,7 +367,7 @@ describe("coproc.Monitor", function()
 
   it("keeps PLplot out of hosts and workers until they plot", function()
     -- In a fresh host: busted's own process has plotted already.
-    local out = io.popen(os.getenv("COPROC_LUA") .. [[ -e "
+    local out = io.popen((os.getenv("COPROC_LUA") or "coproc-lua") .. [[ -e "
       local coproc = require 'coproc'
       local function mapped(pid) return io.open('/proc/' .. pid .. '/maps'):read('a'):find('plplot') ~= nil end
       local w <close> = coproc.WorkerResource(function(m) m:receive_blocking() end):start()
@@ -427,7 +427,7 @@ describe("coproc.Monitor", function()
 end)
 
 describe("coproc-lua -m coproc.monitor", function()
-  local exe = os.getenv("COPROC_LUA")
+  local exe = os.getenv("COPROC_LUA") or "coproc-lua"
   local function run(args)
     local _, how, code = os.execute(exe .. " -m coproc.monitor " .. args .. " 2>" .. tmp("cli.err"))
     assert(how == "exit", "coproc-lua -m coproc.monitor was killed by signal " .. tostring(code))

@@ -370,7 +370,7 @@ describe("coproc.Pool faults", function()
   end)
 
   it("progress: silent when stderr is not a TTY; draws on a given stream", function()
-    local lua = os.getenv("COPROC_LUA")
+    local lua = os.getenv("COPROC_LUA") or "coproc-lua"
     local err = os.tmpname()
     local cmd = ("%q -e 'local c = require \"coproc\"; local p = c.Pool(1); "
       .. "p:map(function(x) return x end, {1,2,3}, {progress = true}); p:terminate()' 2>%s")

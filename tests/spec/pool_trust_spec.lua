@@ -6,7 +6,7 @@ local _ENV = _G   -- shipped functions must not capture busted's sandbox
 local coproc = require "coproc"
 local U = require "pool_testutil"
 
-local COPROC_LUA = os.getenv("COPROC_LUA")
+local COPROC_LUA = os.getenv("COPROC_LUA") or "coproc-lua"
 local range = U.range
 local getpid = function() return require("coproc.core").getpid() end
 
