@@ -12,9 +12,19 @@
 # the rock. In the first tree `luarocks test` runs the rockspec's test
 # section (busted; an offline stand-in for the busted rock execs Debian's).
 set -eu
-src=$(cd "$1" && pwd) work=$2
+t0=$(date +%s)
+src=$(cd "$1" && pwd)
+mkdir -p "$2"
+work=$(cd "$2" && pwd)
 lr="luarocks --lua-version 5.4"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
+# The rock's two builds (and the next runs) share their objects through a
+# compiler cache in WORK: paths under / are hashed relative to the build
+# directory, which is the same in the copy and in the unpacked source rock.
+if command -v ccache >/dev/null; then
+  export CMAKE_C_COMPILER_LAUNCHER=ccache CCACHE_DIR="$work/ccache" CCACHE_BASEDIR=/ CCACHE_NOHASHDIR=1
+  export CCACHE_MAXSIZE=200M
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 unset LUA_PATH LUA_CPATH LUA_PATH_5_4 LUA_CPATH_5_4 LUA_INIT LUA_INIT_5_4
@@ -26,7 +36,7 @@ use_tree() {
   export LUAROCKS_CONFIG="$tmp/config-${1##*/}.lua"
 }
 
-step() { printf '== %s\n' "$*"; }
+step() { printf "== %s (%ss)\n" "$*" "$(($(date +%s) - t0))"; }
 fail() { printf 'luarocks_test: %s\n' "$*" >&2; exit 1; }
 
 # The files a source archive of the working tree holds: tracked and new
@@ -125,4 +135,4 @@ mkdir -p "$tmp/pack"
 (cd "$tmp/pack" && $lr install --tree "$tmp/inst" --deps-mode none --keep coproc-scm-1.src.rock) > "$tmp/install.log" 2>&1 ||
   { cat "$tmp/install.log"; fail "luarocks install of the source rock failed"; }
 check "$tmp/inst"
-echo "luarocks: make, test, pack and install work"
+echo "luarocks: make, test, pack and install work ($(($(date +%s) - t0))s)"
