@@ -11,6 +11,8 @@
 # built (COPROC_BUILD_TESTS=OFF); the man page and the LuaCATS addon are in
 # the rock. In the first tree `luarocks test` runs the rockspec's test
 # section (busted; an offline stand-in for the busted rock execs Debian's).
+# Both builds go through ccache (WORK/ccache) when it is installed: ~30 s
+# cold, ~15 s warm on the 2-core machine.
 set -eu
 t0=$(date +%s)
 src=$(cd "$1" && pwd)
