@@ -94,7 +94,8 @@ for i = 1, N do
   end
 end
 table.sort(starts)
-print(("worker start (fresh, to first reply): median %.2f ms, best %.2f ms over %d; worker RSS %d KiB, PSS %d KiB, %d mappings, PLplot mapped: %s"):format(
+print(("worker start (fresh, to first reply): median %.2f ms, best %.2f ms over %d; "
+  .. "worker RSS %d KiB, PSS %d KiB, %d mappings, PLplot mapped: %s"):format(
   starts[N // 2], starts[1], N, rss, pss, maps, tostring(plplot)))
 
 print(("monitor CPU cost, interval %g s, %g s per case"):format(INTERVAL, SECONDS))

@@ -1,4 +1,9 @@
-/* coproc_core.h: the public C API of the coproc.core Lua module. */
+/* coproc_core.h: internal, not a public C API. The contract between the
+ * bindings and the coproc-lua interpreter (src/main.c), which links them in
+ * statically. Not installed: coproc/core.so exports luaopen_coproc_core
+ * alone (what `require` needs) and keeps the other two hidden. A program
+ * that embeds Lua uses coproc through `require "coproc"`; why there is no C
+ * API (yet) is in docs/design-notes.md. */
 #ifndef CP_COPROC_CORE_H
 #define CP_COPROC_CORE_H
 

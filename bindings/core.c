@@ -5,6 +5,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#ifndef CP_VERSION
+#error "CP_VERSION comes from project(coproc VERSION ...) in CMakeLists.txt"
+#endif
+
 static int l_set_error_factory(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
@@ -19,7 +23,7 @@ int cp_core_open(lua_State *L)
     int t = lua_gettop(L);
     lua_pushcfunction(L, l_set_error_factory);
     lua_setfield(L, t, "set_error_factory");
-    lua_pushliteral(L, "0.1.0");
+    lua_pushliteral(L, CP_VERSION);
     lua_setfield(L, t, "version");
     cp_l_system_open(L, t);
     cp_l_clock_open(L, t);

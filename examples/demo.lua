@@ -55,7 +55,7 @@ do
     return x.field.missing
   end):start()
   w.messenger:send_request({})
-  local ok, err = pcall(w.messenger.receive_blocking, w.messenger)
+  local _, err = pcall(w.messenger.receive_blocking, w.messenger)
   print("4. worker error caught:", coproc.is(err, coproc.WorkerError), tostring(err))
 end
 
@@ -64,7 +64,7 @@ do
   local w <close> = coproc.WorkerResource(function(m) while true do m:receive_blocking() end end):start()
   w.messenger:send_request("you will not answer this")
   os.execute("kill -9 " .. w:pid())
-  local ok, err = pcall(w.messenger.receive_blocking, w.messenger)
+  local _, err = pcall(w.messenger.receive_blocking, w.messenger)
   print("5. killed worker:", tostring(err))
 end
 

@@ -27,7 +27,7 @@ do
   local l = {}
   for i = 1, 3e6 do
     l[#l + 1] = i
-    if i % 1e6 == 0 then m:add_note("emptying list", "dumping all memory", { do_print = false }); l = {} end
+    if i % 1e6 == 0 then m:add_note("emptying list", #l .. " numbers dropped", { do_print = false }); l = {} end
   end
   stats = m:get_stats()
 end

@@ -2,7 +2,8 @@
 # Installs the Debian packages coproc needs, only those missing.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config lua5.4 liblua5.4-dev libev-dev libmsgpack-dev
-      libplplot-dev plplot-driver-cairo lua-busted lua-dkjson lua-argparse)
+      libplplot-dev plplot-driver-cairo lua-busted lua-dkjson lua-argparse
+      luarocks lua-check libreadline-dev ccache)
 [ "${COPROC_WITH_VALGRIND:-0}" = 1 ] && pkgs+=(valgrind)
 missing=()
 for p in "${pkgs[@]}"; do

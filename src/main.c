@@ -18,6 +18,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifdef CP_USE_READLINE
+#include <readline/history.h>
+#include <readline/readline.h>
+#endif
+
 #ifndef CP_VERSION
 #define CP_VERSION "?"
 #endif
@@ -132,6 +137,7 @@ static void print_version(void)
     fflush(stdout);
 }
 
+/* Keep docs/coproc-lua.1 in step: ctest doc/man_page compares the options. */
 static void print_usage(FILE *f)
 {
     fprintf(f,
@@ -386,26 +392,55 @@ static const char *get_prompt(lua_State *L, int firstline)
     return p ? p : firstline ? "> " : ">> ";
 }
 
-/* Prompts and pushes one input line (without its newline). 0 at end of input. */
-static int pushline(lua_State *L, int firstline)
+/* Line editing and history (libreadline) when stdin is a terminal, as
+ * Debian's lua5.4 has; plain getline otherwise (a pipe, a file, a build
+ * without readline). Set once when the REPL starts. */
+#ifdef CP_USE_READLINE
+static int use_readline;
+#endif
+
+/* Reads one line without its newline into a malloc'ed string; NULL at end
+ * of input. */
+static char *read_line(const char *prompt)
 {
-    const char *prompt = get_prompt(L, firstline);
+#ifdef CP_USE_READLINE
+    if (use_readline) return readline(prompt);
+#endif
     fputs(prompt, stdout);
     fflush(stdout);
-    lua_pop(L, 1); /* prompt */
     char *line = NULL;
     size_t cap = 0;
     ssize_t len = getline(&line, &cap, stdin);
     if (len < 0) {
         free(line);
-        return 0;
+        return NULL;
     }
-    if (len > 0 && line[len - 1] == '\n') line[--len] = '\0';
+    if (len > 0 && line[len - 1] == '\n') line[len - 1] = '\0';
+    return line;
+}
+
+/* A complete chunk as typed (all its lines) goes into the history. */
+static void save_line(const char *line)
+{
+#ifdef CP_USE_READLINE
+    if (use_readline && line[0] != '\0') add_history(line);
+#else
+    (void)line;
+#endif
+}
+
+/* Prompts and pushes one input line (without its newline). 0 at end of input. */
+static int pushline(lua_State *L, int firstline)
+{
+    const char *prompt = get_prompt(L, firstline);
+    char *line = read_line(prompt);
+    lua_pop(L, 1); /* prompt */
+    if (line == NULL) return 0;
     int pushed;
     if (firstline && line[0] == '=') /* "=expr" is "return expr", as lua.c */
         pushed = lua_pushfstring(L, "return %s", line + 1) != NULL;
     else
-        pushed = lua_pushlstring(L, line, (size_t)len) != NULL;
+        pushed = lua_pushstring(L, line) != NULL;
     free(line); /* lua_push* can raise only on memory errors; accepted leak then */
     return pushed;
 }
@@ -416,9 +451,10 @@ static int addreturn(lua_State *L)
     const char *line = lua_tostring(L, -1);
     const char *retline = lua_pushfstring(L, "return %s;", line);
     int status = luaL_loadbuffer(L, retline, strlen(retline), "=stdin");
-    if (status == LUA_OK)
+    if (status == LUA_OK) {
         lua_remove(L, -2); /* the "return" string */
-    else
+        save_line(line);
+    } else
         lua_pop(L, 2);     /* the error and the "return" string */
     return status;
 }
@@ -444,7 +480,10 @@ static int multiline(lua_State *L)
         size_t len;
         const char *line = lua_tolstring(L, 1, &len);
         int status = luaL_loadbuffer(L, line, len, "=stdin");
-        if (!incomplete(L, status) || !pushline(L, 0)) return status;
+        if (!incomplete(L, status) || !pushline(L, 0)) {
+            save_line(line);
+            return status;
+        }
         lua_pushliteral(L, "\n");
         lua_insert(L, -2);
         lua_concat(L, 3);
@@ -478,6 +517,10 @@ static void do_repl(lua_State *L)
 {
     const char *saved = progname;
     progname = NULL; /* no program name before REPL messages */
+#ifdef CP_USE_READLINE
+    use_readline = isatty(STDIN_FILENO);
+    rl_readline_name = "coproc-lua"; /* for $if in ~/.inputrc */
+#endif
     int status;
     while ((status = loadline(L)) != -1) {
         if (status == LUA_OK) status = docall(L, 0, LUA_MULTRET);
@@ -492,16 +535,47 @@ static void do_repl(lua_State *L)
 
 /* ---------------------------------------------------------------- setup */
 
-/* The build tree's executable uses the source tree's lua/, an installed one
- * the installed modules. */
-static const char *coproc_lua_dir(void)
+/* "base" + "rel" with each leading "../" of rel taking one directory off
+ * base, so package.path reads /usr/local/share/lua/5.4, not bin/../share. */
+static void join_dir(char *out, size_t size, const char *base, const char *rel)
 {
+    char b[PATH_MAX];
+    snprintf(b, sizeof b, "%s", base);
+    while (strncmp(rel, "../", 3) == 0 || strcmp(rel, "..") == 0) {
+        char *slash = strrchr(b, '/');
+        if (slash == NULL || slash == b) break;
+        *slash = '\0';
+        rel += rel[2] == '/' ? 3 : 2;
+    }
+    snprintf(out, size, *rel ? "%s/%s" : "%s", b, rel);
+}
+
+static int has_coproc(const char *lmod)
+{
+    char f[PATH_MAX + 32];
+    snprintf(f, sizeof f, "%s/coproc/init.lua", lmod);
+    return access(f, R_OK) == 0;
+}
+
+/* Where coproc's Lua modules (lmod) and its other C modules (cmod, e.g.
+ * coproc/plot.so) are for this executable, first match:
+ *   - the build tree: the source tree's lua/ and the build directory;
+ *   - relative to the executable, as configured (bin/../share/lua/5.4 for
+ *     cmake --install): the tree can move, DESTDIR included;
+ *   - relative to the executable in the layout of a luarocks tree
+ *     (<tree>/bin, <tree>/share/lua/5.4, <tree>/lib/lua/5.4): luarocks
+ *     moves the files out of the rock's own prefix, which CMake saw;
+ *   - the configured absolute install directories. */
+static void coproc_dirs(char *lmod, char *cmod, size_t size)
+{
+    snprintf(lmod, size, "%s", CP_INSTALL_LUA_DIR);
+    snprintf(cmod, size, "%s", CP_INSTALL_CMOD_DIR);
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return CP_INSTALL_LUA_DIR;
+    if (n <= 0) return;
     exe[n] = '\0';
     char *slash = strrchr(exe, '/');
-    if (slash == NULL) return CP_INSTALL_LUA_DIR;
+    if (slash == NULL) return;
     *slash = '\0';
     int in_build = strcmp(exe, CP_BUILD_DIR) == 0;
     if (!in_build) {
@@ -509,19 +583,37 @@ static const char *coproc_lua_dir(void)
         in_build = real && strcmp(exe, real) == 0;
         free(real);
     }
-    return in_build ? CP_SOURCE_LUA_DIR : CP_INSTALL_LUA_DIR;
+    if (in_build) {
+        snprintf(lmod, size, "%s", CP_SOURCE_LUA_DIR);
+        snprintf(cmod, size, "%s", CP_BUILD_DIR);
+        return;
+    }
+    static const char *const rel[][2] = {
+        { CP_REL_LUA_DIR, CP_REL_CMOD_DIR },
+        { "../share/lua/" LUA_VERSION_MAJOR "." LUA_VERSION_MINOR,
+          "../lib/lua/" LUA_VERSION_MAJOR "." LUA_VERSION_MINOR },
+    };
+    for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
+        char l[PATH_MAX];
+        join_dir(l, sizeof l, exe, rel[i][0]);
+        if (has_coproc(l)) {
+            snprintf(lmod, size, "%s", l);
+            join_dir(cmod, size, exe, rel[i][1]);
+            return;
+        }
+    }
 }
 
 static void prepend_path(lua_State *L)
 {
-    const char *dir = coproc_lua_dir();
+    char dir[PATH_MAX], cdir[PATH_MAX];
+    coproc_dirs(dir, cdir, sizeof dir);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
     lua_setfield(L, -3, "path");
     lua_pop(L, 1);
     /* coproc's other C modules (coproc.plot) sit next to coproc/core.so. */
-    const char *cdir = strcmp(dir, CP_SOURCE_LUA_DIR) == 0 ? CP_BUILD_DIR : CP_INSTALL_CMOD_DIR;
     lua_getfield(L, -1, "cpath");
     lua_pushfstring(L, "%s/?.so;%s", cdir, lua_tostring(L, -1));
     lua_setfield(L, -3, "cpath");

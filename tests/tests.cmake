@@ -67,7 +67,8 @@ endforeach()
 # lua5.4 that only knows those directories runs a worker.
 add_test(NAME install/stock_lua
   COMMAND sh ${PROJECT_SOURCE_DIR}/tests/install_test.sh ${PROJECT_BINARY_DIR} ${LUA_EXE}
-  ${LUA_INSTALL_LMOD} ${LUA_INSTALL_CMOD} ${CMAKE_INSTALL_PREFIX}/bin)
+  ${LUA_INSTALL_LMOD} ${LUA_INSTALL_CMOD} ${CMAKE_INSTALL_FULL_BINDIR} ${CMAKE_INSTALL_FULL_MANDIR}
+  ${CMAKE_INSTALL_FULL_DATADIR})
 set_tests_properties(install/stock_lua PROPERTIES TIMEOUT 120)
 if(COPROC_SANITIZE)
   # Only the stock lua5.4 of this test loads the instrumented module, so only
@@ -77,3 +78,66 @@ if(COPROC_SANITIZE)
   set_tests_properties(install/stock_lua PROPERTIES ENVIRONMENT
     "CP_ASAN_PRELOAD=${CP_ASAN_LIB};ASAN_OPTIONS=detect_leaks=0")
 endif()
+
+# luarocks: `luarocks make` and `luarocks install` of a packed source rock,
+# each into a scratch tree (the make copy is kept in the build directory, so
+# its build.luarocks is rebuilt incrementally).
+find_program(LUAROCKS_EXE luarocks)
+if(LUAROCKS_EXE)
+  add_test(NAME install/luarocks
+    COMMAND sh ${PROJECT_SOURCE_DIR}/tests/luarocks_test.sh ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR}/luarocks-test)
+else()
+  add_test(NAME install/luarocks COMMAND sh -c "echo 'luarocks is not installed (scripts/deps.sh installs it)' >&2; exit 1")
+endif()
+set_tests_properties(install/luarocks PROPERTIES TIMEOUT 300)
+
+# The REPL: line editing and history with readline on a terminal, plain
+# lines on a pipe and in a build without readline (coproc-lua-plain, the
+# same interpreter compiled without CP_USE_READLINE).
+add_executable(coproc-lua-plain src/main.c bindings/module_entry.c)
+target_include_directories(coproc-lua-plain PRIVATE ${LUA_INCLUDE_DIRS} ${PROJECT_SOURCE_DIR}/bindings)
+get_target_property(CP_MAIN_DEFS coproc-lua COMPILE_DEFINITIONS)
+list(REMOVE_ITEM CP_MAIN_DEFS CP_USE_READLINE)
+target_compile_definitions(coproc-lua-plain PRIVATE ${CP_MAIN_DEFS})
+target_link_libraries(coproc-lua-plain PRIVATE -Wl,--whole-archive coproc_bind -Wl,--no-whole-archive coproc_c ${LUA_LINK_LIBRARIES})
+set_target_properties(coproc-lua-plain PROPERTIES ENABLE_EXPORTS ON)
+if(READLINE_INCLUDE_DIR AND READLINE_LIBRARY)
+  set(CP_HAS_READLINE 1)
+else()
+  set(CP_HAS_READLINE 0)
+endif()
+add_test(NAME cli/repl
+  COMMAND sh ${PROJECT_SOURCE_DIR}/tests/repl_test.sh $<TARGET_FILE:coproc-lua> $<TARGET_FILE:coproc-lua-plain> ${CP_HAS_READLINE})
+set_tests_properties(cli/repl PROPERTIES TIMEOUT 60)
+if(COPROC_SANITIZE)
+  set_tests_properties(cli/repl PROPERTIES ENVIRONMENT "ASAN_OPTIONS=detect_leaks=0")
+endif()
+
+# The man page lists the options of `coproc-lua --help` (print_usage).
+add_test(NAME doc/man_page
+  COMMAND ${LUA_EXE} ${PROJECT_SOURCE_DIR}/tests/man_check.lua $<TARGET_FILE:coproc-lua> ${PROJECT_SOURCE_DIR}/docs/coproc-lua.1)
+set_tests_properties(doc/man_page PROPERTIES TIMEOUT 30)
+
+# luacheck (.luacheckrc): zero warnings in the Lua of the tree.
+find_program(LUACHECK_EXE luacheck)
+if(LUACHECK_EXE)
+  add_test(NAME lint/luacheck
+    COMMAND ${LUACHECK_EXE} --no-color --codes -q lua examples bench tests meta
+    WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+else()
+  add_test(NAME lint/luacheck COMMAND sh -c "echo 'luacheck is not installed (scripts/deps.sh installs lua-check)' >&2; exit 1")
+endif()
+set_tests_properties(lint/luacheck PROPERTIES TIMEOUT 120)
+
+# The code of the README and of docs/*.md runs as written: every ```lua
+# block (unless marked as a fragment), with coproc-lua, in a scratch directory.
+file(GLOB CP_DOCS CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/docs/*.md)
+foreach(md ${PROJECT_SOURCE_DIR}/README.md ${CP_DOCS})
+  get_filename_component(name ${md} NAME_WE)
+  add_test(NAME doc/${name}
+    COMMAND ${LUA_EXE} ${PROJECT_SOURCE_DIR}/tests/doc_blocks.lua $<TARGET_FILE:coproc-lua> ${md})
+  set_tests_properties(doc/${name} PROPERTIES TIMEOUT 300)
+  if(COPROC_SANITIZE) # as for the specs: PLplot's libltdl leaks by design
+    set_tests_properties(doc/${name} PROPERTIES ENVIRONMENT "ASAN_OPTIONS=detect_leaks=0")
+  endif()
+endforeach()

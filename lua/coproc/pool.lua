@@ -714,7 +714,7 @@ function Pool:_requeue(job, lo, hi, tries)
   heap_push(self.queue, { prio = job.prio, seq = job.seq, job = job, lo = lo, hi = hi, tries = tries })
 end
 
-local function death_cause(w, exitcode, signal)
+local function death_cause(exitcode, signal)
   if signal then return ("signal %d"):format(signal) end
   if exitcode ~= nil then return ("exit code %s"):format(tostring(exitcode)) end
   return "connection closed"
@@ -732,7 +732,7 @@ function Pool:_on_death(w, err)
   local exitcode, signal = w.res:exitcode()
   if type(err) == "table" and signal == nil then signal = err.signal end
   pcall(w.res.close, w.res, 0)
-  local cause = death_cause(w, exitcode, signal)
+  local cause = death_cause(exitcode, signal)
   local last
   local inflight = w.inflight
   w.inflight = {}
@@ -740,7 +740,7 @@ function Pool:_on_death(w, err)
     local job = b.job
     local hi = b.lo + b.n - 1
     if job.finished then
-      -- nothing to do
+      goto next_batch -- its call is over: nothing to run again
     elseif bid == sbid and sitem and sitem >= 1 and sitem <= b.n then
       -- The batch that was running: item `culprit` killed the worker; the
       -- ones before it ran but their results died with it, the ones after
@@ -773,6 +773,7 @@ function Pool:_on_death(w, err)
       -- Never started: run it elsewhere, as it was.
       self:_requeue(job, b.lo, hi, b.tries)
     end
+    ::next_batch::
   end
   last = last or new_error("WorkerDied", {
     message = ("worker %d died (%s) while idle"):format(w.pid, cause),

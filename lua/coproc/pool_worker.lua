@@ -210,8 +210,7 @@ function M.run(m, kw, lazy)
     if bad == nil and reply[4] then
       -- The error description itself (its value) is what could not go.
       reply[4].value = nil
-      ok, e = pcall(m.send_reply, m, reply)
-      if ok then return true end
+      if pcall(m.send_reply, m, reply) then return true end
       bad = nok + 1
     end
     bad = bad or 1

@@ -1,6 +1,6 @@
 -- The coproc-lua interpreter: lua5.4-compatible command line, -m, preloaded
 -- coproc.core, exit codes. Runs the binary named by COPROC_LUA.
-local LUA = assert(os.getenv("COPROC_LUA"), "COPROC_LUA is not set")
+local LUA = os.getenv("COPROC_LUA") or "coproc-lua" -- ctest sets it; `luarocks test`: the one on PATH
 local SOURCE_DIR = os.getenv("COPROC_SOURCE_DIR")
 
 local function q(s)
@@ -38,7 +38,7 @@ local function run(t)
   parts[#parts + 1] = q(LUA)
   for _, a in ipairs(t) do parts[#parts + 1] = q(a) end
   parts[#parts + 1] = "<" .. q(inp) .. " >" .. q(out) .. " 2>" .. q(err)
-  local ok, how, code = os.execute(table.concat(parts, " "))
+  local _, how, code = os.execute(table.concat(parts, " "))
   assert(how == "exit", "coproc-lua was killed by signal " .. tostring(code))
   local o, e = slurp(out), slurp(err)
   os.remove(out); os.remove(err); os.remove(inp)
@@ -105,7 +105,8 @@ describe("coproc-lua", function()
     assert.equal("", out)
     assert.matches("unrecognized option '%-Z'", err)
     assert.matches("usage:", err)
-    code, _, err = run{ "-e" }
+    code, out, err = run{ "-e" }
+    assert.equal("", out)
     assert.equal(1, code)
     assert.matches("'%-e' needs argument", err)
   end)
@@ -167,9 +168,11 @@ describe("coproc-lua", function()
     assert.equal(0, code)
     assert.equal("nil\n", out)
     code, out = run{ "-e", "print(x)", env = { LUA_INIT = "x = 1", LUA_INIT_5_4 = "x = 54" } }
+    assert.equal(0, code)
     assert.equal("54\n", out)
     spit(dir .. "/init.lua", "x = 'init file'")
     code, out = run{ "-e", "print(x)", env = { LUA_INIT = "@" .. dir .. "/init.lua" } }
+    assert.equal(0, code)
     assert.equal("init file\n", out)
   end)
 

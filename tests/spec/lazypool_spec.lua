@@ -15,7 +15,7 @@ describe("coproc.LazyPool", function()
     local lp = coproc.LazyPool(2)
     local handle = io.stdout                       -- userdata: EncodeError if sent
     local items = { { f = io.stderr, k = 1 }, { f = io.stdout, k = 2 }, { f = handle, k = 3 } }
-    local r = lp:map(function(it) return io.type(it.f) .. it.k .. io.type(handle) end, items)
+    local r = lp:map(function(item) return io.type(item.f) .. item.k .. io.type(handle) end, items)
     assert.same({ "file1file", "file2file", "file3file", n = 3 }, r)
     -- a plain Pool cannot do this
     local pool <close> = coproc.Pool(1)

@@ -156,7 +156,7 @@ describe("coproc.Monitor", function()
 
   it("round-trips stats through CSV and JSON", function()
     local m <close> = coproc.Monitor { snapshot_seconds = 0.01 }:start()
-    local w <close> = coproc.WorkerResource(hog):start()
+    local _ <close> = coproc.WorkerResource(hog):start()
     m:update_child_processes()
     wait_for(function() return #m:get_stats().t >= 5 end, "5 samples")
     m:add_note('a "quoted", note', "with, commas", { do_print = false })
@@ -250,8 +250,8 @@ describe("coproc.Monitor", function()
     -- Workers forked from a host holding 96 MiB share those pages: a sum
     -- of RSS counts them three times.
     local big = string.rep("y", 96 << 20)
-    local a <close> = coproc.WorkerResource(hog):start()
-    local b <close> = coproc.WorkerResource(hog):start()
+    local _ <close> = coproc.WorkerResource(hog):start()
+    local _ <close> = coproc.WorkerResource(hog):start()
     local m <close> = coproc.Monitor { snapshot_seconds = 0.01 }:start()
     assert.equal("pss", m.opts.metric)
     local n0 = #m:get_stats().t
@@ -323,18 +323,23 @@ describe("coproc.Monitor", function()
     assert.same({ "/nonexistent-dir/s.csv", "open", 2 }, { e.path, e.call, e.errno })
     assert.equal("cannot write CSV file '/nonexistent-dir/s.csv': /nonexistent-dir/s.csv: No such file or directory", e.message)
     ok, e = pcall(s.to_json, s, "/nonexistent-dir/s.json")
+    assert.is_false(ok)
     assert.is_true(coproc.is(e, coproc.OSError))
     ok, e = pcall(monitor.Stats.from_csv, tmp("missing.csv"))
+    assert.is_false(ok)
     assert.is_true(coproc.is(e, coproc.OSError))
     local f = io.open(tmp("not.csv"), "w"); f:write("a,b\n"); f:close()
     ok, e = pcall(monitor.Stats.from_csv, tmp("not.csv"))
+    assert.is_false(ok)
     assert.is_true(coproc.is(e, coproc.MonitorError))
     assert.equal(tmp("not.csv"), e.path)
     -- core.monitor raises coproc errors too
     ok, e = pcall(C.proctrack, 1 << 23, false)
+    assert.is_false(ok)
     assert.is_true(coproc.is(e, coproc.OSError))
     assert.same({ 3, "proctrack" }, { e.errno, e.call }) -- ESRCH
     ok, e = pcall(C.spawn, { "/nonexistent/prog" })
+    assert.is_false(ok)
     assert.is_true(coproc.is(e, coproc.OSError))
     assert.equal("cannot run '/nonexistent/prog': No such file or directory", e.message)
   end)
@@ -362,7 +367,7 @@ describe("coproc.Monitor", function()
 
   it("keeps PLplot out of hosts and workers until they plot", function()
     -- In a fresh host: busted's own process has plotted already.
-    local out = io.popen(os.getenv("COPROC_LUA") .. [[ -e "
+    local out = io.popen((os.getenv("COPROC_LUA") or "coproc-lua") .. [[ -e "
       local coproc = require 'coproc'
       local function mapped(pid) return io.open('/proc/' .. pid .. '/maps'):read('a'):find('plplot') ~= nil end
       local w <close> = coproc.WorkerResource(function(m) m:receive_blocking() end):start()
@@ -399,7 +404,8 @@ describe("coproc.Monitor", function()
     it("a pid that does not exist", function()
       assert.truthy(err_of(function() coproc.Monitor { pid = 1 << 23 } end)
         :find("MonitorError: coproc.Monitor: no process with pid " .. (1 << 23), 1, true))
-      assert.truthy(err_of(function() coproc.Monitor { pid = -5 } end):find("bad option 'pid' to 'Monitor' (a positive integer expected", 1, true))
+      assert.truthy(err_of(function() coproc.Monitor { pid = -5 } end)
+        :find("bad option 'pid' to 'Monitor' (a positive integer expected", 1, true))
     end)
     it("a pid that exits before start", function()
       local w = coproc.WorkerResource(hog):start()
@@ -421,9 +427,10 @@ describe("coproc.Monitor", function()
 end)
 
 describe("coproc-lua -m coproc.monitor", function()
-  local exe = os.getenv("COPROC_LUA")
+  local exe = os.getenv("COPROC_LUA") or "coproc-lua"
   local function run(args)
-    local ok, how, code = os.execute(exe .. " -m coproc.monitor " .. args .. " 2>" .. tmp("cli.err"))
+    local _, how, code = os.execute(exe .. " -m coproc.monitor " .. args .. " 2>" .. tmp("cli.err"))
+    assert(how == "exit", "coproc-lua -m coproc.monitor was killed by signal " .. tostring(code))
     return code, read_file(tmp("cli.err"))
   end
 
@@ -513,5 +520,6 @@ describe("coproc-lua -m coproc.monitor", function()
     assert.truthy(err:find("no command given", 1, true))
     code, err = run("--plot /nonexistent-dir/p.png -- true")
     assert.equal(2, code)
+    assert.truthy(err:find("/nonexistent-dir/p.png", 1, true), err)
   end)
 end)

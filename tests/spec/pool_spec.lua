@@ -143,7 +143,7 @@ describe("coproc.Pool", function()
   it("imap raises at the failing item, after the results before it", function()
     local got = {}
     local ok, err = pcall(function()
-      for i, r in pool:imap(function(x) if x == 6 then error("six") end return x end, range(10), { chunksize = 1 }) do
+      for _, r in pool:imap(function(x) if x == 6 then error("six") end return x end, range(10), { chunksize = 1 }) do
         got[#got + 1] = r
       end
     end)
@@ -247,7 +247,7 @@ describe("coproc.Pool faults", function()
     assert.is_true(coproc.is(err, coproc.Cancelled))
     assert.is_false(running:cancel())
     gate.open()
-    local line, tag = running:result(30)
+    local line = running:result(30)
     assert.equal("go", line)
     gate.close()
   end)
@@ -275,7 +275,7 @@ describe("coproc.Pool faults", function()
     local gate = U.gate()
     local pool <close> = coproc.Pool(1, { prefetch = 1 })
     local hold = pool:submit(gate.wait)
-    local function stamp(tag)
+    local function stamp()
       _G.stamp = (_G.stamp or 0) + 1
       return _G.stamp
     end
@@ -303,13 +303,13 @@ describe("coproc.Pool faults", function()
       require("pool_testutil").spin(ms)
       return _G.count
     end
-    local it = pool:map_unordered(work, { 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    local iter = pool:map_unordered(work, { 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
       2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2 }, { priority = 10, chunksize = 1 })
-    local first = { it() }                     -- the map is running
+    local first = { iter() }                     -- the map is running
     local urgent = pool:submit(work, { 0 }, { priority = 0 })
     local pos = urgent:result(30)
     assert.is_true(pos < 20, "urgent task ran as task " .. pos .. " of 41")
-    for _ in it do end
+    for _ in iter do end
     assert.is_number(first[1])
   end)
 
@@ -370,7 +370,7 @@ describe("coproc.Pool faults", function()
   end)
 
   it("progress: silent when stderr is not a TTY; draws on a given stream", function()
-    local lua = os.getenv("COPROC_LUA")
+    local lua = os.getenv("COPROC_LUA") or "coproc-lua"
     local err = os.tmpname()
     local cmd = ("%q -e 'local c = require \"coproc\"; local p = c.Pool(1); "
       .. "p:map(function(x) return x end, {1,2,3}, {progress = true}); p:terminate()' 2>%s")

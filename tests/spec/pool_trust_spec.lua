@@ -6,7 +6,7 @@ local _ENV = _G   -- shipped functions must not capture busted's sandbox
 local coproc = require "coproc"
 local U = require "pool_testutil"
 
-local COPROC_LUA = os.getenv("COPROC_LUA")
+local COPROC_LUA = os.getenv("COPROC_LUA") or "coproc-lua"
 local range = U.range
 local getpid = function() return require("coproc.core").getpid() end
 
@@ -112,7 +112,7 @@ describe("Pool: the real cause, never an anonymous death", function()
     assert.is_true(coproc.is(err, coproc.EncodeError), tostring(err))
     local got = {}
     ok, err = pcall(function()
-      for i, v in pool:imap(function(x) if x == 5 then return io.stdout end return x end, range(9)) do
+      for i in pool:imap(function(x) if x == 5 then return io.stdout end return x end, range(9)) do
         got[#got + 1] = i
       end
     end)
@@ -159,6 +159,7 @@ describe("Pool: the real cause, never an anonymous death", function()
     assert.equal(404, err.value.code)
     assert.equal(2, err.index)
     ok, err = pcall(pool.apply, pool, function() error("plain text", 0) end)
+    assert.is_false(ok)
     assert.equal("plain text", err.remote_message)
     assert.matches("stack traceback", err.traceback)
   end)
@@ -346,14 +347,18 @@ describe("Pool: hygiene", function()
     assert.is_false(ok)
     assert.matches("pool_trust_spec.lua:" .. (line + 1) .. ":", err)
     ok, err = pcall(function() pool:map(print, {}, { chunksise = 4 }) end) -- line + 4
+    assert.is_false(ok)
     assert.matches("pool_trust_spec.lua:" .. (line + 4) .. ":", err)
     assert.matches("bad option 'chunksise' to 'map' %(did you mean 'chunksize'%?%)", err)
-    ok, err = pcall(function() coproc.Pool(2, { maxtaskperchild = 1 }) end) -- line + 7
-    assert.matches("pool_trust_spec.lua:" .. (line + 7) .. ":", err)
+    ok, err = pcall(function() coproc.Pool(2, { maxtaskperchild = 1 }) end) -- line + 8
+    assert.is_false(ok)
+    assert.matches("pool_trust_spec.lua:" .. (line + 8) .. ":", err)
     assert.matches("bad option 'maxtaskperchild' to 'Pool' %(did you mean 'maxtasksperchild'%?%)", err)
-    ok, err = pcall(function() pool:submit(print, 5) end)               -- line + 10
-    assert.matches("pool_trust_spec.lua:" .. (line + 10) .. ":", err)
+    ok, err = pcall(function() pool:submit(print, 5) end)               -- line + 12
+    assert.is_false(ok)
+    assert.matches("pool_trust_spec.lua:" .. (line + 12) .. ":", err)
     ok, err = pcall(function() pool:imap(print, {}, { chunksize = 0 }) end)
+    assert.is_false(ok)
     assert.matches("positive integer expected", err)
     local half <close> = coproc.Pool(coproc.cpu_count() / 2 >= 1 and coproc.cpu_count() / 2 or 1.0)
     assert.is_true(#half:pids() >= 1)

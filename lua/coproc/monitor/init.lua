@@ -96,7 +96,9 @@ function M.new(opts)
     bad(("bad option 'snapshot_seconds' to 'Monitor' (a positive number of seconds expected, got %s)"):format(tostring(iv)))
   end
   if not o.pid then o.pid = core.getpid() end
-  if math.type(o.pid) ~= "integer" and type(o.pid) == "number" and o.pid == math.floor(o.pid) then o.pid = math.tointeger(o.pid) end
+  if math.type(o.pid) ~= "integer" and type(o.pid) == "number" and o.pid == math.floor(o.pid) then
+    o.pid = math.tointeger(o.pid)
+  end
   if math.type(o.pid) ~= "integer" or o.pid <= 0 then
     bad(("bad option 'pid' to 'Monitor' (a positive integer expected, got %s)"):format(tostring(o.pid)))
   end

@@ -184,7 +184,9 @@ local function parse_csv_line(line, path)
       local buf, j = {}, i + 1
       while true do
         local q = line:find('"', j, true)
-        if not q then errors.raise(errors.MonitorError, ("malformed CSV line in '%s': %s"):format(path, line), { path = path }) end
+        if not q then
+          errors.raise(errors.MonitorError, ("malformed CSV line in '%s': %s"):format(path, line), { path = path })
+        end
         buf[#buf + 1] = line:sub(j, q - 1)
         if line:sub(q + 1, q + 1) == '"' then buf[#buf + 1] = '"'; j = q + 2 else i = q + 2; break end
       end
@@ -363,7 +365,7 @@ function Stats:plot_spec(opts)
   if np > 1 then
     -- The largest processes are named, the others are "+k more".
     local order = {}
-    for k, p in ipairs(self.procs) do
+    for k in ipairs(self.procs) do
       local peak = 0
       for _, v in ipairs(per[k]) do if v == v and v > peak then peak = v end end
       order[#order + 1] = { k = k, peak = peak }

@@ -1,0 +1,401 @@
+---@meta coproc
+-- LuaCATS definitions of `require "coproc"` for the Lua language server
+-- (completion, hover, type checks). Never loaded at run time. The spec
+-- tests/spec/meta_spec.lua checks that every name the module exports is
+-- described here: a new function, method, option or error class must be
+-- added too (the failure names the file and what to add).
+
+---A channel: nil (the default channel), a boolean, an integer or a string of at most 255 bytes.
+---@alias coproc.Channel nil|boolean|integer|string
+
+---A function run in a worker: a Lua function (closures go by value with their
+---upvalues) or the name of one, `"module.function"` (`"string.upper"`), resolved there.
+---@alias coproc.Fn function|string
+
+---@class coproc
+---@field _VERSION string "coproc 0.1.0": the version of CMake's project().
+---@field core coproc.core The C module (also `require "coproc.core"`).
+---@field null lightuserdata Sent as nil: a hole in an array, a nil inside a table.
+---@field Messenger coproc.Messenger The method table of both ends of a connection (for extension in Lua).
+---@field PriorityMessenger coproc.MessengerType Messages of a channel come lowest priority first (the default).
+---@field MultiMessenger coproc.MessengerType Messages of a channel come in arrival order.
+---@field Error coproc.ErrorClass The root of every coproc error class.
+---@field ResourceRequestedClose coproc.ErrorClass A close request arrived (or, worker side, the host went away).
+---@field WorkerError coproc.ErrorClass The other process raised an error.
+---@field WorkerDied coproc.ErrorClass The worker died or closed its connection.
+---@field Timeout coproc.ErrorClass A receive or a pool call timed out.
+---@field EncodeError coproc.ErrorClass A value cannot be sent.
+---@field ProtocolError coproc.ErrorClass A malformed frame or payload arrived.
+---@field WorkerIsAlreadyAliveError coproc.ErrorClass `start` of a running worker.
+---@field WorkerIsAlreadyDeadError coproc.ErrorClass `terminate` of a worker that is not running.
+---@field WorkerIsDeadError coproc.ErrorClass `join` of a worker never started.
+---@field Cancelled coproc.ErrorClass A pool future was cancelled, or the pool terminated.
+---@field OSError coproc.ErrorClass A system call failed (`errno`, `call`, `path`).
+---@field MonitorError coproc.ErrorClass The monitor cannot do what was asked.
+---@field Interrupted coproc.ErrorClass Ctrl-C (SIGINT) stopped a wait or the script.
+---@field QueueFull coproc.ErrorClass A receive, send or flush would wait while the messenger holds back reading.
+---@field Pool fun(n?: integer, opts?: coproc.PoolOptions): coproc.Pool Loaded on first use (coproc.pool).
+---@field LazyPool fun(n?: integer, opts?: coproc.LazyPoolOptions): coproc.LazyPool Loaded on first use (coproc.pool).
+---@field WorkerResourcePool fun(n: integer, WorkerClass: table|function, start_kwargs?: table, opts?: coproc.WorkerResourceOptions): coproc.WorkerResourcePool
+---@field Monitor coproc.monitor Call it: `coproc.Monitor{...}` makes a coproc.Monitor (loaded on first use).
+local coproc = {}
+
+---Make `defaults` a worker class (`cls.__index = cls`) and return it. Fields are
+---defaults of the instances; methods run in the worker, which calls `self:run()`
+---(or the instance itself when the class has `__call`). A plain table works as well.
+---@generic T: table
+---@param defaults? T
+---@return T
+function coproc.class(defaults) end
+
+---The seed's name of `coproc.class`.
+---@generic T: table
+---@param defaults? T
+---@return T
+function coproc.BaseWorkerProcess(defaults) end
+
+---One worker process and its messenger. `target`: a worker class or a
+---`function(messenger, kwargs)`. Not started: call `start`.
+---@param target table|fun(messenger: coproc.Messenger, kwargs: table)
+---@param opts? coproc.WorkerResourceOptions
+---@return coproc.WorkerResource
+function coproc.WorkerResource(target, opts) end
+
+---True when `err` is a coproc error of class `cls` or of a subclass of it; with no `cls`, any coproc error.
+---@param err any
+---@param cls? coproc.ErrorClass
+---@return boolean
+function coproc.is(err, cls) end
+
+---Force a table to travel as an array (an empty table, a table with holes). Returns `t`.
+---@generic T: table
+---@param t T
+---@return T
+function coproc.array(t) end
+
+---Force a table to travel as a map. Returns `t`.
+---@generic T: table
+---@param t T
+---@return T
+function coproc.map(t) end
+
+---The codec: a value as the msgpack bytes a message would carry. Raises EncodeError.
+---@param v any
+---@return string
+function coproc.encode(v) end
+
+---The value of msgpack bytes made by `coproc.encode`. Raises ProtocolError.
+---@param s string
+---@return any
+function coproc.decode(s) end
+
+---Block until at least one messenger has a message on any channel, or its
+---peer died or closed, or `timeout` seconds passed (then `{}`). Returns those
+---ready, in list order.
+---@param messengers coproc.Messenger[]
+---@param timeout? number seconds; nil: forever
+---@return coproc.Messenger[]
+function coproc.wait(messengers, timeout) end
+
+---The number of CPUs this process may run on.
+---@return integer
+function coproc.cpu_count() end
+
+---This process's pid.
+---@return integer
+function coproc.getpid() end
+
+---Monotonic seconds (for durations).
+---@return number
+function coproc.now() end
+
+---@class coproc.MessengerType
+---@field name "PriorityMessenger"|"MultiMessenger"
+---@field fifo boolean
+
+---@class coproc.WorkerResourceOptions
+---@field method? "fresh"|"inherit" "fresh" (default): a new Lua state, target and kwargs copied by value; "inherit": the child goes on in its copy of the host's state (any value works, nothing is encoded).
+---@field messenger_type? coproc.MessengerType coproc.PriorityMessenger (default) or coproc.MultiMessenger.
+
+---One worker process and its messenger (`<close>` terminates it).
+---@class coproc.WorkerResource
+---@field messenger coproc.Messenger The host's end of the connection (set by start).
+---@field target table|function
+---@field method "fresh"|"inherit"
+---@field messenger_type coproc.MessengerType
+local WorkerResource = {}
+
+---Fork the worker; `kwargs` become fields of the worker instance. Returns self.
+---Raises WorkerIsAlreadyAliveError if running; EncodeError (fresh) when the target or kwargs cannot be sent.
+---@param kwargs? table
+---@return coproc.WorkerResource
+function WorkerResource:start(kwargs) end
+
+---Wait for the worker to exit on its own; true when it has. Raises WorkerIsDeadError if never started.
+---@param timeout? number seconds; nil: forever
+---@return boolean
+function WorkerResource:join(timeout) end
+
+---Close request, `timeout` seconds (default 1) for a clean exit, then SIGTERM, 0.5 s, SIGKILL; reaps and
+---closes the messenger. Raises WorkerIsAlreadyDeadError if not running.
+---@param timeout? number
+function WorkerResource:terminate(timeout) end
+
+---Like terminate, but never raises (for a worker that may have died).
+---@param timeout? number
+function WorkerResource:close(timeout) end
+
+---@return boolean
+function WorkerResource:is_alive() end
+
+---@return integer? pid nil before start
+function WorkerResource:pid() end
+
+---The exit code once exited; `nil, signal` when killed; nothing while running.
+---@return integer? code
+---@return integer? signal
+function WorkerResource:exitcode() end
+
+---One end of a worker connection (both ends have the same methods). Priorities:
+---lower first; when omitted, `data.priority` if data is a table with a numeric
+---`priority`, else +inf; FIFO among equals.
+---@class coproc.Messenger
+local Messenger = {}
+
+---Send a message that expects a reply (counts in `requests_sent(channel)`).
+---@param data any
+---@param channel? coproc.Channel
+---@param priority? number
+function Messenger:send_request(data, channel, priority) end
+
+---Send a reply (counts in the other side's `replies_received(channel)`).
+---@param data any
+---@param channel? coproc.Channel
+---@param priority? number
+function Messenger:send_reply(data, channel, priority) end
+
+---Send a message that expects nothing.
+---@param data any
+---@param channel? coproc.Channel
+---@param priority? number
+function Messenger:send_norequest(data, channel, priority) end
+
+---`send_request` for each item of `list`.
+---@param list any[]
+---@param channel? coproc.Channel
+---@param priority? number
+function Messenger:send_request_multiple(list, channel, priority) end
+
+---One request whose data is the array `head[1..#head], list[lo..hi]`, encoded straight from the two tables.
+---@param head any[]
+---@param list any[]
+---@param lo integer
+---@param hi integer
+---@param channel? coproc.Channel
+---@param priority? number
+function Messenger:send_request_slice(head, list, lo, hi, channel, priority) end
+
+---The other side's next receive raises ResourceRequestedClose.
+function Messenger:send_close_request() end
+
+---The other side's next receive raises WorkerError with `err`'s message and `err.traceback`.
+---@param err any
+function Messenger:send_error(err) end
+
+---Block until everything sent is written (reading meanwhile); false on timeout.
+---@param timeout? number
+---@return boolean
+function Messenger:flush(timeout) end
+
+---The next message of `channel`; raises Timeout after `timeout` seconds, WorkerDied
+---(host side) when the worker is gone, ResourceRequestedClose on a close request.
+---@param channel? coproc.Channel
+---@param timeout? number seconds; nil: forever
+---@return any
+function Messenger:receive_blocking(channel, timeout) end
+
+---`receive_blocking` without the decode: the payload's msgpack bytes (the pool's workers decode them item by item).
+---@param channel? coproc.Channel
+---@param timeout? number
+---@return string
+function Messenger:receive_raw(channel, timeout) end
+
+---Every message of `channel` there now (maybe `{}`); never blocks.
+---@param channel? coproc.Channel
+---@return any[]
+function Messenger:receive_available(channel) end
+
+---Iterate the replies of `channel` until `remaining(channel)` is 0: `for reply in m:receive_remaining(ch) do`.
+---@param channel? coproc.Channel
+---@return fun(): any
+function Messenger:receive_remaining(channel) end
+
+---A message of `channel` is there now.
+---@param channel? coproc.Channel
+---@return boolean
+function Messenger:available(channel) end
+
+---Wait until any channel has a message; false on timeout.
+---@param timeout? number
+---@return boolean
+function Messenger:await_available(timeout) end
+
+---Unread bytes are waiting on the socket.
+---@param timeout? number
+---@return boolean
+function Messenger:pipe_poll(timeout) end
+
+---Requests sent on `channel` without a reply yet.
+---@param channel? coproc.Channel
+---@return integer
+function Messenger:remaining(channel) end
+
+---@param channel? coproc.Channel
+---@return integer
+function Messenger:requests_sent(channel) end
+
+---@param channel? coproc.Channel
+---@return integer
+function Messenger:replies_received(channel) end
+
+---@param channel? coproc.Channel
+---@return integer
+function Messenger:requests_received(channel) end
+
+---@param channel? coproc.Channel
+---@return integer
+function Messenger:replies_sent(channel) end
+
+---Messages received and not yet taken, of `channel` (no argument: all channels).
+---@param channel? coproc.Channel
+---@return integer
+function Messenger:queue_size(channel) end
+
+---@return integer
+function Messenger:messages_sent() end
+
+---@return integer
+function Messenger:messages_received() end
+
+---The socket's file descriptor.
+---@return integer
+function Messenger:fileno() end
+
+---Close this end (idempotent).
+function Messenger:close() end
+
+---@return boolean
+function Messenger:is_closed() end
+
+---The other end is still there.
+---@return boolean
+function Messenger:is_connected() end
+
+---The largest frame accepted (default 512 MiB; 64 .. 2^32-1).
+---@param bytes integer
+function Messenger:set_max_frame(bytes) end
+
+---The longest wait for room in a send (nil: no limit, the default; 0: never wait); then Timeout.
+---@param seconds? number
+function Messenger:set_send_timeout(seconds) end
+
+---@return number? seconds
+function Messenger:send_timeout() end
+
+---Bytes sent but not yet taken by the socket: a peer that is not reading shows here.
+---@return integer
+function Messenger:unsent() end
+
+---The bound on bytes queued for reading (default 64 MiB, nil for none): past it the messenger stops reading its socket.
+---@param bytes? integer
+function Messenger:set_max_queued(bytes) end
+
+---@return integer? bytes
+function Messenger:max_queued() end
+
+---What the queued messages occupy.
+---@return integer
+function Messenger:queued_bytes() end
+
+---Every error coproc raises: `tostring(err)` is one line, "Class: message".
+---@class coproc.Error
+---@field class coproc.ErrorClass
+---@field message string
+---@field traceback? string
+
+---An error class: `Class(message, fields)` makes an error object; `coproc.is` follows `parent`.
+---@class coproc.ErrorClass
+---@field name string
+---@field parent? coproc.ErrorClass
+---@overload fun(message?: string, fields?: table): coproc.Error
+
+---@class coproc.ResourceRequestedClose: coproc.Error
+
+---@class coproc.WorkerError: coproc.Error
+---@field remote_message string The worker's own message.
+---@field traceback string The worker's traceback.
+---@field pid? integer
+---@field remote_class? string The class name when the worker raised a coproc error.
+---@field index? integer The failing item (pools).
+---@field value? any The error value when it was not a string and could be sent (pools).
+
+---@class coproc.WorkerDied: coproc.Error
+---@field pid integer
+---@field exitcode? integer
+---@field signal? integer
+---@field unanswered integer Requests without a reply over all channels.
+---@field index? integer The item that was running (pools).
+
+---@class coproc.Timeout: coproc.Error
+---@field unsent? integer (a send) bytes still unsent
+---@field timeout? number (a send) the send timeout
+
+---@class coproc.EncodeError: coproc.Error
+---@field index? integer The item that could not be sent (pools).
+
+---@class coproc.ProtocolError: coproc.Error
+
+---@class coproc.WorkerIsAlreadyAliveError: coproc.Error
+
+---@class coproc.WorkerIsAlreadyDeadError: coproc.Error
+
+---@class coproc.WorkerIsDeadError: coproc.Error
+
+---@class coproc.Cancelled: coproc.Error
+
+---@class coproc.OSError: coproc.Error
+---@field errno? integer
+---@field call? string The system call (or library call) that failed.
+---@field path? string The file, when the call was about one.
+
+---@class coproc.Interrupted: coproc.Error
+
+---@class coproc.QueueFull: coproc.Error
+---@field channel coproc.Channel the channel that holds the bytes
+---@field messages integer
+---@field bytes integer
+---@field limit integer
+
+---@class coproc.MonitorError: coproc.Error
+---@field pid? integer
+---@field path? string
+---@field cause? string
+
+---The C module `coproc.core`. Besides what `coproc` re-exports, only the
+---functions below are meant for use; the others are the Lua modules' plumbing.
+---@class coproc.core
+---@field version string The version of CMake's project() (e.g. "0.1.0").
+---@field null lightuserdata
+---@field Messenger coproc.Messenger
+---@field array fun(t: table): table
+---@field map fun(t: table): table
+---@field encode fun(v: any): string
+---@field decode fun(s: string): any
+---@field wait fun(messengers: coproc.Messenger[], timeout?: number): coproc.Messenger[]
+---@field cpu_count fun(): integer
+---@field getpid fun(): integer
+---@field now fun(): number
+---@field table_new fun(narray: integer, nhash: integer): table A table with room reserved (lua_createtable).
+---@field isatty fun(fd: integer): boolean
+
+return coproc

@@ -1,0 +1,42 @@
+---@meta coproc.errors
+-- `require "coproc.errors"`: the error classes (also fields of `coproc`)
+-- and the functions that make and test error objects.
+
+---@class coproc.errors
+---@field Error coproc.ErrorClass The root class.
+---@field ResourceRequestedClose coproc.ErrorClass
+---@field WorkerError coproc.ErrorClass
+---@field WorkerDied coproc.ErrorClass
+---@field Timeout coproc.ErrorClass
+---@field EncodeError coproc.ErrorClass
+---@field ProtocolError coproc.ErrorClass
+---@field WorkerIsAlreadyAliveError coproc.ErrorClass
+---@field WorkerIsAlreadyDeadError coproc.ErrorClass
+---@field WorkerIsDeadError coproc.ErrorClass
+---@field Cancelled coproc.ErrorClass
+---@field OSError coproc.ErrorClass
+---@field MonitorError coproc.ErrorClass
+---@field Interrupted coproc.ErrorClass
+---@field QueueFull coproc.ErrorClass
+---@field ErrorMeta metatable The metatable of every error object (`__tostring`).
+local errors = {}
+
+---Define an error class (a subclass of `parent`, default coproc.Error) and register it by name.
+---@param name string
+---@param parent? coproc.ErrorClass
+---@return coproc.ErrorClass
+function errors.define(name, parent) end
+
+---True when `err` is a coproc error of class `cls` or of a subclass of it; with no `cls`, any coproc error.
+---@param err any
+---@param cls? coproc.ErrorClass
+---@return boolean
+function errors.is(err, cls) end
+
+---Raise an error object of class `cls` (no position is added to the message).
+---@param cls coproc.ErrorClass
+---@param message string
+---@param fields? table
+function errors.raise(cls, message, fields) end
+
+return errors
