@@ -1,5 +1,5 @@
 /* coproc_core.h: internal, not a public C API. The contract between the
- * bindings and the coproc-lua interpreter (src/main.c), which links them in
+ * bindings and the coproc-lua interpreter (bindings/coproc_lua.c), which links them in
  * statically. Not installed: coproc/core.so exports luaopen_coproc_core
  * alone (what `require` needs) and keeps the other two hidden. A program
  * that embeds Lua uses coproc through `require "coproc"`; why there is no C

@@ -1,21 +1,32 @@
 /* l_command.c: coproc.Command, an external program run by the monitor's
- * command line (src/command.h), as core.monitor.spawn(). It can forward
+ * command line (a cp_proc from cp_proc_spawn_exec, src/proc.h), as
+ * core.monitor.spawn(). It can forward
  * the signals that would stop a wrapper (SIGINT, SIGTERM, SIGHUP) to the
  * program, so `coproc-lua -m coproc.monitor -- cmd` stops the way cmd does
  * and still writes what it collected. */
 #include "lmonitor.h"
-#include "command.h"
+#include "proc.h"
 #include "loop.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
 
 #define COMMAND_MT "coproc.Command"
 
+/* The shell's convention at the Lua edge: the exit status, or 128 + signal
+ * (cp_proc_exitcode gives -signal); -1 while it runs. */
+static int shell_exitcode(const cp_proc *p)
+{
+    int code = cp_proc_exitcode(p);
+    if (code == INT_MIN) return -1;
+    return code < 0 ? 128 - code : code;
+}
+
 typedef struct {
-    cp_command c;
+    cp_proc c;
     pid_t owner;   /* the process that started it: only it may kill or reap */
     int open;
     int forwarding;
@@ -90,10 +101,10 @@ static int command_close(lua_State *L)
         forward_stop(c);
         if (!c->c.reaped && c->c.pid > 0) {
             kill(c->c.pid, SIGKILL);
-            while (cp_command_wait(&c->c, -1) < 0 && errno == EINTR) {}
+            while (cp_proc_wait_intr(&c->c, -1) < 0 && errno == EINTR) {}
         }
     }
-    cp_command_release(&c->c);
+    cp_proc_release(&c->c);
     c->open = 0;
     return 0;
 }
@@ -131,7 +142,7 @@ static int l_spawn(lua_State *L)
     c->c.pidfd = -1;
     luaL_setmetatable(L, COMMAND_MT);
     if (fwd && g_fwd_owner) return luaL_error(L, "another command forwards signals already");
-    if (cp_command_spawn(&c->c, argv) < 0)
+    if (cp_proc_spawn_exec(&c->c, argv) < 0)
         return cp_l_oserror(L, errno, "execvp", "cannot run '%s'", argv[0]);
     c->owner = cp_self_pid();
     c->open = 1;
@@ -150,7 +161,7 @@ static int command_wait(lua_State *L)
     double deadline = timeout >= 0 ? cp_now() + timeout : -1;
     int r;
     for (;;) {
-        r = cp_command_wait(&c->c, deadline < 0 ? -1 : deadline - cp_now() > 0 ? deadline - cp_now() : 0);
+        r = cp_proc_wait_intr(&c->c, deadline < 0 ? -1 : deadline - cp_now() > 0 ? deadline - cp_now() : 0);
         if (r >= 0 || errno != EINTR) break;
         if (!c->forwarding && cp_loop_take_interrupt())
             return cp_l_error(L, "Interrupted", "interrupted!");
@@ -158,7 +169,7 @@ static int command_wait(lua_State *L)
     if (r < 0) return cp_l_oserror(L, errno, "waitpid", "waiting for pid %d", (int)c->c.pid);
     if (r == 0) { luaL_pushfail(L); return 1; }
     forward_stop(c);
-    lua_pushinteger(L, cp_command_exitcode(&c->c));
+    lua_pushinteger(L, shell_exitcode(&c->c));
     return 1;
 }
 
@@ -191,7 +202,7 @@ static int command_tostring(lua_State *L)
 {
     l_command *c = luaL_checkudata(L, 1, COMMAND_MT);
     if (!c->open) lua_pushliteral(L, COMMAND_MT " (closed)");
-    else if (c->c.reaped) lua_pushfstring(L, COMMAND_MT " (pid %d, exited %d)", (int)c->c.pid, cp_command_exitcode(&c->c));
+    else if (c->c.reaped) lua_pushfstring(L, COMMAND_MT " (pid %d, exited %d)", (int)c->c.pid, shell_exitcode(&c->c));
     else lua_pushfstring(L, COMMAND_MT " (pid %d, running)", (int)c->c.pid);
     return 1;
 }

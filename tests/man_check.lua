@@ -1,5 +1,5 @@
 -- man_check.lua COPROC_LUA MANPAGE: the man page and `coproc-lua --help`
--- (print_usage in src/main.c) list the same options, with the same
+-- (print_usage in bindings/coproc_lua.c) list the same options, with the same
 -- argument names. Prints what one has and the other lacks.
 local exe, page = assert(arg[1], "usage: man_check.lua COPROC_LUA MANPAGE"), assert(arg[2])
 
@@ -46,7 +46,7 @@ end
 for _, o in ipairs(man) do
   if not in_help[o] then
     ok = false
-    print(("%s: the man page lists '%s', --help (print_usage in src/main.c) does not"):format(page, o))
+    print(("%s: the man page lists '%s', --help (print_usage in bindings/coproc_lua.c) does not"):format(page, o))
   end
 end
 if not ok then os.exit(1) end

@@ -94,7 +94,7 @@ set_tests_properties(install/luarocks PROPERTIES TIMEOUT 300)
 # The REPL: line editing and history with readline on a terminal, plain
 # lines on a pipe and in a build without readline (coproc-lua-plain, the
 # same interpreter compiled without CP_USE_READLINE).
-add_executable(coproc-lua-plain src/main.c bindings/module_entry.c)
+add_executable(coproc-lua-plain bindings/coproc_lua.c bindings/module_entry.c)
 target_include_directories(coproc-lua-plain PRIVATE ${LUA_INCLUDE_DIRS} ${PROJECT_SOURCE_DIR}/bindings)
 get_target_property(CP_MAIN_DEFS coproc-lua COMPILE_DEFINITIONS)
 list(REMOVE_ITEM CP_MAIN_DEFS CP_USE_READLINE)

@@ -1,8 +1,9 @@
-/* main.c: coproc-lua, a stand-alone Lua 5.4 interpreter that behaves like the
- * stock lua5.4 (options, `arg`, LUA_INIT, REPL, exit codes) with coproc.core
- * preloaded, coproc's Lua directory on package.path, `-m mod` to run a
- * module's main, and Ctrl-C / exit handling that never leaves workers behind.
- * The only file in src/ that includes lua.h. */
+/* coproc_lua.c: coproc-lua, a stand-alone Lua 5.4 interpreter that behaves
+ * like the stock lua5.4 (options, `arg`, LUA_INIT, REPL, exit codes) with
+ * coproc.core built in, coproc's Lua directories on the package paths, `-m
+ * mod` to run a module's main, and Ctrl-C / exit handling that never leaves
+ * workers behind. The host program: the top of the layers, so it sits with
+ * the bindings (the one place that calls both Lua and coproc's C). */
 #include <lua.h>
 #include <lauxlib.h>
 #include <lualib.h>
