@@ -65,6 +65,7 @@ M.define "WorkerIsDeadError"
 M.define "Cancelled"
 M.define "OSError"      -- a system call failed: errno, call, message (and path when a file)
 M.define "MonitorError" -- coproc.monitor could not do what was asked (see docs/monitor.md)
+M.define "CallbackError" -- a future's done callback raised: value, traceback, future
 
 M.ErrorMeta = Error
 

@@ -2,7 +2,25 @@
 -- multi-channel messaging both ways. See docs/api.md.
 local core = require "coproc.core"
 local errors = require "coproc.errors"
+local future = require "coproc.future"
+local iterable = require "coproc.iterable"
 local resource = require "coproc.resource"
+
+local Future, core_wait = future.Future, core.wait
+
+--- wait(messengers, timeout) -> the messengers ready (core.wait), or
+-- wait(futures, opts, timeout) -> done, not_done (coproc.future.wait): the
+-- kind of the list's first element decides (an empty list with an options
+-- table is a list of futures).
+local function wait(list, a, b)
+  if type(list) == "table" then
+    local first = list[1]
+    if getmetatable(first) == Future or (first == nil and type(a) == "table") then
+      return future.wait(list, a, b)
+    end
+  end
+  return core_wait(list, a)
+end
 
 local coproc = {
   _VERSION = "coproc " .. core.version,
@@ -14,7 +32,9 @@ local coproc = {
   map = core.map,
   encode = core.encode,
   decode = core.decode,
-  wait = core.wait,
+  wait = wait,
+  as_completed = future.as_completed,
+  iter = iterable.iter,
   cpu_count = core.cpu_count,
   getpid = core.getpid,
   now = core.now,
@@ -28,7 +48,7 @@ local coproc = {
 
 for _, name in ipairs { "ResourceRequestedClose", "WorkerError", "WorkerDied", "Timeout",
     "EncodeError", "ProtocolError", "WorkerIsAlreadyAliveError", "WorkerIsAlreadyDeadError",
-    "WorkerIsDeadError", "Cancelled", "OSError", "MonitorError" } do
+    "WorkerIsDeadError", "Cancelled", "OSError", "MonitorError", "CallbackError" } do
   coproc[name] = errors[name]
 end
 

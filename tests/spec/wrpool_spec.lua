@@ -42,7 +42,7 @@ describe("coproc.WorkerResourcePool", function()
   it("map_messages feeds requests and yields every reply as it comes", function()
     local pool <close> = coproc.WorkerResourcePool(2, EchoProcess, { prefix = "#" }):start()
     local got, by = {}, {}
-    for reply, i in pool:map_messages(U.range(25)) do
+    for i, reply in pool:map_messages(U.range(25)) do
       got[#got + 1] = reply
       by[i] = (by[i] or 0) + 1
     end
