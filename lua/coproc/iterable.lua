@@ -73,16 +73,20 @@ end
 --- A source over list[1..n] (for a list given with buffersize).
 function M.list_source(list, n)
   local k = 0
-  return { done = false, close = function() end, pull = function()
-    if k >= n then return false end
+  local src = { done = false, close = function() end }
+  function src.pull()
+    if k >= n then
+      src.done = true
+      return false
+    end
     k = k + 1
     return true, list[k]
-  end }
+  end
+  return src
 end
 
 --- fill(src, buf, from, k) -> how many items it put in buf[from..], up to
--- k; fewer when the iterator ended (src.done). Errors of the iterator
--- propagate.
+-- k; fewer only when the iterator ended. Errors of the iterator propagate.
 function M.fill(src, buf, from, k)
   local pull = src.pull
   for j = 0, k - 1 do

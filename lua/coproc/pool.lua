@@ -722,7 +722,7 @@ function Pool:_read_items(job, r, lo, k)
   job.n = lo + got - 1
   job.pending = job.pending + got
   job.held = job.held + got
-  if job.src.done then job.open = false end
+  if got < k then job.open = false end   -- the iterator ended
   if got == 0 then
     heap_drop(self.queue, r)
     job.frontier = nil
