@@ -16,10 +16,16 @@ local function wait(list, a, b)
   if type(list) == "table" then
     local first = list[1]
     if getmetatable(first) == Future or (first == nil and type(a) == "table") then
-      return future.wait(list, a, b)
+      local done, not_done = future.wait(list, a, b)
+      return done, not_done
     end
   end
-  return core_wait(list, a)
+  local ok, r = pcall(core_wait, list, a)
+  if ok then return r end
+  -- an argument error: name the caller's line and 'wait', as core.wait would
+  local msg = type(r) == "string" and (r:match("^bad argument .*") or r:match("^[^\n]-:%d+: (bad argument .*)$"))
+  if msg then error((msg:gsub("to '[%w_.]*wait'", "to 'wait'")), 2) end
+  error(r, 0)
 end
 
 local coproc = {

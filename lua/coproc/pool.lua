@@ -275,6 +275,7 @@ function M.Pool(n, opts)
     state = "running",
     owner = coproc.getpid(),
     due = {},          -- futures whose done callbacks are to run
+    abandoned = {},    -- jobs whose imap / map_unordered loop was dropped
     cb_errors = {},    -- CallbackErrors not yet raised
   }, Pool)
   if self.method == "inherit" and not opts._target then
@@ -457,6 +458,7 @@ end
 -- length of the iterator.
 function Pool:_new_job(kind, fn, items, n, opts, star, what, level, src)
   self:_raise_callback_error()
+  self:_reap_abandoned()
   if self.state == "broken" then self:_revive() end
   if self.state ~= "running" then
     if src then src.close() end
@@ -1203,7 +1205,15 @@ function Pool:_wait_until(done, timeout, what)
         error(new_error("Timeout", { message = ("%s timed out after %g s"):format(what, timeout) }), 3)
       end
     end
+    self:_reap_abandoned()
     if self.queue.n == 0 and not any_inflight(self) and not done() then
+      for job in pairs(self.jobs) do
+        if job.parked then
+          error(("coproc pool: %s waits for an imap/map_unordered loop over an iterator that has "
+            .. "%d results it has not taken (buffersize); finish or close that loop first"):format(what,
+            job.held), 3)
+        end
+      end
       error("coproc pool: internal error: waiting on work that is neither queued nor running", 3)
     end
     self:_pump(t)
@@ -1276,15 +1286,42 @@ local function closer(self, job)
   end })
 end
 
+-- A value only the step function of an imap / map_unordered holds: when the
+-- step function is collected without its loop being closed (an iterator
+-- called by hand, then dropped), the job is dropped at the pool's next
+-- call (not from the finalizer, which may run in the middle of one).
+local function sentinel(self, job)
+  return setmetatable({}, { __gc = function()
+    if not job.finished then
+      local a = self.abandoned
+      a[#a + 1] = job
+    end
+  end })
+end
+
+-- End the jobs whose loops were dropped (see sentinel).
+function Pool:_reap_abandoned()
+  local a = self.abandoned
+  if a[1] == nil then return end
+  self.abandoned = {}
+  for _, job in ipairs(a) do
+    if not job.finished then
+      self:_end_job(job, new_error("Cancelled", { message = "iteration abandoned" }))
+    end
+  end
+end
+
 -- The step function of imap over job: (index, result) in item order.
 local function imap_steps(self, job, timeout)
   local nexti, upto = 1, 0
   local ranges, results = job.ranges, job.results
   local src = job.src
+  local keep = sentinel(self, job)
   local function have()
     return nexti <= upto or ranges[nexti] ~= nil or job.finished
   end
   return function()
+    local _ = keep
     if nexti > upto then
       self:_raise_callback_error()
       local k = ranges[nexti]
@@ -1314,8 +1351,10 @@ end
 local function unordered_steps(self, job, timeout)
   local k, pos, left = 0, 0, 0   -- range k of job.done_*, item pos, left in it
   local results, src = job.results, job.src
+  local keep = sentinel(self, job)
   local function have() return job.ndone > k or job.finished end
   return function()
+    local _ = keep
     if left == 0 then
       self:_raise_callback_error()
       if job.ndone <= k then
