@@ -16,8 +16,7 @@ local function wait(list, a, b)
   if type(list) == "table" then
     local first = list[1]
     if getmetatable(first) == Future or (first == nil and type(a) == "table") then
-      local done, not_done = future.wait(list, a, b)
-      return done, not_done
+      return future.wait(list, a, b)   -- a tail call: errors name the caller's line
     end
   end
   local ok, r = pcall(core_wait, list, a)
