@@ -190,6 +190,7 @@ function M.wait(futures, opts, timeout)
   futures_arg(futures, "wait", 2)
   local when = opts.return_when or "all"
   local deadline = timeout and core.now() + timeout
+  local polled = false
   while true do
     local done, not_done, err = {}, {}, false
     for i = 1, #futures do
@@ -207,9 +208,13 @@ function M.wait(futures, opts, timeout)
     local left
     if deadline then
       left = deadline - core.now()
-      if left <= 0 then return done, not_done end
+      if left <= 0 then
+        if polled then return done, not_done end
+        left = 0   -- a timeout of 0 still takes the replies that are there
+      end
     end
     pump(not_done, left)
+    polled = true
   end
 end
 
