@@ -181,7 +181,7 @@ describe("coproc.as_completed and coproc.wait over futures", function()
     local fast = { pool:submit(value, { 1 }), pool:submit(value, { 2 }) }
     local order = {}
     local ok, err = pcall(function()
-      for f in coproc.as_completed({ slow, fast[1], fast[2], fast[1] }, 0.5) do order[#order + 1] = f end
+      for f in coproc.as_completed({ slow, fast[1], fast[2], fast[1] }, 1.5) do order[#order + 1] = f end
     end)
     assert.is_false(ok)
     assert.is_true(coproc.is(err, coproc.Timeout), tostring(err))
