@@ -78,6 +78,16 @@ function M.wait_dead(pid)
   error("process " .. pid .. " is still alive")
 end
 
+--- Poll cond() until it is true; raises after `seconds` (default 20) so a
+-- test that waits on a state it never reaches fails instead of hanging.
+function M.until_true(cond, seconds)
+  local now = require("coproc.core").now
+  local deadline = now() + (seconds or 20)
+  while not cond() do
+    if now() > deadline then error("condition not reached in time", 2) end
+  end
+end
+
 function M.range(n)
   local t = {}
   for i = 1, n do t[i] = i end

@@ -67,6 +67,7 @@ M.define "Interrupted"  -- Ctrl-C (SIGINT) stopped a wait or the script
 M.define "OSError"      -- a system call failed: errno, call, message (and path when a file)
 M.define "MonitorError" -- coproc.monitor could not do what was asked (see docs/monitor.md)
 M.define "QueueFull"    -- a messenger holds back reading: its queues are over max_queued
+M.define "CallbackError" -- a future's done callback raised: value, traceback, future
 
 M.ErrorMeta = Error
 

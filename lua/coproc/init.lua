@@ -2,7 +2,30 @@
 -- multi-channel messaging both ways. See docs/api.md.
 local core = require "coproc.core"
 local errors = require "coproc.errors"
+local future = require "coproc.future"
+local iterable = require "coproc.iterable"
 local resource = require "coproc.resource"
+
+local Future, core_wait = future.Future, core.wait
+
+--- wait(messengers, timeout) -> the messengers ready (core.wait), or
+-- wait(futures, opts, timeout) -> done, not_done (coproc.future.wait): the
+-- kind of the list's first element decides (an empty list with an options
+-- table is a list of futures).
+local function wait(list, a, b)
+  if type(list) == "table" then
+    local first = list[1]
+    if getmetatable(first) == Future or (first == nil and type(a) == "table") then
+      return future.wait(list, a, b)   -- a tail call: errors name the caller's line
+    end
+  end
+  local ok, r = pcall(core_wait, list, a)
+  if ok then return r end
+  -- an argument error: name the caller's line and 'wait', as core.wait would
+  local msg = type(r) == "string" and (r:match("^bad argument .*") or r:match("^[^\n]-:%d+: (bad argument .*)$"))
+  if msg then error((msg:gsub("to '[%w_.]*wait'", "to 'wait'")), 2) end
+  error(r, 0)
+end
 
 local coproc = {
   _VERSION = "coproc " .. core.version,
@@ -14,7 +37,9 @@ local coproc = {
   map = core.map,
   encode = core.encode,
   decode = core.decode,
-  wait = core.wait,
+  wait = wait,
+  as_completed = future.as_completed,
+  iter = iterable.iter,
   cpu_count = core.cpu_count,
   getpid = core.getpid,
   now = core.now,
@@ -28,7 +53,7 @@ local coproc = {
 
 for _, name in ipairs { "ResourceRequestedClose", "WorkerError", "WorkerDied", "Timeout",
     "EncodeError", "ProtocolError", "WorkerIsAlreadyAliveError", "WorkerIsAlreadyDeadError",
-    "WorkerIsDeadError", "Cancelled", "OSError", "MonitorError", "Interrupted", "QueueFull" } do
+    "WorkerIsDeadError", "Cancelled", "OSError", "MonitorError", "Interrupted", "QueueFull", "CallbackError" } do
   coproc[name] = errors[name]
 end
 

@@ -61,6 +61,11 @@ local kinds = {
   table = { function(v) if type(v) == "table" then return v end end, "table" },
   fn = { function(v) if type(v) == "function" or type(v) == "string" then return v end end,
          "function or \"module.function\" name" },
+  callable = { function(v)
+    if type(v) == "function" then return v end
+    local mt = getmetatable(v)
+    if type(v) == "table" and mt and mt.__call then return v end
+  end, "function" },
 }
 
 local function show(v)

@@ -32,6 +32,7 @@
 local coproc = require "coproc"
 local Future = require "coproc.future"
 local Progress = require "coproc.progress"
+local iterable = require "coproc.iterable"
 local options = require "coproc.options"
 local resource = require "coproc.resource"
 
@@ -39,7 +40,7 @@ local M = {}
 
 local floor, ceil, huge = math.floor, math.ceil, math.huge
 local core = coproc.core
-local table_new, encode = core.table_new, core.encode
+local table_new, encode, wait_ready = core.table_new, core.encode, core.wait
 local clock = core.now
 M._clock = clock
 
@@ -62,6 +63,7 @@ local MAX_ENDED   = 32         -- ended jobs a worker is told about in one go
 local GRACE       = 0.5        -- seconds a closing worker gets before SIGTERM
 local RESTARTS_PER_WORKER = 10 -- default max_restarts = this * n ...
 local RESTART_WINDOW = 5       -- ... within this many seconds
+local BUFFERSIZE  = 16384      -- items of an iterator read ahead and not yet yielded
 
 ---------------------------------------------------------------- helpers
 
@@ -133,6 +135,12 @@ local function heap_pop(h)
   return top
 end
 
+-- Take range r out of the queue: at once when it is on top, else it is
+-- marked dead and dropped when it comes up (the dispatcher skips it).
+local function heap_drop(h, r)
+  if h[1] == r then heap_pop(h) else r.dead = true end
+end
+
 -- What state fn can keep in a worker between calls: "none" (no upvalue but
 -- _ENV: one decoded instance can serve every call), "scalars" (its upvalues
 -- are numbers, strings, booleans or nil: the worker reuses an instance as
@@ -160,6 +168,54 @@ local function pool_target(m, kw)
   return require("coproc.pool_worker").run(m, kw)
 end
 
+-- Functions an "inherit" pool's workers hold in their copy of the host's
+-- state: those given in opts.functions, the functions among the locals
+-- and upvalues of every function on the stack when the pool is made (and
+-- the fields of those that are small tables), and the global functions.
+-- Returns fn -> id and id -> fn; the workers inherit the second.
+local SCAN_FIELDS = 64   -- fields looked at in one table
+local function inherited_functions(extra, level)
+  local ids, byid, n = {}, {}, 0
+  local function add(f)
+    if type(f) == "function" and not ids[f] then
+      n = n + 1
+      ids[f], byid[n] = n, f
+    end
+  end
+  local function add_fields(t)
+    if type(t) ~= "table" then return end
+    local k, seen = next(t), 0
+    while k ~= nil and seen < SCAN_FIELDS do
+      local v = rawget(t, k)
+      add(v)
+      seen = seen + 1
+      k = next(t, k)
+    end
+  end
+  local function add_value(v)
+    add(v)
+    add_fields(v)
+  end
+  if extra then for _, f in pairs(extra) do add(f) end end
+  for lv = level + 1, huge do
+    local info = debug.getinfo(lv, "f")
+    if not info then break end
+    for i = 1, huge do
+      local name, v = debug.getlocal(lv, i)
+      if name == nil then break end
+      add_value(v)
+    end
+    local f = info.func
+    for i = 1, huge do
+      local name, v = debug.getupvalue(f, i)
+      if name == nil then break end
+      if name ~= "_ENV" then add_value(v) end
+    end
+  end
+  for _, v in pairs(_G) do add(v) end
+  return ids, byid
+end
+
 ---------------------------------------------------------------- Pool
 
 local Pool = {}
@@ -172,7 +228,7 @@ local POOL_OPTIONS = {
   initializer = "fn", initargs = "table", maxtasksperchild = "posint",
   chunksize = "posint", priority = "number", retries = "nonnegint", progress = "boolean",
   prefetch = "posint", budget = "nonneg", method = { "fresh", "inherit" },
-  max_restarts = "nonnegint", restart_window = "nonneg",
+  max_restarts = "nonnegint", restart_window = "nonneg", buffersize = "posint", functions = "table",
   _target = "any", _max_auto = "posint", _max_batches = "posint", _lazy_fid = "any",
   timeout = "nonneg", star = "boolean", progress_stream = "any",
 }
@@ -188,6 +244,9 @@ function M.Pool(n, opts)
     error(("bad argument #1 to 'Pool' (positive integer expected, got %s)"):format(tostring(n)), 2)
   end
   n = ni
+  if opts.functions and opts.method ~= "inherit" then
+    error("bad option 'functions' to 'Pool' (only with method = \"inherit\")", 2)
+  end
   local self = setmetatable({
     size = n,
     method = opts.method or "fresh",
@@ -203,6 +262,7 @@ function M.Pool(n, opts)
     max_auto = opts._max_auto or MAX_AUTO,
     max_batches = opts._max_batches or MAX_BATCHES,
     target = opts._target or pool_target,
+    buffersize = opts.buffersize or BUFFERSIZE,
     kwargs = {
       path = package.path, cpath = package.cpath,
       initializer = opts.initializer, initargs = opts.initargs,
@@ -214,7 +274,13 @@ function M.Pool(n, opts)
     restarts = {}, replaced = 0, deaths = 0, tasks_done = 0,
     state = "running",
     owner = coproc.getpid(),
+    due = {},          -- futures whose done callbacks are to run
+    abandoned = {},    -- jobs whose imap / map_unordered loop was dropped
+    cb_errors = {},    -- CallbackErrors not yet raised
   }, Pool)
+  if self.method == "inherit" and not opts._target then
+    self.inherit_ids, self.kwargs.inherited = inherited_functions(opts.functions, 2)
+  end
   -- A pool that cannot start all its workers (fd limit, ...) stops the ones
   -- it started before raising.
   local ok, err = pcall(function() for _ = 1, n do self:_spawn() end end)
@@ -261,12 +327,13 @@ function Pool:pids()
 end
 
 --- Counters: workers, replaced (deaths + maxtasksperchild), deaths,
--- tasks_done, queued (items not yet sent), jobs (unfinished), state.
+-- tasks_done, queued (items not yet sent; an iterator's unread items are
+-- not counted), jobs (unfinished), state.
 function Pool:stats()
   local queued = 0
   for i = 1, self.queue.n do
     local r = self.queue[i]
-    if not r.job.finished then queued = queued + r.hi - r.lo + 1 end
+    if not (r.job.finished or r.dead or r.frontier) then queued = queued + r.hi - r.lo + 1 end
   end
   return { workers = #self.workers, replaced = self.replaced, deaths = self.deaths,
     tasks_done = self.tasks_done, queued = queued, jobs = self.njobs, state = self.state,
@@ -287,12 +354,16 @@ function Pool:_ref_def(fn)
       self.next_def = def.id + 1
     end
   else
-    local bytes = encode(fn)
-    def = self.defs_by_code[bytes]
-    if not def then
-      def = { id = self.next_def, kind = "code", data = bytes, shared = fn_state(fn), refs = 0 }
-      self.defs_by_code[bytes] = def
-      self.next_def = def.id + 1
+    local ok, bytes = pcall(encode, fn)
+    if ok then
+      def = self.defs_by_code[bytes]
+      if not def then
+        def = { id = self.next_def, kind = "code", data = bytes, shared = fn_state(fn), refs = 0 }
+        self.defs_by_code[bytes] = def
+        self.next_def = def.id + 1
+      end
+    else
+      def = self:_inherited_def(fn, bytes)
     end
     def.costkey = fn
   end
@@ -301,6 +372,29 @@ function Pool:_ref_def(fn)
     for i = #idle, 1, -1 do if idle[i] == def then table.remove(idle, i) end end
   end
   def.refs = def.refs + 1
+  return def
+end
+
+-- A function that cannot be sent by value: an "inherit" pool's workers
+-- use their inherited copy when the pool found it at its start (see
+-- inherited_functions); otherwise the EncodeError says what to use.
+function Pool:_inherited_def(fn, err)
+  local id = self.inherit_ids and self.inherit_ids[fn]
+  if not id then
+    if self.method == "inherit" and is_err(err, "EncodeError") then
+      err = new_error("EncodeError", { message = tostring(err.message) .. " (a Pool with method = \"inherit\" "
+        .. "uses its workers' inherited copy only of functions that existed when it was made; "
+        .. "for a function made later use coproc.LazyPool, which forks at each call)", cause = err })
+    end
+    error(err, 0)
+  end
+  local key = "\0inherit:" .. id
+  local def = self.defs_by_name[key]
+  if not def then
+    def = { id = self.next_def, kind = "inherit", data = id, shared = "none", refs = 0, key = key }
+    self.defs_by_name[key] = def
+    self.next_def = def.id + 1
+  end
   return def
 end
 
@@ -313,6 +407,7 @@ function Pool:_unref_def(def)
   while #idle > IDLE_FNS do
     local old = table.remove(idle, 1)
     if old.kind == "name" then self.defs_by_name[old.data] = nil
+    elseif old.kind == "inherit" then self.defs_by_name[old.key] = nil
     else self.defs_by_code[old.data] = nil end
     for _, w in ipairs(self.workers) do
       if w.defs[old.id] then
@@ -338,7 +433,8 @@ end
 
 local JOB_OPTIONS = {
   chunksize = "posint", priority = "number", timeout = "nonneg", retries = "nonnegint",
-  progress = "boolean", progress_stream = "any", star = "boolean", _lazy_fid = "any",
+  progress = "boolean", progress_stream = "any", star = "boolean", buffersize = "posint",
+  _lazy_fid = "any",
 }
 
 -- Revive a pool that gave up: the restart history starts over and missing
@@ -351,9 +447,21 @@ end
 
 -- kind: "map" (results list), "imap" (ordered ranges), "unordered" (ranges
 -- in completion order), "future" (one item). opts are checked already.
-function Pool:_new_job(kind, fn, items, n, opts, star, what, level)
+--
+-- items is a list of n items, or nil with src an iterable source: then the
+-- job reads its items as batches are cut (a *frontier* range lo = next
+-- unread item, hi = huge, in the queue), into job.items by index, and
+-- drops each item once its result is in. job.held counts the items read
+-- and not yet released (yielded by imap / map_unordered, answered for
+-- map): at buffersize the frontier leaves the queue ("parked") and comes
+-- back when half of that is released, so memory stays bounded whatever the
+-- length of the iterator.
+function Pool:_new_job(kind, fn, items, n, opts, star, what, level, src)
+  self:_raise_callback_error()
+  self:_reap_abandoned()
   if self.state == "broken" then self:_revive() end
   if self.state ~= "running" then
+    if src then src.close() end
     error(("coproc pool: the pool is %s; no new work (in '%s')"):format(self.state, what), level + 1)
   end
   local cs = opts.chunksize
@@ -363,32 +471,67 @@ function Pool:_new_job(kind, fn, items, n, opts, star, what, level)
     kind = kind, star = star or false, items = items, n = n, chunksize = cs,
     prio = opts.priority or self.priority, seq = self.seq,
     retries = opts.retries or self.retries,
-    pending = n, results = new_results(n), finished = false, started = false,
+    pending = n, results = src and {} or new_results(n), finished = false, started = false,
     ranges = {}, got = {}, done_lo = {}, done_n = {}, ndone = 0, sent_to = {},
   }
+  if src then
+    job.src, job.items, job.open, job.n, job.pending = src, {}, true, 0, 0
+    job.held, job.floor = 0, 1
+    job.bufsize = opts.buffersize or self.buffersize
+  end
   self:_check_deaths()
   if opts._lazy_fid then
     job.def = opts._lazy_fid
     job.costkey = opts._lazy_fid
   else
-    job.def = self:_ref_def(fn)
-    job.costkey = job.def.costkey
+    local ok, def = pcall(self._ref_def, self, fn)
+    if not ok then
+      if src then src.close() end
+      error(def, 0)
+    end
+    job.def = def
+    job.costkey = def.costkey
   end
   self.jobs[job] = true
   self.njobs = self.njobs + 1
   local want_bar = opts.progress
   if want_bar == nil then want_bar = self.progress end
-  if want_bar and kind ~= "future" and n > 0 then
+  if want_bar and kind ~= "future" and not src and n > 0 then
     job.bar = Progress.new(n, { clock = clock, stream = opts.progress_stream,
       force = opts.progress_stream ~= nil })
   end
-  if n == 0 then
+  if src then
+    self:_push_frontier(job)
+    self:_dispatch()
+  elseif n == 0 then
     self:_end_job(job)
   else
     heap_push(self.queue, { prio = job.prio, seq = job.seq, job = job, lo = 1, hi = n, tries = 0 })
     self:_dispatch()
   end
+  self:_run_callbacks()
   return job
+end
+
+function Pool:_push_frontier(job)
+  local r = { prio = job.prio, seq = job.seq, job = job, lo = job.n + 1, hi = huge, tries = 0, frontier = true }
+  job.frontier = r
+  heap_push(self.queue, r)
+end
+
+-- k items of an iterator job are released (yielded, or answered for map);
+-- a parked frontier comes back once half the buffer is free. dispatch:
+-- send at once (from the consumer; replies are followed by a dispatch).
+function Pool:_release(job, k, dispatch)
+  local held = job.held - k
+  job.held = held
+  if job.parked and held <= job.bufsize // 2 then
+    job.parked = false
+    if not job.finished and not job.err_at and job.open then
+      self:_push_frontier(job)
+      if dispatch then self:_dispatch() end
+    end
+  end
 end
 
 function Pool:_end_job(job, err)
@@ -414,13 +557,95 @@ function Pool:_end_job(job, err)
   job.sent_to = nil
   self:_unref_def(job.def)
   if job.bar then job.bar:finish() end
+  if job.src then
+    job.src.close()
+    job.open = false
+    if job.frontier then heap_drop(self.queue, job.frontier); job.frontier = nil end
+    job.items = {}
+    if job.kind == "map" then job.results.n = job.n end
+  end
+  local f = job.future
+  if f and f._callbacks then self.due[#self.due + 1] = f end
 end
 
+---------------------------------------------------------------- callbacks
+
+-- Done callbacks run in the host, inside the pool call that saw their
+-- future finish, once that call's bookkeeping is done (never in the middle
+-- of a dispatch or a drain), in the order the futures finished. A callback
+-- that raises does not stop the others: its error is reported with warn()
+-- and kept, and the next call to the pool that adds or waits for work
+-- raises it as a coproc.CallbackError (value, traceback, future).
+function Pool:_run_callbacks()
+  local due = self.due
+  if due[1] == nil or self.in_callbacks then return end
+  self.in_callbacks = true
+  local i = 1
+  while due[i] ~= nil do
+    local f = due[i]
+    due[i] = false
+    local cbs = f._callbacks
+    f._callbacks = nil
+    for _, cb in ipairs(cbs or {}) do self:_call_back(f, cb) end
+    i = i + 1
+  end
+  self.due = {}
+  self.in_callbacks = false
+end
+
+local function cb_handler(e)
+  return { value = e, traceback = debug.traceback(tostring(e), 2) }
+end
+
+function Pool:_call_back(f, cb)
+  local ok, e = xpcall(cb, cb_handler, f)
+  if ok then return end
+  local msg = type(e.value) == "table" and rawget(e.value, "message") or e.value
+  local ce = new_error("CallbackError", { message = "error in a done callback: " .. tostring(msg),
+    value = e.value, traceback = e.traceback, future = f })
+  warn("coproc: ", tostring(ce))
+  self.cb_errors[#self.cb_errors + 1] = ce
+end
+
+-- Raise the oldest callback error not yet raised (see _run_callbacks).
+function Pool:_raise_callback_error()
+  local ce = self.cb_errors[1]
+  if ce then
+    table.remove(self.cb_errors, 1)
+    error(ce, 0)
+  end
+end
+
+---------------------------------------------------------------- cancel
+
+-- Cancel a task (a future's job) that no worker has started: one still in
+-- the queue, or one in a worker's window whose batch the worker has not
+-- claimed yet (its ticket's limit goes to 0 with a compare-and-swap, so the
+-- worker skips it; lbatch.h). A task sent without a ticket (all 64 out) or
+-- already claimed is running: false.
 function Pool:_cancel_job(job)
-  if job.finished or job.started then return false end
+  if job.finished then return false end
+  local w = job.batch_w
+  local b = w and not w.dead and w.inflight[job.batch_bid]
+  if b and b.n > 0 then
+    if b.ticket == 0 or w.proc:truncate(b.ticket, 0) ~= 0 then return false end
+    b.n = 0
+  end
   job.cancelled = true
   self:_end_job(job, new_error("Cancelled", { message = "task was cancelled" }))
+  self:_run_callbacks()
   return true
+end
+
+-- True while a worker runs the task (it has claimed it).
+function Pool._job_running(_, job)
+  if job.finished or not job.started then return false end
+  local w = job.batch_w
+  local b = w and not w.dead and w.inflight[job.batch_bid]
+  if not b or b.n == 0 then return false end
+  if b.ticket == 0 then return true end
+  local claimed = w.proc:ticket(b.ticket)
+  return claimed > 0
 end
 
 ---------------------------------------------------------------- dispatch
@@ -457,7 +682,13 @@ end
 -- stealing (_steal) then evens out what estimates get wrong.
 function Pool:_batch_size(w, r)
   local job = r.job
-  local rem = r.hi - r.lo + 1
+  local rem
+  if r.frontier then
+    rem = job.bufsize - job.held   -- an iterator: what the buffer has room for
+    if rem < 1 then rem = 1 end
+  else
+    rem = r.hi - r.lo + 1
+  end
   local cs, cost = job.chunksize, cost_of(self, job)
   local unit = cs or 1
   local k
@@ -481,11 +712,40 @@ function Pool:_batch_size(w, r)
   return k, cost and k * cost or self.budget / 2
 end
 
+-- Read up to k items of an iterator job into job.items at lo..: how many
+-- (0 once it is done), or nil when the iterator raised (the job then
+-- fails with that error).
+function Pool:_read_items(job, r, lo, k)
+  local ok, got = pcall(iterable.fill, job.src, job.items, lo, k)
+  if not ok then
+    self:_end_job(job, got)
+    return nil
+  end
+  job.n = lo + got - 1
+  job.pending = job.pending + got
+  job.held = job.held + got
+  if got < k then job.open = false end   -- the iterator ended
+  if got == 0 then
+    heap_drop(self.queue, r)
+    job.frontier = nil
+    if job.pending == 0 and not job.err_at then self:_end_job(job) end
+  end
+  return got
+end
+
 -- Send one batch from the top range to w. Returns true if the queue changed.
 function Pool:_send_batch(w, r)
   local job = r.job
   local k, est = self:_batch_size(w, r)
   local lo = r.lo
+  if r.frontier then
+    local got = self:_read_items(job, r, lo, k)
+    if not got or got == 0 then return true end
+    if got < k then
+      local cost = cost_of(self, job)
+      k, est = got, cost and got * cost or est
+    end
+  end
   local bid = self.next_bid
   local def = job.def
   local m = w.m
@@ -511,11 +771,16 @@ function Pool:_send_batch(w, r)
   if not ok then
     give_ticket(w, ticket)
     if is_err(err, "WorkerDied") or is_err(err, "WorkerIsDeadError") or not m:is_connected() then
+      if r.frontier then
+        -- the items read stay with the job, as a range of their own
+        r.lo = lo + k
+        self:_requeue(job, lo, lo + k - 1, 0)
+      end
       self:_on_death(w, err)
     else
       -- An item that cannot be encoded: this job fails at that item (the
       -- error says which), the pool goes on.
-      heap_pop(self.queue)
+      heap_drop(self.queue, r)
       if type(err) == "table" then
         local at = tostring(err.message):match("%(at %[(%d+)%]")
         local j = at and tonumber(at) - 8
@@ -530,7 +795,18 @@ function Pool:_send_batch(w, r)
   end
   self.next_bid = bid + 1
   r.lo = lo + k
-  if r.lo > r.hi then heap_pop(self.queue) end
+  if r.frontier then
+    if not job.open then
+      heap_drop(self.queue, r)
+      job.frontier = nil
+    elseif job.held >= job.bufsize then
+      heap_drop(self.queue, r)
+      job.frontier, job.parked = nil, true
+    end
+  elseif r.lo > r.hi then
+    heap_pop(self.queue)
+  end
+  if job.kind == "future" then job.batch_w, job.batch_bid = w, bid end
   w.inflight[bid] = { job = job, lo = lo, n = k, est = est, tries = r.tries, ticket = ticket }
   w.batches = w.batches + 1
   w.work = w.work + est
@@ -620,7 +896,10 @@ function Pool:_dispatch(stolen)
         local w = ws[i]
         if w and (w.batches == 0) == (pass == 1) and self:_can_send(w) then
           local r = q[1]
-          while r and (r.job.finished or (r.job.err_at and r.lo >= r.job.err_at)) do heap_pop(q); r = q[1] end
+          while r and (r.dead or r.job.finished or (r.job.err_at and r.lo >= r.job.err_at)) do
+            heap_pop(q)
+            r = q[1]
+          end
           if not r then break end
           if r.job.err_at and r.hi >= r.job.err_at then r.hi = r.job.err_at - 1 end
           if self:_send_batch(w, r) then moved = true end
@@ -672,10 +951,28 @@ function Pool:_on_reply(w, r)
     local results, base = job.results, b.lo - 5
     for j = 5, 4 + nok do results[base + j] = r[j] end
     job.pending = job.pending - nok
+    local src = job.src
+    if src then
+      local items = job.items
+      for i = b.lo, b.lo + nok - 1 do items[i] = nil end
+    end
     if job.kind == "imap" or job.kind == "map" then
       if job.kind == "imap" then job.ranges[b.lo] = nok end
-      job.got[b.lo] = nok
+      local got = job.got
+      got[b.lo] = nok
       if job.err_at then job.missing = job.missing - nok end
+      if src then
+        -- keep only the ranges past the answered prefix (bounded memory)
+        local f = job.floor
+        local g = got[f]
+        while g do
+          got[f] = nil
+          f = f + g
+          g = got[f]
+        end
+        job.floor = f
+        if job.kind == "map" then self:_release(job, nok) end
+      end
     elseif job.kind == "unordered" then
       local k = job.ndone + 1
       job.done_lo[k], job.done_n[k], job.ndone = b.lo, nok, k
@@ -687,7 +984,7 @@ function Pool:_on_reply(w, r)
     self:_fail_at(job, task_error(w, err, index), index)
   elseif job.err_at then
     if job.missing <= 0 then self:_end_job(job, job.err_pending) end
-  elseif job.pending == 0 then
+  elseif job.pending == 0 and not job.open then
     self:_end_job(job)
   end
 end
@@ -700,7 +997,7 @@ function Pool:_fail_at(job, err, index)
   if job.kind ~= "imap" and job.kind ~= "map" then return self:_end_job(job, err) end
   if job.err_at and job.err_at <= index then return end
   job.err_at, job.err_pending = index, err
-  local have = 0
+  local have = (job.floor or 1) - 1   -- iterator jobs: 1 .. floor-1 are all in
   for lo, n in pairs(job.got) do
     if lo < index then have = have + n end
   end
@@ -842,13 +1139,41 @@ end
 function Pool:_pump(timeout)
   self:_dispatch()
   if #self.mlist == 0 then return end
-  local ready = coproc.wait(self.mlist, timeout)
+  local ready = wait_ready(self.mlist, timeout)
   for i = 1, #ready do
     local w = self.by_m[ready[i]]
     if w and not w.dead then self:_drain(w) end
   end
   self:_retire()
   self:_dispatch()
+  self:_run_callbacks()
+  return #ready > 0
+end
+
+--- One round over several pools at once (futures of several pools in
+-- coproc.wait / as_completed): one wait on all their workers.
+function M.pump_many(pools, timeout)
+  if #pools == 1 then return pools[1]:_pump(timeout) end
+  local all, owner = {}, {}
+  for _, p in ipairs(pools) do
+    p:_dispatch()
+    for _, m in ipairs(p.mlist) do
+      all[#all + 1] = m
+      owner[m] = p
+    end
+  end
+  if #all == 0 then return false end
+  local ready = wait_ready(all, timeout)
+  for i = 1, #ready do
+    local p = owner[ready[i]]
+    local w = p.by_m[ready[i]]
+    if w and not w.dead then p:_drain(w) end
+  end
+  for _, p in ipairs(pools) do
+    p:_retire()
+    p:_dispatch()
+    p:_run_callbacks()
+  end
   return #ready > 0
 end
 
@@ -858,7 +1183,7 @@ function Pool:_poll() self:_pump(0) end
 -- does not go to them.
 function Pool:_check_deaths()
   if #self.mlist == 0 then return end
-  local ready = coproc.wait(self.mlist, 0)
+  local ready = wait_ready(self.mlist, 0)
   for i = 1, #ready do
     local w = self.by_m[ready[i]]
     if w and not w.dead then self:_drain(w) end
@@ -881,7 +1206,15 @@ function Pool:_wait_until(done, timeout, what)
         error(new_error("Timeout", { message = ("%s timed out after %g s"):format(what, timeout) }), 3)
       end
     end
+    self:_reap_abandoned()
     if self.queue.n == 0 and not any_inflight(self) and not done() then
+      for job in pairs(self.jobs) do
+        if job.parked then
+          error(("coproc pool: %s waits for an imap/map_unordered loop over an iterator that has "
+            .. "%d results it has not taken (buffersize); finish or close that loop first"):format(what,
+            job.held), 3)
+        end
+      end
       error("coproc pool: internal error: waiting on work that is neither queued nor running", 3)
     end
     self:_pump(t)
@@ -895,13 +1228,31 @@ end
 
 ---------------------------------------------------------------- public calls
 
+-- The items of a map-like call: (items, a, b, c) are what followed fn
+-- (a list and options, or an iterator: see coproc/iterable.lua). Returns
+-- list, n, src, opts: a list of n items (src nil), or an iterable source
+-- (list nil); a list with opts.buffersize is read as an iterator too.
+local function items_of(items, a, b, c, what, level, spec, lists_only)
+  local form, x, opts = iterable.args(items, a, b, c, what, level + 1, spec)
+  opts = options.check(opts, spec, what, level + 1)
+  if form == "iter" then
+    if lists_only then
+      local list = iterable.collect(x)
+      return list, list.n, nil, opts
+    end
+    return nil, nil, x, opts
+  end
+  local n = count_items(x, what, level + 1)
+  if opts.buffersize and not lists_only then return nil, nil, iterable.list_source(x, n), opts end
+  return x, n, nil, opts
+end
+
 -- Checks shared by the map-like calls; level is that of the public method.
-local function map_common(self, kind, fn, items, opts, star, what, level)
+local function map_common(self, kind, fn, items, a, b, c, star, what, level)
   check_fn(fn, what, level + 1)
-  local n = count_items(items, what, level + 1)
-  opts = options.check(opts, JOB_OPTIONS, what, level + 1)
+  local list, n, src, opts = items_of(items, a, b, c, what, level + 1, JOB_OPTIONS)
   if opts.star ~= nil then star = opts.star end
-  local job = self:_new_job(kind, fn, items, n, opts, star, what, level + 1)
+  local job = self:_new_job(kind, fn, list, n, opts, star, what, level + 1, src)
   return job, opts
 end
 
@@ -916,16 +1267,15 @@ local function finish_map(self, job, timeout)
 end
 
 --- map(fn, items, opts) -> results (a list with .n; nil results kept as holes).
-function Pool:map(fn, items, opts)
-  local job
-  job, opts = map_common(self, "map", fn, items, opts, false, "map", 2)
+-- items: a list, or an iterator (then no opts unless coproc.iter is used).
+function Pool:map(fn, items, a, b, c)
+  local job, opts = map_common(self, "map", fn, items, a, b, c, false, "map", 2)
   return finish_map(self, job, opts.timeout)
 end
 
 --- starmap(fn, arglists, opts): fn(table.unpack(args)) for each args.
-function Pool:starmap(fn, items, opts)
-  local job
-  job, opts = map_common(self, "map", fn, items, opts, true, "starmap", 2)
+function Pool:starmap(fn, items, a, b, c)
+  local job, opts = map_common(self, "map", fn, items, a, b, c, true, "starmap", 2)
   return finish_map(self, job, opts.timeout)
 end
 
@@ -937,26 +1287,51 @@ local function closer(self, job)
   end })
 end
 
---- imap(fn, items, opts): ordered lazy iterator: `for i, result in pool:imap(f, xs)`.
-function Pool:imap(fn, items, opts)
-  local job
-  job, opts = map_common(self, "imap", fn, items, opts, false, "imap", 2)
+-- A value only the step function of an imap / map_unordered holds: when the
+-- step function is collected without its loop being closed (an iterator
+-- called by hand, then dropped), the job is dropped at the pool's next
+-- call (not from the finalizer, which may run in the middle of one).
+local function sentinel(self, job)
+  return setmetatable({}, { __gc = function()
+    if not job.finished then
+      local a = self.abandoned
+      a[#a + 1] = job
+    end
+  end })
+end
+
+-- End the jobs whose loops were dropped (see sentinel).
+function Pool:_reap_abandoned()
+  local a = self.abandoned
+  if a[1] == nil then return end
+  self.abandoned = {}
+  for _, job in ipairs(a) do
+    if not job.finished then
+      self:_end_job(job, new_error("Cancelled", { message = "iteration abandoned" }))
+    end
+  end
+end
+
+-- The step function of imap over job: (index, result) in item order.
+local function imap_steps(self, job, timeout)
   local nexti, upto = 1, 0
-  local ranges = job.ranges
+  local ranges, results = job.ranges, job.results
+  local src = job.src
+  local keep = sentinel(self, job)
   local function have()
     return nexti <= upto or ranges[nexti] ~= nil or job.finished
   end
-  local function iter()
-    if nexti > job.n then return nil end
+  return function()
+    local _ = keep
     if nexti > upto then
+      self:_raise_callback_error()
       local k = ranges[nexti]
       if k == nil then
-        if not job.finished then self:_wait_until(have, opts.timeout, "imap") end
+        if not job.finished then self:_wait_until(have, timeout, "imap") end
         k = ranges[nexti]
         if k == nil then
           if job.err then error(job.err, 0) end
-          if nexti > job.n then return nil end
-          k = 1   -- finished without ranges recorded: impossible for imap
+          return nil   -- every item yielded
         end
       end
       ranges[nexti] = nil
@@ -964,24 +1339,29 @@ function Pool:imap(fn, items, opts)
     end
     local i = nexti
     nexti = i + 1
-    return i, job.results[i]
+    local v = results[i]
+    if src then
+      results[i] = nil
+      self:_release(job, 1, true)
+    end
+    return i, v
   end
-  return iter, nil, nil, closer(self, job)
 end
 
---- map_unordered(fn, items, opts): iterator yielding (index, result) as
--- results come in (imap_unordered alias).
-function Pool:map_unordered(fn, items, opts)
-  local job
-  job, opts = map_common(self, "unordered", fn, items, opts, false, "map_unordered", 2)
+-- The step function of map_unordered over job: (index, result) as they come.
+local function unordered_steps(self, job, timeout)
   local k, pos, left = 0, 0, 0   -- range k of job.done_*, item pos, left in it
+  local results, src = job.results, job.src
+  local keep = sentinel(self, job)
   local function have() return job.ndone > k or job.finished end
-  local function iter()
+  return function()
+    local _ = keep
     if left == 0 then
+      self:_raise_callback_error()
       if job.ndone <= k then
         if job.err then error(job.err, 0) end
         if job.finished then return nil end
-        self:_wait_until(have, opts.timeout, "map_unordered")
+        self:_wait_until(have, timeout, "map_unordered")
         if job.ndone <= k then
           if job.err then error(job.err, 0) end
           return nil
@@ -993,9 +1373,27 @@ function Pool:map_unordered(fn, items, opts)
     end
     local i = pos
     pos, left = pos + 1, left - 1
-    return i, job.results[i]
+    local v = results[i]
+    if src then
+      results[i] = nil
+      self:_release(job, 1, true)
+    end
+    return i, v
   end
-  return iter, nil, nil, closer(self, job)
+end
+
+--- imap(fn, items, opts): ordered lazy iterator: `for i, result in pool:imap(f, xs)`.
+-- An iterator as items is read as batches go out, at most buffersize ahead.
+function Pool:imap(fn, items, a, b, c)
+  local job, opts = map_common(self, "imap", fn, items, a, b, c, false, "imap", 2)
+  return imap_steps(self, job, opts.timeout), nil, nil, closer(self, job)
+end
+
+--- map_unordered(fn, items, opts): iterator yielding (index, result) as
+-- results come in (imap_unordered alias).
+function Pool:map_unordered(fn, items, a, b, c)
+  local job, opts = map_common(self, "unordered", fn, items, a, b, c, false, "map_unordered", 2)
+  return unordered_steps(self, job, opts.timeout), nil, nil, closer(self, job)
 end
 Pool.imap_unordered = Pool.map_unordered
 
@@ -1009,7 +1407,9 @@ local function submit(self, fn, args, opts, what, level)
   end
   opts = options.check(opts, SUBMIT_OPTIONS, what, level + 1)
   local job = self:_new_job("future", fn, { args }, 1, opts, true, what, level + 1)
-  return Future.new(self, job)
+  local f = Future.new(self, job)
+  job.future = f
+  return f
 end
 
 --- submit(fn, args, opts) -> Future. args: a list (nil holes need args.n).
@@ -1023,9 +1423,35 @@ function Pool:apply(fn, ...)
   return submit(self, fn, table.pack(...), nil, "apply", 2):result()
 end
 
+local ASYNC_OPTIONS = { priority = "number", retries = "nonnegint", callback = "callable",
+  error_callback = "callable" }
+
+--- apply_async(fn, args, {callback, error_callback, priority, retries})
+-- -> Future (multiprocessing's AsyncResult: get, wait, ready, successful
+-- too). callback(result) or error_callback(err) runs in the host when the
+-- task ends, as a done callback.
+function Pool:apply_async(fn, args, opts)
+  opts = options.check(opts, ASYNC_OPTIONS, "apply_async", 2)
+  local cb, ecb = opts.callback, opts.error_callback
+  opts.callback, opts.error_callback = nil, nil
+  local f = submit(self, fn, args, opts, "apply_async", 2)
+  if cb or ecb then
+    f:add_done_callback(function(fut)
+      local job = fut._job
+      if job.err ~= nil then
+        if ecb then ecb(job.err) end
+      elseif cb then
+        cb(job.results[1])
+      end
+    end)
+  end
+  return f
+end
+
 --- Wait for futures (from this pool): returns the list of those done, after
 -- at least one is (or timeout; nil = forever; 0 polls).
 function Pool:wait_any(futures, timeout)
+  self:_raise_callback_error()
   local function done_list()
     local d = {}
     for _, f in ipairs(futures) do if f._job.finished then d[#d + 1] = f end end
@@ -1049,15 +1475,18 @@ function Pool:close()
 end
 
 --- Wait for every submitted job (up to timeout), then stop the workers.
--- Needs close() first, like multiprocessing.
+-- Needs close() first, like multiprocessing. Raises a CallbackError left
+-- by a done callback (after stopping the workers, if one failed meanwhile).
 function Pool:join(timeout)
   if self.state == "running" then
     error("coproc pool: join() needs close() first", 2)
   end
+  self:_raise_callback_error()
   if self.njobs > 0 then
     self:_wait_until(function() return self.njobs == 0 end, timeout, "join")
   end
   self:_stop_workers(GRACE)
+  self:_raise_callback_error()
 end
 
 -- Every worker gets a close request; those that do not exit within grace
@@ -1071,9 +1500,11 @@ function Pool:_stop_workers(grace)
   resource.stop_all(rs, grace)
 end
 
---- Stop now: unfinished jobs end with coproc.Cancelled, workers are closed
--- (SIGTERM then SIGKILL for busy ones). Never raises. Also __close/__gc.
-function Pool:terminate()
+--- Stop now: unfinished jobs end with coproc.Cancelled (their done
+-- callbacks run, except from __gc), workers are closed (SIGTERM then
+-- SIGKILL for busy ones) within about half a second. Never raises. Also
+-- __close/__gc.
+function Pool:terminate(from_gc)
   if self.state == "terminated" then return end
   -- A copy of the pool in a forked child ("inherit" workers) owns nothing.
   if self.owner ~= coproc.getpid() then return end
@@ -1081,10 +1512,11 @@ function Pool:terminate()
     self:_end_job(job, new_error("Cancelled", { message = "pool terminated" }))
   end
   self:_stop_workers(0.05)
+  if from_gc ~= true then self:_run_callbacks() end
 end
 
 Pool.__close = function(self) pcall(Pool.terminate, self) end
-Pool.__gc = function(self) pcall(Pool.terminate, self) end
+Pool.__gc = function(self) pcall(Pool.terminate, self, true) end
 
 function Pool:__tostring()
   return ("coproc.Pool(%d workers, %s)"):format(self.size, self.state)
@@ -1118,7 +1550,9 @@ function M.LazyPool(n, opts)
   return setmetatable({ size = ni, opts = opts }, LazyPool)
 end
 
-local function lazy_engine(self, fn, items, star, opts)
+-- A Pool of size workers ("inherit") for one call: fn and items are the
+-- fork's own, never sent. Returns the engine, the job options and all opts.
+local function lazy_engine(self, fn, items, star, opts, size)
   local lazy = { fn = fn, items = items, star = star }
   local o = {}
   for k, v in pairs(self.opts) do o[k] = v end
@@ -1131,18 +1565,22 @@ local function lazy_engine(self, fn, items, star, opts)
   end
   pool_opts.method = "inherit"
   pool_opts._target = function(m, kw) return require("coproc.pool_worker").run(m, kw, lazy) end
-  local engine = M.Pool(self.size, pool_opts)
+  local engine = M.Pool(size or self.size, pool_opts)
   job_opts._lazy_fid = { id = 0, lazy = true, shared = "none" }
   return engine, job_opts, o
 end
 
-local function lazy_map(self, fn, items, opts, star, what)
-  check_fn(fn, what, 3)
-  local n = count_items(items, what, 3)
-  opts = options.check(opts, LAZY_OPTIONS, what, 3)
-  local engine, jo, o = lazy_engine(self, fn, items, star, opts)
+-- fn and the items of a LazyPool call (an iterator is read to the end
+-- first: the workers can only inherit items that exist when they fork).
+local function lazy_args(fn, items, a, b, c, what, level)
+  check_fn(fn, what, level + 1)
+  return items_of(items, a, b, c, what, level + 1, LAZY_OPTIONS, true)
+end
+
+local function lazy_run(self, kind, fn, list, n, opts, star, what, size)
+  local engine, jo, o = lazy_engine(self, fn, list, star, opts, size)
   local ok, res = pcall(function()
-    local job = engine:_new_job("map", nil, items, n, jo, star, what, 1)
+    local job = engine:_new_job(kind, nil, list, n, jo, star, what, 1)
     return finish_map(engine, job, o.timeout)
   end)
   engine:terminate()
@@ -1151,50 +1589,55 @@ local function lazy_map(self, fn, items, opts, star, what)
 end
 
 --- map(fn, items, opts) -> results, like Pool:map.
-function LazyPool:map(fn, items, opts)
-  local r = lazy_map(self, fn, items, opts, false, "map")
+function LazyPool:map(fn, items, a, b, c)
+  local list, n, _, opts = lazy_args(fn, items, a, b, c, "map", 2)
+  local r = lazy_run(self, "map", fn, list, n, opts, opts.star or false, "map")
   return r   -- not a tail call: argument errors name the caller's line
 end
-function LazyPool:starmap(fn, items, opts)
-  local r = lazy_map(self, fn, items, opts, true, "starmap")
+function LazyPool:starmap(fn, items, a, b, c)
+  local list, n, _, opts = lazy_args(fn, items, a, b, c, "starmap", 2)
+  local r = lazy_run(self, "map", fn, list, n, opts, true, "starmap")
   return r
 end
 
---- map_unordered(fn, items, opts): iterator of (index, result) as they come;
--- the workers end with the loop.
-function LazyPool:map_unordered(fn, items, opts)
-  check_fn(fn, "map_unordered", 2)
-  local n = count_items(items, "map_unordered", 2)
-  opts = options.check(opts, LAZY_OPTIONS, "map_unordered", 2)
-  local engine, jo, o = lazy_engine(self, fn, items, opts.star or false, opts)
-  local job = engine:_new_job("unordered", nil, items, n, jo, opts.star or false, "map_unordered", 2)
-  local k, pos, left = 0, 0, 0
-  local function have() return job.ndone > k or job.finished end
-  local function step()
-    if left == 0 then
-      if job.ndone <= k then
-        if job.err then error(job.err, 0) end
-        if job.finished then return nil end
-        engine:_wait_until(have, o.timeout, "map_unordered")
-        if job.ndone <= k then
-          if job.err then error(job.err, 0) end
-          return nil
-        end
-      end
-      k = k + 1
-      pos, left = job.done_lo[k], job.done_n[k]
-    end
-    local i = pos
-    pos, left = pos + 1, left - 1
-    return i, job.results[i]
-  end
+--- apply(fn, ...) -> fn(...) in one forked worker (which inherits fn and
+-- the arguments).
+function LazyPool:apply(fn, ...)
+  check_fn(fn, "apply", 2)
+  local r = lazy_run(self, "map", fn, { table.pack(...) }, 1, {}, true, "apply", 1)
+  return r[1]
+end
+
+-- The iterator of a LazyPool call: the engine's workers end with the loop
+-- (its end, an error, a break: the closing value), or when the iterator is
+-- collected. Neither raises.
+local function lazy_iter(self, kind, fn, items, a, b, c, what)
+  local list, n, _, opts = lazy_args(fn, items, a, b, c, what, 3)
+  local star = opts.star or false
+  local engine, jo, o = lazy_engine(self, fn, list, star, opts)
+  local ok, job = pcall(engine._new_job, engine, kind, nil, list, n, jo, star, what, 1)
+  if not ok then engine:terminate(); error(job, 0) end
+  local step = (kind == "imap" and imap_steps or unordered_steps)(engine, job, o.timeout)
+  local function stop() pcall(engine.terminate, engine) end
   local function iter()
-    local ok, i, r = pcall(step)
-    if not ok then engine:terminate(); error(i, 0) end
-    if i == nil then engine:terminate() end
+    local sok, i, r = pcall(step)
+    if not sok then stop(); error(i, 0) end
+    if i == nil then stop() end
     return i, r
   end
-  return iter, nil, nil, setmetatable({}, { __close = function() engine:terminate() end })
+  return iter, nil, nil, setmetatable({}, { __close = stop, __gc = stop })
+end
+
+--- imap(fn, items, opts): ordered iterator of (index, result), like Pool:imap.
+function LazyPool:imap(fn, items, a, b, c)
+  local f, s, ctl, cl = lazy_iter(self, "imap", fn, items, a, b, c, "imap")
+  return f, s, ctl, cl   -- not a tail call: argument errors name the caller's line
+end
+
+--- map_unordered(fn, items, opts): iterator of (index, result) as they come.
+function LazyPool:map_unordered(fn, items, a, b, c)
+  local f, s, ctl, cl = lazy_iter(self, "unordered", fn, items, a, b, c, "map_unordered")
+  return f, s, ctl, cl
 end
 LazyPool.imap_unordered = LazyPool.map_unordered
 

@@ -4,8 +4,11 @@
 -- default channel of the worker's messenger:
 --
 --   {"f", fid, kind, data, state}   define function fid: kind "code" (data is
---                                   the function encoded by coproc.encode) or
---                                   "name" (data is "module.function"); state
+--                                   the function encoded by coproc.encode),
+--                                   "name" (data is "module.function") or
+--                                   "inherit" (data is the id of a function
+--                                   in kw.inherited, the inherited copy an
+--                                   "inherit" pool found at its start); state
 --                                   "none", "scalars" or false, see below.
 --                                   Sent with the lowest priority number so it
 --                                   is popped before any batch that uses it
@@ -174,6 +177,10 @@ function M.run(m, kw, lazy)
     local ok, f
     if d.kind == "name" then
       ok, f = pcall(M.resolve, d.data)
+    elseif d.kind == "inherit" then
+      f = kw.inherited and kw.inherited[d.data]
+      ok = f ~= nil
+      if not ok then f = "no inherited function " .. tostring(d.data) end
     else
       ok, f = pcall(decode, d.data)
       if ok and type(f) ~= "function" and not (type(f) == "table" and (getmetatable(f) or {}).__call) then

@@ -2,6 +2,7 @@
 -- with its messenger.
 local core = require "coproc.core"
 local errors = require "coproc.errors"
+local options = require "coproc.options"
 
 local M = {}
 
@@ -25,6 +26,25 @@ WorkerResource.__name = "coproc.WorkerResource"
 
 local CLOSE_TIMEOUT = 1.0
 
+-- The options of WorkerResource (and of WorkerResourcePool, which passes
+-- them on). _status: the pool's shared status slot (core.run_batch).
+M.OPTIONS = {
+  method = { "fresh", "inherit" }, messenger_type = "any", trust = { "code", "data" },
+  _status = "any",
+}
+
+--- Check a WorkerResource options table for the public function fname
+-- (level as in options.check). Returns the checked copy.
+function M.check_options(opts, fname, level)
+  opts = options.check(opts, M.OPTIONS, fname, level + 1)
+  local mtype = opts.messenger_type
+  if mtype ~= nil and mtype ~= M.PriorityMessenger and mtype ~= M.MultiMessenger then
+    error(("bad option 'messenger_type' to '%s' (coproc.PriorityMessenger or coproc.MultiMessenger expected)")
+      :format(fname), level + 1)
+  end
+  return opts
+end
+
 --- WorkerResource(target, opts): target is a class table or function(messenger, kwargs).
 -- opts.method: "fresh" (default) or "inherit"; opts.messenger_type:
 -- coproc.PriorityMessenger (default) or coproc.MultiMessenger.
@@ -33,16 +53,9 @@ function M.WorkerResource(target, opts)
   if tt ~= "table" and tt ~= "function" then
     error("bad argument #1 to 'WorkerResource' (worker class or function expected, got " .. tt .. ")", 2)
   end
-  opts = opts or {}
-  local method = opts.method or "fresh"
-  if method ~= "fresh" and method ~= "inherit" then
-    error("bad option 'method' to 'WorkerResource' ('fresh' or 'inherit' expected, got '" .. tostring(method) .. "')", 2)
-  end
-  local mtype = opts.messenger_type or M.PriorityMessenger
-  if mtype ~= M.PriorityMessenger and mtype ~= M.MultiMessenger then
-    error("bad option 'messenger_type' to 'WorkerResource' (coproc.PriorityMessenger or coproc.MultiMessenger expected)", 2)
-  end
-  return setmetatable({ target = target, method = method, messenger_type = mtype,
+  opts = M.check_options(opts, "WorkerResource", 2)
+  return setmetatable({ target = target, method = opts.method or "fresh",
+    messenger_type = opts.messenger_type or M.PriorityMessenger, trust = opts.trust,
     _with_status = opts._status == true }, WorkerResource)
 end
 
@@ -59,6 +72,7 @@ function WorkerResource:start(kwargs)
   local m, proc = core.spawn(self.target, kwargs or {}, { method = self.method, arrival_order = self.messenger_type.arrival_order,
     status = rawget(self, "_with_status") })
   self.messenger, self._proc = m, proc
+  self._kwargs, self._owner = kwargs or {}, core.getpid()
   return self
 end
 
@@ -92,9 +106,11 @@ function WorkerResource:join(timeout)
 end
 
 -- Ask politely, then insist: close request, wait, SIGTERM, SIGKILL. Reaps.
+-- Only the process that started the worker acts (a copy of the resource in
+-- a forked "inherit" worker owns nothing).
 local function shutdown(self, timeout)
   local p, m = rawget(self, "_proc"), rawget(self, "messenger")
-  if not p then return end
+  if not p or rawget(self, "_owner") ~= core.getpid() then return end
   timeout = timeout or CLOSE_TIMEOUT
   if not p:poll() then
     if m and m:is_connected() then
@@ -124,6 +140,26 @@ function WorkerResource:close(timeout)
   pcall(shutdown, self, timeout)
 end
 
+--- Stop the worker if it runs (as terminate(timeout), never raising) and
+-- start it again with kwargs (nil: those of the last start): a new process
+-- and a new messenger. Returns self.
+function WorkerResource:reset_process(kwargs, timeout)
+  if kwargs ~= nil and type(kwargs) ~= "table" then
+    error("bad argument #1 to 'reset_process' (table of keyword arguments expected)", 2)
+  end
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
+    error("bad argument #2 to 'reset_process' (non-negative number of seconds expected)", 2)
+  end
+  if kwargs == nil then kwargs = rawget(self, "_kwargs") end
+  if rawget(self, "_proc") then pcall(shutdown, self, timeout) end
+  return self:start(kwargs)
+end
+
+--- True once the resource has a process (it was started), running or not.
+function WorkerResource:process_exists()
+  return rawget(self, "_proc") ~= nil
+end
+
 WorkerResource.__close = function(self) pcall(shutdown, self) end
 WorkerResource.__gc = function(self) pcall(shutdown, self) end
 
@@ -137,12 +173,14 @@ end
 -- (busy, not reading, stopped): close requests to all, one shared wait for
 -- their output to go and for them to exit, then SIGTERM (and SIGCONT, so a
 -- stopped worker acts on it) to those left, then SIGKILL. Never raises.
+-- Resources started by another process (copies in a forked child) are
+-- left alone.
 function M.stop_all(resources, grace)
   grace = grace or CLOSE_TIMEOUT
-  local live = {}
+  local live, me = {}, core.getpid()
   for _, r in ipairs(resources) do
     local p, m = rawget(r, "_proc"), rawget(r, "messenger")
-    if p and not p:poll() then
+    if p and rawget(r, "_owner") == me and not p:poll() then
       live[#live + 1] = r
       if m and m:is_connected() then pcall(m.send_close_request, m) end
     end
@@ -169,7 +207,7 @@ function M.stop_all(resources, grace)
   for _, r in ipairs(live) do r._proc:terminate(0) end   -- SIGKILL what is left, and reap
   for _, r in ipairs(resources) do
     local m = rawget(r, "messenger")
-    if m then m:close() end
+    if m and rawget(r, "_owner") == me then m:close() end
   end
 end
 

@@ -4,6 +4,10 @@
 -- they come. Workers are the array part: `#pool`, `pool[i]`,
 -- `for i, w in ipairs(pool)` or `for i, w in pool:workers()`.
 local coproc = require "coproc"
+local core = require "coproc.core"
+local iterable = require "coproc.iterable"
+local options = require "coproc.options"
+local resource = require "coproc.resource"
 
 local M = {}
 
@@ -14,14 +18,21 @@ WRP.__name = "coproc.WorkerResourcePool"
 --- WorkerResourcePool(n, WorkerClass, start_kwargs, opts): opts go to each
 -- WorkerResource (method, messenger_type). Not started yet: call start().
 function M.WorkerResourcePool(n, WorkerClass, start_kwargs, opts)
-  if math.type(n) ~= "integer" or n < 1 then
-    error("bad argument #1 to 'WorkerResourcePool' (positive integer expected)", 2)
+  local ni = options.integer(n)
+  if not ni or ni < 1 then
+    error(("bad argument #1 to 'WorkerResourcePool' (positive integer expected, got %s)"):format(tostring(n)), 2)
   end
-  if WorkerClass == nil then
-    error("bad argument #2 to 'WorkerResourcePool' (worker class or function expected)", 2)
+  local tc = type(WorkerClass)
+  if tc ~= "table" and tc ~= "function" then
+    error(("bad argument #2 to 'WorkerResourcePool' (worker class or function expected, got %s)"):format(tc), 2)
   end
+  if start_kwargs ~= nil and type(start_kwargs) ~= "table" then
+    error(("bad argument #3 to 'WorkerResourcePool' (table of keyword arguments expected, got %s)")
+      :format(type(start_kwargs)), 2)
+  end
+  opts = resource.check_options(opts, "WorkerResourcePool", 2)
   local self = setmetatable({ start_kwargs = start_kwargs or {} }, WRP)
-  for i = 1, n do self[i] = coproc.WorkerResource(WorkerClass, opts) end
+  for i = 1, ni do self[i] = coproc.WorkerResource(WorkerClass, opts) end
   return self
 end
 
@@ -51,10 +62,34 @@ function WRP:join(timeout)
   return all
 end
 
---- Terminate every worker (close request, SIGTERM, SIGKILL). Never raises
--- for workers that already died.
+--- Terminate every worker at once: close requests, timeout seconds
+-- (default 1) for them to exit, then SIGTERM, SIGKILL; so within about
+-- timeout + 0.5 s whatever the workers do. Never raises (also not for
+-- workers that already died or never started).
 function WRP:terminate(timeout)
-  for i = 1, #self do pcall(self[i].terminate, self[i], timeout) end
+  local rs = {}
+  for i = 1, #self do rs[i] = self[i] end
+  resource.stop_all(rs, timeout)
+end
+
+--- Wait until every worker has exited (without asking them to: see join),
+-- up to timeout seconds (nil = forever). True when all have; a worker never
+-- started counts as exited.
+function WRP:wait_until_dead(timeout)
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout or timeout < 0) then
+    error(("bad argument #1 to 'wait_until_dead' (non-negative number of seconds expected, got %s)")
+      :format(tostring(timeout)), 2)
+  end
+  local deadline = timeout and core.now() + timeout
+  for i = 1, #self do
+    local p = rawget(self[i], "_proc")
+    if p then
+      local left = deadline and deadline - core.now()
+      if left and left < 0 then left = 0 end
+      if not p:wait(left) then return false end
+    end
+  end
+  return true
 end
 
 --- True when every worker is alive.
@@ -75,32 +110,37 @@ function WRP:apply_to_workers(fn)
   return out
 end
 
---- map_messages(data, channel, opts): send each request of data (a list, or
--- an iterator function returning values until nil) to the workers, keeping
--- opts.depth (default 2) requests outstanding per worker, and iterate the
--- replies as they come: `for reply, i in pool:map_messages(data) do`, i is
--- the worker's index. Replies come from the workers' send_reply on
--- `channel`; a worker that dies raises WorkerDied from the loop.
+local MAP_OPTIONS = { depth = "posint" }
+
+--- map_messages(data, channel, opts): send each request of data (a list, an
+-- iterator function returning values until nil, or a coproc.iter(...)) to
+-- the workers, keeping opts.depth (default 2) requests outstanding per
+-- worker, and iterate the replies as they come: `for i, reply in
+-- pool:map_messages(data) do`, i is the index of the worker that replied
+-- (index first, as in every coproc iterator, so a nil reply does not end
+-- the loop). Replies come from the workers' send_reply on `channel`; a
+-- worker that dies raises WorkerDied from the loop.
 function WRP:map_messages(data, channel, opts)
-  local depth = (opts and opts.depth) or 2
+  opts = options.check(opts, MAP_OPTIONS, "map_messages", 2)
+  local depth = opts.depth or 2
   local pull
-  if type(data) == "table" then
+  if type(data) == "table" and not iterable.is_iter(data) then
     local k, n = 0, data.n or #data
     pull = function()
       if k >= n then return nil, true end
       k = k + 1
       return data[k], false
     end
-  elseif type(data) == "function" then
-    local ended = false
+  elseif type(data) == "function" or iterable.is_iter(data) then
+    local it = iterable.is_iter(data) and data or iterable.iter(data)
+    local src = iterable.source(it.f, it.s, it.c, it.closing)
     pull = function()
-      if ended then return nil, true end
-      local v = data()
-      if v == nil then ended = true; return nil, true end
+      local more, v = src.pull()
+      if not more then return nil, true end
       return v, false
     end
   else
-    error("bad argument #1 to 'map_messages' (table or iterator function expected)", 2)
+    error(("bad argument #1 to 'map_messages' (list or iterator expected, got %s)"):format(type(data)), 2)
   end
   local n = #self
   local ms, idx = {}, {}
@@ -126,14 +166,20 @@ function WRP:map_messages(data, channel, opts)
     while head > tail do
       feed()
       if outstanding == 0 then return nil end
-      local ready = coproc.wait(ms)
+      local ready = core.wait(ms)
       for r = 1, #ready do
         local m = ready[r]
-        for _, reply in ipairs(m:receive_available(channel)) do
+        -- counted by the replies counter: a nil reply leaves a hole in the list
+        local before = m:replies_received(channel)
+        local list = m:receive_available(channel)
+        local k = m:replies_received(channel) - before
+        local count = #list
+        if k > count then count = k end
+        for j = 1, count do
           tail = tail + 1
-          out[tail] = { reply, idx[m] }
-          outstanding = outstanding - 1
+          out[tail] = { idx[m], list[j] }
         end
+        outstanding = outstanding - k
       end
     end
     local e = out[head]
@@ -144,7 +190,10 @@ function WRP:map_messages(data, channel, opts)
   end
 end
 
+-- <close> and __gc: terminate (within about 1.5 s), never raise; a copy in
+-- a forked child leaves the workers alone (see resource.stop_all).
 WRP.__close = function(self) pcall(WRP.terminate, self) end
+WRP.__gc = function(self) pcall(WRP.terminate, self) end
 
 function WRP:__tostring()
   return ("coproc.WorkerResourcePool(%d workers)"):format(#self)

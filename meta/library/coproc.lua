@@ -34,6 +34,7 @@
 ---@field MonitorError coproc.ErrorClass The monitor cannot do what was asked.
 ---@field Interrupted coproc.ErrorClass Ctrl-C (SIGINT) stopped a wait or the script.
 ---@field QueueFull coproc.ErrorClass A receive, send or flush would wait while the messenger holds back reading.
+---@field CallbackError coproc.ErrorClass A future's done callback raised (raised later by a pool call).
 ---@field Pool fun(n?: integer, opts?: coproc.PoolOptions): coproc.Pool Loaded on first use (coproc.pool).
 ---@field LazyPool fun(n?: integer, opts?: coproc.LazyPoolOptions): coproc.LazyPool Loaded on first use (coproc.pool).
 ---@field WorkerResourcePool fun(n: integer, WorkerClass: table|function, start_kwargs?: table, opts?: coproc.WorkerResourceOptions): coproc.WorkerResourcePool
@@ -97,6 +98,21 @@ function coproc.decode(s) end
 ---@return coproc.Messenger[]
 function coproc.wait(messengers, timeout) end
 
+---The futures as they finish, each once; raises Timeout for the whole loop.
+---@param futures coproc.Future[]
+---@param timeout? number seconds
+---@return fun(): coproc.Future
+function coproc.as_completed(futures, timeout) end
+
+---The values of a generic for as one argument for the pool calls (so options may follow):
+---`pool:imap(fn, coproc.iter(io.lines(path)), opts)`.
+---@param f function the iterator
+---@param state? any
+---@param control? any
+---@param closing? any closed when the pool is done with the iterator
+---@return table
+function coproc.iter(f, state, control, closing) end
+
 ---The number of CPUs this process may run on.
 ---@return integer
 function coproc.cpu_count() end
@@ -155,6 +171,16 @@ function WorkerResource:pid() end
 ---@return integer? code
 ---@return integer? signal
 function WorkerResource:exitcode() end
+
+---Stop the worker (as terminate) and start it again, with kwargs (nil: those of the last start).
+---@param kwargs? table
+---@param timeout? number seconds before SIGTERM
+---@return coproc.WorkerResource self
+function WorkerResource:reset_process(kwargs, timeout) end
+
+---True once the resource was started (as the Python coproc).
+---@return boolean
+function WorkerResource:process_exists() end
 
 ---One end of a worker connection (both ends have the same methods). Priorities:
 ---lower first; when omitted, `data.priority` if data is a table with a numeric
@@ -369,6 +395,11 @@ function Messenger:queued_bytes() end
 ---@field path? string The file, when the call was about one.
 
 ---@class coproc.Interrupted: coproc.Error
+
+---@class coproc.CallbackError: coproc.Error
+---@field value any What the callback raised.
+---@field traceback? string Where it raised it.
+---@field future coproc.Future The future whose callback it was.
 
 ---@class coproc.QueueFull: coproc.Error
 ---@field channel coproc.Channel the channel that holds the bytes

@@ -245,6 +245,7 @@ describe("coproc.Pool faults", function()
     local ok, err = pcall(queued.result, queued)
     assert.is_false(ok)
     assert.is_true(coproc.is(err, coproc.Cancelled))
+    U.until_true(function() return running:running() end)   -- the worker has started it
     assert.is_false(running:cancel())
     gate.open()
     local line = running:result(30)

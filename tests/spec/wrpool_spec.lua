@@ -42,7 +42,7 @@ describe("coproc.WorkerResourcePool", function()
   it("map_messages feeds requests and yields every reply as it comes", function()
     local pool <close> = coproc.WorkerResourcePool(2, EchoProcess, { prefix = "#" }):start()
     local got, by = {}, {}
-    for reply, i in pool:map_messages(U.range(25)) do
+    for i, reply in pool:map_messages(U.range(25)) do
       got[#got + 1] = reply
       by[i] = (by[i] or 0) + 1
     end
@@ -54,6 +54,50 @@ describe("coproc.WorkerResourcePool", function()
     for _ in pool:map_messages(function() k = k + 1; if k <= 5 then return k end end) do n = n + 1 end
     assert.equal(5, n)
     for _, w in ipairs(pool) do assert.equal(0, w.messenger:remaining()) end
+  end)
+
+  it("map_messages yields (worker index, reply): a nil reply does not end the loop", function()
+    local Maybe = coproc.class {}
+    function Maybe:run()
+      while true do
+        local d = self.messenger:receive_blocking()
+        if d % 2 == 0 then self.messenger:send_reply(nil) else self.messenger:send_reply(d) end
+      end
+    end
+    local pool <close> = coproc.WorkerResourcePool(2, Maybe):start()
+    local n, nils, sum = 0, 0, 0
+    for i, reply in pool:map_messages(U.range(20)) do
+      assert.is_true(i == 1 or i == 2)
+      n = n + 1
+      if reply == nil then nils = nils + 1 else sum = sum + reply end
+    end
+    assert.equal(20, n)
+    assert.equal(10, nils)
+    assert.equal(100, sum)
+    -- a coproc.iter source
+    n = 0
+    for _ in pool:map_messages(coproc.iter(ipairs({ 1, 3, 5 }))) do n = n + 1 end
+    assert.equal(3, n)
+  end)
+
+  it("wait_until_dead(timeout): true once every worker exited on its own, false at the timeout", function()
+    local Once = coproc.class {}
+    function Once:run()
+      local d = self.messenger:receive_blocking()
+      self.messenger:send_reply(d)
+    end
+    local pool <close> = coproc.WorkerResourcePool(3, Once)
+    assert.is_true(pool:wait_until_dead(0))   -- never started
+    pool:start()
+    assert.is_false(pool:wait_until_dead(0.05))
+    for i, w in pool:workers() do
+      w.messenger:send_request(i)
+      assert.equal(i, w.messenger:receive_blocking(nil, 10))
+    end
+    assert.is_true(pool:wait_until_dead(30))
+    assert.is_false(pool:is_alive())
+    for _, w in ipairs(pool) do assert.equal(0, w:exitcode()) end
+    assert.has_error(function() pool:wait_until_dead(-1) end)
   end)
 
   it("map_messages raises WorkerDied when a worker dies", function()

@@ -12,6 +12,7 @@
 -- stats.lua (CSV, JSON, plot preparation), cli.lua (the command line),
 -- format.lua (readable sizes and times).
 local core = require "coproc.core"
+local options = require "coproc.options"
 local errors = require "coproc.errors"
 local format = require "coproc.monitor.format"
 local Stats = require "coproc.monitor.stats"
@@ -105,6 +106,7 @@ function M.new(opts)
   if not C.exists(o.pid) then
     errors.raise(errors.MonitorError, ("coproc.Monitor: no process with pid %d"):format(o.pid), { pid = o.pid })
   end
+  o.save_fig_freq = options.integer(o.save_fig_freq) or o.save_fig_freq
   if math.type(o.save_fig_freq) ~= "integer" or o.save_fig_freq < 1 then
     bad(("bad option 'save_fig_freq' to 'Monitor' (an integer >= 1 expected, got %s)"):format(tostring(o.save_fig_freq)))
   end
@@ -156,7 +158,7 @@ function Monitor:start()
     return require("coproc.monitor.sampler").run(m, args)
   end)
   w:start(kw)
-  self.worker, self.messenger = w, w.messenger
+  self.worker, self.messenger, self.owner = w, w.messenger, core.getpid()
   -- Wait until the worker has opened the process set, so a bad pid or log
   -- path fails here and notes taken right after start are not lost.
   local ok, err = pcall(function()
@@ -185,9 +187,12 @@ end
 --- Record a note with the time and the memory at that moment. opts:
 -- do_log (to log_path), do_label (on plots), do_print (to stdout); all
 -- default true. Positional booleans also work: add_note(note, details, false).
+local NOTE_OPTS = { do_log = "boolean", do_label = "boolean", do_print = "boolean" }
+
 function Monitor:add_note(note, details, opts, do_label, do_print)
+  local o = type(opts) == "table" and options.check(opts, NOTE_OPTS, "add_note", 2)
+    or { do_log = opts, do_label = do_label, do_print = do_print }
   local m = need(self)
-  local o = type(opts) == "table" and opts or { do_log = opts, do_label = do_label, do_print = do_print }
   m:send_norequest({ op = "note", t = core.now(), note = tostring(note), details = details ~= nil and tostring(details) or nil,
     do_log = o.do_log ~= false, do_label = o.do_label ~= false, do_print = o.do_print ~= false })
   return self
@@ -256,10 +261,21 @@ function Monitor:stop()
   return self
 end
 
-function Monitor:__close(err)
-  if err ~= nil then pcall(self.stop, self) else self:stop() end
+-- <close>: stop(), never raising (as every coproc resource): a failure is
+-- reported with warn() and kept in m.stop_error. __gc only ends the worker
+-- (close request, SIGTERM, SIGKILL; about 1.5 s at most). Both leave a
+-- copy of the monitor in a forked child alone.
+function Monitor:__close()
+  if self.owner ~= core.getpid() then return end
+  local ok, err = pcall(self.stop, self)
+  if not ok then
+    self.stop_error = err
+    warn("coproc: Monitor: stop failed in <close>: ", tostring(err))
+  end
 end
-Monitor.__gc = function(self) if self.worker then pcall(self.worker.close, self.worker) end end
+Monitor.__gc = function(self)
+  if self.worker and self.owner == core.getpid() then pcall(self.worker.close, self.worker) end
+end
 
 function Monitor:__tostring()
   return ("coproc.Monitor(pid %d, every %g s, %s)"):format(self.opts.pid, self.opts.snapshot_seconds,

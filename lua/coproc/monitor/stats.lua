@@ -2,6 +2,7 @@
 -- total, notes), its CSV and JSON forms, and the preparation of a plot
 -- (which lines, their names, thinning) for coproc.plot. See docs/monitor.md.
 local errors = require "coproc.errors"
+local options = require "coproc.options"
 local format = require "coproc.monitor.format"
 
 local NAN = 0 / 0
@@ -135,7 +136,10 @@ end
 -- "rss" for a process whose PSS could not be read, and for the total
 -- "pss+rss:N" when N processes were counted by RSS. With opts.notes_path
 -- the notes go to a second CSV. Raises OSError naming the file.
+local CSV_OPTS = { notes_path = "string" }
+
 function Stats:to_csv(path, opts)
+  opts = options.check(opts, CSV_OPTS, "to_csv", 2)
   local f = open_out(path, "CSV")
   local metric = self.metric
   local tot, fb, per = self:series(metric)
@@ -163,7 +167,7 @@ function Stats:to_csv(path, opts)
   end
   write_out(f, path, "CSV", table.concat(buf))
   close_out(f, path, "CSV")
-  if opts and opts.notes_path then
+  if opts.notes_path then
     f = open_out(opts.notes_path, "notes CSV")
     buf = { "time_s,note,details,rss,vms,pss,uss,cpu_percent,memory\n" }
     for _, n in ipairs(self.notes) do
@@ -326,23 +330,21 @@ local function thin(xs, mem, cpu)
   return ox, om, oc
 end
 
-local PLOT_OPTS = { font_size = true, include_notes = true, include_cpu = true, metric = true,
-  title = true, width = true, height = true, note_details = true, max_legend = true }
+local PLOT_OPTS = { font_size = "any", include_notes = "any", include_cpu = "any", metric = "any",
+  title = "any", width = "any", height = "any", note_details = "any", max_legend = "any" }
 
 --- The spec coproc.plot draws (see bindings/l_plot.c). opts: metric
 -- (default the stats' metric), include_cpu (true), include_notes (true),
 -- note_details (false), max_legend (processes named in the legend, 8),
 -- title, font_size, width, height.
 function Stats:plot_spec(opts)
-  opts = opts or {}
-  for k in pairs(opts) do
-    if not PLOT_OPTS[k] then error(("bad option '%s' to 'save_memory_plot'"):format(tostring(k)), 3) end
-  end
+  opts = options.check(opts, PLOT_OPTS, "save_memory_plot", 3)
   local metric = opts.metric or self.metric or "rss"
   if not METRICS[metric] then
     error(("bad option 'metric' to 'save_memory_plot' (rss, vms, pss or uss expected, got %s)"):format(tostring(metric)), 3)
   end
   local max_legend = opts.max_legend or 8
+  max_legend = options.integer(max_legend) or max_legend
   if math.type(max_legend) ~= "integer" or max_legend < 0 or max_legend > 12 then
     error("bad option 'max_legend' to 'save_memory_plot' (an integer 0..12 expected)", 3)
   end

@@ -18,6 +18,7 @@
 ---@field MonitorError coproc.ErrorClass
 ---@field Interrupted coproc.ErrorClass
 ---@field QueueFull coproc.ErrorClass
+---@field CallbackError coproc.ErrorClass
 ---@field ErrorMeta metatable The metatable of every error object (`__tostring`).
 local errors = {}
 

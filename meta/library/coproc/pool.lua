@@ -20,6 +20,8 @@
 ---@field method? "fresh"|"inherit" start method of the workers
 ---@field timeout? number default timeout of the calls, seconds
 ---@field star? boolean unpack each item as the arguments (starmap)
+---@field buffersize? integer items read from an iterator but not yet yielded, at most (16384)
+---@field functions? function[] inherit pools: functions the workers may run from their inherited copy
 
 ---@class coproc.MapOptions
 ---@field chunksize? integer the unit batches are made of
@@ -29,6 +31,7 @@
 ---@field progress? boolean
 ---@field progress_stream? file*
 ---@field star? boolean unpack each item as the arguments (imap)
+---@field buffersize? integer items read from an iterator but not yet yielded, at most
 
 ---@class coproc.SubmitOptions
 ---@field priority? number
@@ -96,6 +99,13 @@ function Pool:apply(fn, ...) end
 ---@return coproc.Future
 function Pool:submit(fn, args, opts) end
 
+---A Future with multiprocessing's AsyncResult names too; callback or error_callback runs in the host.
+---@param fn coproc.Fn
+---@param args? table
+---@param opts? coproc.AsyncOptions
+---@return coproc.Future
+function Pool:apply_async(fn, args, opts) end
+
 ---The futures that are done, once at least one is (or after timeout seconds).
 ---@param futures coproc.Future[]
 ---@param timeout? number
@@ -121,8 +131,37 @@ function Pool:join(timeout) end
 function Pool:terminate() end
 
 ---What Pool:submit returns (concurrent.futures style).
+---@class coproc.AsyncOptions
+---@field callback? fun(result: any) called in the host when the task succeeds
+---@field error_callback? fun(err: any) called in the host when it fails
+---@field priority? number
+---@field retries? integer
+
 ---@class coproc.Future
 local Future = {}
+
+---Call fn(future) when the task ends (at once if it has); errors in fn are
+---kept and raised as CallbackError by the pool's next call.
+---@param fn fun(f: coproc.Future)
+function Future:add_done_callback(fn) end
+
+---The result, as result() (multiprocessing's AsyncResult.get).
+---@param timeout? number
+---@return any
+function Future:get(timeout) end
+
+---Wait until it finished or timeout passed; never raises the task's error.
+---@param timeout? number
+---@return boolean finished
+function Future:wait(timeout) end
+
+---The same as done() (AsyncResult.ready).
+---@return boolean
+function Future:ready() end
+
+---True when it finished without an error (an error if not done yet).
+---@return boolean
+function Future:successful() end
 
 ---The result, or raises the task's error (WorkerError, WorkerDied, Cancelled) or coproc.Timeout (the task goes on).
 ---@param timeout? number
@@ -193,6 +232,18 @@ function LazyPool:map_unordered(fn, items, opts) end
 ---@return fun(): integer, any
 function LazyPool:imap_unordered(fn, items, opts) end
 
+---Ordered and lazy, like Pool:imap; the workers end with the loop.
+---@param fn coproc.Fn
+---@param items any[]|function
+---@param opts? coproc.MapOptions
+---@return fun(): integer, any
+function LazyPool:imap(fn, items, opts) end
+
+---fn(...) in a forked worker (blocks).
+---@param fn coproc.Fn
+---@return any
+function LazyPool:apply(fn, ...) end
+
 ---@class coproc.MapMessagesOptions
 ---@field depth? integer requests outstanding per worker (2)
 
@@ -219,6 +270,11 @@ function WorkerResourcePool:terminate(timeout) end
 ---All workers are alive.
 ---@return boolean
 function WorkerResourcePool:is_alive() end
+
+---True once every worker has exited (they are not asked to).
+---@param timeout? number seconds (nil: no limit)
+---@return boolean
+function WorkerResourcePool:wait_until_dead(timeout) end
 
 ---`for i, worker in pool:workers() do`.
 ---@return fun(): integer, coproc.WorkerResource
@@ -262,5 +318,12 @@ function pool.LazyPool(n, opts) end
 ---@param opts? coproc.WorkerResourceOptions
 ---@return coproc.WorkerResourcePool
 function pool.WorkerResourcePool(n, WorkerClass, start_kwargs, opts) end
+
+---One round of dispatch and waiting over several pools at once (futures of
+---several pools in coproc.wait and coproc.as_completed).
+---@param pools coproc.Pool[]
+---@param timeout? number
+---@return boolean progressed
+function pool.pump_many(pools, timeout) end
 
 return pool
