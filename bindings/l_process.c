@@ -1,8 +1,12 @@
 /* l_process.c: coproc.Process (a worker's pid, reaping, signals) and
  * core.spawn, which forks a worker and runs its Lua side.
  *
- *   core.spawn(target, kwargs, {method = "fresh"|"inherit", fifo = bool})
+ *   core.spawn(target, kwargs, {method = "fresh"|"inherit", fifo = bool,
+ *                               trust = "code"|"data"})
  *     -> messenger, process
+ *
+ * trust is the mode of the host's end (what the host accepts from the
+ * worker); the worker's end starts in "code" (it must rebuild the target). 
  *
  * "fresh": target and kwargs are encoded here, before the fork (so an
  * EncodeError is raised in the host and no process is made); the child makes
@@ -213,6 +217,7 @@ static int l_spawn(lua_State *L)
     luaL_checkany(L, 1);
     lua_settop(L, 3);
     int fresh = 1, fifo = 0;
+    cp_trust trust = CP_TRUST_CODE; /* trust: of the host end */
     if (lua_istable(L, 3)) {
         lua_getfield(L, 3, "method");
         const char *method = luaL_optstring(L, -1, "fresh");
@@ -221,7 +226,9 @@ static int l_spawn(lua_State *L)
             return luaL_error(L, "unknown start method '%s' (expected 'fresh' or 'inherit')", method);
         lua_getfield(L, 3, "fifo");
         fifo = lua_toboolean(L, -1);
-        lua_pop(L, 2);
+        lua_getfield(L, 3, "trust"); /* trust */
+        trust = cp_l_checktrust(L, -1);
+        lua_pop(L, 3);
     }
     /* Everything that can fail or allocate happens before the fork. */
     cp_buf payload = CP_BUF_INIT;
@@ -248,6 +255,7 @@ static int l_spawn(lua_State *L)
         /* path/cpath stay anchored on the stack until we return. */
     }
     l_messenger *lm = cp_l_messenger_push(L);
+    lm->trust = (int)trust; /* trust: the child's end keeps "code" until it says otherwise */
     int mi = lua_gettop(L);
     l_process *lp = lua_newuserdatauv(L, sizeof *lp, 0);
     memset(lp, 0, sizeof *lp);

@@ -27,7 +27,8 @@ local CLOSE_TIMEOUT = 1.0
 
 --- WorkerResource(target, opts): target is a class table or function(messenger, kwargs).
 -- opts.method: "fresh" (default) or "inherit"; opts.messenger_type:
--- coproc.PriorityMessenger (default) or coproc.MultiMessenger.
+-- coproc.PriorityMessenger (default) or coproc.MultiMessenger; opts.trust:
+-- "code" (default) or "data", what the host's end accepts from the worker.
 function M.WorkerResource(target, opts)
   local tt = type(target)
   if tt ~= "table" and tt ~= "function" then
@@ -42,7 +43,12 @@ function M.WorkerResource(target, opts)
   if mtype ~= M.PriorityMessenger and mtype ~= M.MultiMessenger then
     error("bad option 'messenger_type' to 'WorkerResource' (coproc.PriorityMessenger or coproc.MultiMessenger expected)", 2)
   end
-  return setmetatable({ target = target, method = method, messenger_type = mtype }, WorkerResource)
+  -- trust: what the host accepts from this worker (docs/protocol.md, "Trust").
+  local trust = opts.trust or "code"
+  if trust ~= "code" and trust ~= "data" then
+    error("bad option 'trust' to 'WorkerResource' ('code' or 'data' expected, got '" .. tostring(trust) .. "')", 2)
+  end
+  return setmetatable({ target = target, method = method, messenger_type = mtype, trust = trust }, WorkerResource)
 end
 
 --- Start the worker; kwargs become fields of the worker instance. Returns self.
@@ -55,7 +61,8 @@ function WorkerResource:start(kwargs)
     error("bad argument #1 to 'start' (table of keyword arguments expected)", 2)
   end
   if self.messenger then self.messenger:close() end
-  local m, proc = core.spawn(self.target, kwargs or {}, { method = self.method, fifo = self.messenger_type.fifo })
+  local m, proc = core.spawn(self.target, kwargs or {},
+    { method = self.method, fifo = self.messenger_type.fifo, trust = self.trust })
   self.messenger, self._proc = m, proc
   return self
 end
