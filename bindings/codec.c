@@ -1222,8 +1222,15 @@ static int dec_pass(dec *d, const unsigned char *data, size_t len, lua_Integer *
             rc = dec_fail(d, p, "%zu trailing bytes after the value", (size_t)(end - p));
         return rc;
     }
-    if (read_hdr(d, &p, end, &h)) return -1;
-    lua_createtable(L, (int)(h.n > INT32_MAX ? INT32_MAX : h.n), 1);
+    /* The array header alone: a count past the bytes left is found at the
+     * element that is missing. */
+    unsigned c = *p++;
+    int lb = c == 0xdc ? 2 : c == 0xdd ? 4 : 0;
+    if ((size_t)(end - p) < (size_t)lb) return dec_fail(d, data, "truncated value");
+    h.n = lb ? (uint32_t)get_be(p, lb) : c & 0x0f;
+    p += lb;
+    size_t room = (size_t)(end - p);
+    lua_createtable(L, (int)(h.n < room ? h.n : room > INT32_MAX ? INT32_MAX : room), 1);
     int t = lua_gettop(L);
     dec_register(d, t);
     lua_Integer i, n = (lua_Integer)h.n;
