@@ -1320,6 +1320,20 @@ static int l_mark(lua_State *L, int kind)
     return 1;
 }
 
+int cp_codec_mark(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    if (!lua_checkstack(L, 2)) return -1;
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &MARKS_KEY) != LUA_TTABLE) { /* nothing marked yet */
+        lua_pop(L, 1);
+        return -1;
+    }
+    lua_pushvalue(L, idx);
+    int mark = lua_rawget(L, -2) == LUA_TBOOLEAN ? lua_toboolean(L, -1) : -1;
+    lua_pop(L, 2);
+    return mark;
+}
+
 static int l_array(lua_State *L) { return l_mark(L, 1); }
 static int l_map(lua_State *L) { return l_mark(L, 0); }
 

@@ -61,6 +61,10 @@ int cp_codec_decode(lua_State *L, const char *data, size_t len, char *err, size_
 int cp_codec_decode_prefix(lua_State *L, const char *data, size_t len, cp_trust trust,
                            lua_Integer *bad, char *err, size_t errlen);
 
+/* [-0, +0, -] How core.array/core.map (or a decoded empty array) marked the
+ * table at idx: 1 array, 0 map, -1 not marked. */
+int cp_codec_mark(lua_State *L, int idx);
+
 /* [-0, +0, v] The trust mode named by the value at i ("code", "data"; nil
  * is "code"); raises "unknown trust mode 'x' (expected 'code' or 'data')".
  * (l_codec.c, for every binding that takes a trust option.) */

@@ -69,3 +69,7 @@ if(COPROC_SANITIZE)
   set_tests_properties(install/stock_lua PROPERTIES ENVIRONMENT
     "CP_ASAN_PRELOAD=${CP_ASAN_LIB};ASAN_OPTIONS=detect_leaks=0")
 endif()
+
+# Fuzz targets: the committed corpus is replayed on every run (any compiler);
+# with COPROC_FUZZ the libFuzzer binaries are built too.
+include(${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz.cmake)
