@@ -797,7 +797,12 @@ static int encode_run(lua_State *L, const enc_what *w, cp_buf *out, char *err, s
         lua_pushlightuserdata(L, &e);
         lua_pushvalue(L, w->idx);
         if (w->list) lua_pushvalue(L, w->list);
+        /* No collection step (so no finalizer) while the buffer holds a
+         * partial value: a __gc that sends or flushes would write it out. */
+        int gc = lua_gc(L, LUA_GCISRUNNING);
+        if (gc) lua_gc(L, LUA_GCSTOP);
         int st = lua_pcall(L, w->list ? 3 : 2, 1, 0);
+        if (gc) lua_gc(L, LUA_GCRESTART);
         if (st == LUA_OK) rc = (int)lua_tointeger(L, -1);
         else {
             rc = -1;

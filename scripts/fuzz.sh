@@ -12,6 +12,11 @@
 # up. Once fixed, minimize it (fuzz_<t> -minimize_crash=1 -runs=10000 FILE)
 # and commit it as tests/fuzz/corpus/<t>/found_<what>: ctest replays it on
 # every run. Prints executions, new inputs and findings per target.
+#
+# ASan does not see inside the system liblua (not instrumented), valgrind
+# does: with FUZZ_VALGRIND=1 the scratch corpus of each target is replayed
+# under valgrind by the replay binary of the default build (build/, made by
+# scripts/build.sh; VALGRIND_BUILD_DIR to change it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
@@ -52,6 +57,15 @@ for t in $targets; do
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)
   where=""
   if [ "$found" -gt 0 ]; then where=" in $findings"; status=1; fi
+  if [ "${FUZZ_VALGRIND:-0}" = 1 ]; then
+    replay=${VALGRIND_BUILD_DIR:-build}/fuzz_replay_$t
+    if valgrind -q --error-exitcode=99 --leak-check=full "$replay" "$scratch" >>"$log" 2>&1; then
+      where="$where, valgrind replay of the scratch corpus clean"
+    else
+      where="$where, valgrind replay of the scratch corpus FAILED (see $log)"
+      status=1
+    fi
+  fi
   echo "fuzz_$t: $execs executions in ${secs}s ($runs run(s)), ${cov:-cov: ?}, scratch corpus $inputs inputs, findings $found$where"
 done
 exit $status

@@ -100,6 +100,12 @@ static void mark_old(lua_State *S)
     OLD = luaL_ref(S, LUA_REGISTRYINDEX);
 }
 
+static void close_state(void)
+{
+    lua_close(L); /* nothing decoded has a __gc left to run */
+    L = NULL;
+}
+
 static void setup(void)
 {
     const char *v = getenv("FUZZ_VERBOSE");
@@ -114,6 +120,7 @@ static void setup(void)
     lua_setfield(L, -2, "cpath");
     lua_pop(L, 1);
     mark_old(L);
+    atexit(close_state);
 }
 
 /* ---- value graph comparison ---- */
