@@ -6,7 +6,7 @@
  *     -> messenger, process
  *
  * trust is the mode of the host's end (what the host accepts from the
- * worker); the worker's end starts in "code" (it must rebuild the target). 
+ * worker); the worker's end starts in "code" (it must rebuild the target).
  *
  * "fresh": target and kwargs are encoded here, before the fork (so an
  * EncodeError is raised in the host and no process is made); the child makes
