@@ -26,7 +26,12 @@
  * bytes in the input, so the target rewrites "__gc" and "__mode" in its copy
  * of the input before decoding, in both modes. `require` finds nothing
  * (package.path and cpath are empty), so a name only resolves to what is
- * loaded already. */
+ * loaded already.
+ *
+ * An input starting with 0xc1 (a byte msgpack never uses) is raw bytecode:
+ * the target wraps it in a FUNC value with as many nil upvalues as its
+ * header says, so the mutator works on the chunk without having to keep
+ * two length fields right. */
 #include "fuzz.h"
 #include "codec.h"
 
@@ -606,14 +611,41 @@ static int run(lua_State *S)
     return 0;
 }
 
+/* FUNC [bin32 bytecode, nil * nups] around the chunk b[0..n). */
+static char *wrap_bytecode(const uint8_t *b, size_t n, size_t *out)
+{
+    unsigned nups = n > 31 ? b[31] : 0;
+    size_t arr = nups + 1 < 16 ? 1 : 3;
+    size_t body = arr + 5 + n + nups;
+    char *p = malloc(6 + body);
+    FUZZ_CHECK(p != NULL);
+    unsigned char *o = (unsigned char *)p;
+    *o++ = 0xc9;
+    for (int i = 3; i >= 0; i--) *o++ = (unsigned char)(body >> (8 * i));
+    *o++ = 2;
+    if (arr == 1) *o++ = (unsigned char)(0x90 | (nups + 1));
+    else { *o++ = 0xdc; *o++ = (unsigned char)((nups + 1) >> 8); *o++ = (unsigned char)(nups + 1); }
+    *o++ = 0xc6;
+    for (int i = 3; i >= 0; i--) *o++ = (unsigned char)(n >> (8 * i));
+    memcpy(o, b, n);
+    memset(o + n, 0xc0, nups);
+    *out = 6 + body;
+    return p;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static unsigned long runs;
     if (size > (64u << 10)) return 0;
     if (!L) setup();
-    char *in = malloc(size ? size : 1);
-    FUZZ_CHECK(in != NULL);
-    memcpy(in, data, size);
+    char *in;
+    if (size >= 1 && data[0] == 0xc1) {
+        in = wrap_bytecode(data + 1, size - 1, &size);
+    } else {
+        in = malloc(size ? size : 1);
+        FUZZ_CHECK(in != NULL);
+        memcpy(in, data, size);
+    }
     for (size_t i = 0; i + 4 <= size; i++) {
         if (memcmp(in + i, "__gc", 4) == 0) in[i + 3] = 'C';
         if (i + 6 <= size && memcmp(in + i, "__mode", 6) == 0) in[i + 5] = 'E';

@@ -106,6 +106,12 @@ n, i = rd(dump, i); i = i + 4 * n                     -- code
 local _, j = rd(dump, i)
 raw("bad_huge_constants", ext32(2, "\x91" .. bin32(dump:sub(1, i - 1) .. "\x08\x00\x00\x80" .. dump:sub(j))))
 raw("bad_meta_not_table", ext32(6, "\x92\x80\x01"))
+-- raw bytecode (the target wraps an input starting with 0xc1 in a FUNC)
+local g1, g2 = 1, 2
+raw("bytecode_stripped", "\xc1" .. string.dump(fn("return function() return 1, 'k', 2.5, nil, true end")(), true))
+raw("bytecode_debug", "\xc1" .. string.dump(fn("return function(a, ...) local t = { a } for i = 1, 3 do t[i] = i end return t end")()))
+raw("bytecode_upvalues", "\xc1" .. string.dump(function() return g1 + g2 end))
+raw("bytecode_protos", "\xc1" .. string.dump(fn("return function() return function() return function() return 0.5 end end end")()))
 for i, v in ipairs(values) do write("codec", ("%02d_%s"):format(i, v[1]), v[2]) end
 
 -- ---- frames ---------------------------------------------------------------
