@@ -13,6 +13,7 @@
  * a Lua table) only when the value has back-references: the first one met
  * without that table makes the decoder start over with it. */
 #include "codec.h"
+#include "bytecode.h"
 
 #include <lauxlib.h>
 #include <msgpack.h>
@@ -21,6 +22,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* msgpack ext types used on the wire (docs/protocol.md). */
@@ -64,17 +66,16 @@ static void push_marks(lua_State *L)
 /* ---------------------------------------------------------------------
  * Pointer set: object address -> number. The first PSET_SMALL entries live
  * in a list inside the encoder (nothing to clear, most values have few
- * tables); past that, an open-addressing hash table in a userdata anchored
- * in a reserved stack slot, so a raised memory error leaks nothing. */
+ * tables); past that, an open-addressing hash table in C memory, so growing
+ * it never raises a Lua error (the encoder frees it on every path). */
 
 #define PSET_SMALL 8
 
 typedef struct { const void *k; uint64_t v; } pslot;
 
 typedef struct {
-    pslot *s;      /* hash table (cap slots), or NULL while small */
+    pslot *s;      /* hash table (cap slots, malloc'd), or NULL while small */
     size_t cap, n;
-    int anchor;    /* stack slot holding the hash table */
     pslot small[PSET_SMALL];
 } pset;
 
@@ -103,17 +104,17 @@ static pslot *pset_get(pset *ps, const void *k)
     return s->k ? s : NULL;
 }
 
-/* [-0, +0, m] Add k (known absent). */
-static void pset_add(lua_State *L, pset *ps, const void *k, uint64_t v)
+/* Add k (known absent). Returns 0, or -1 when out of memory. */
+static int pset_add(pset *ps, const void *k, uint64_t v)
 {
     if (!ps->s && ps->n < PSET_SMALL) {
         ps->small[ps->n++] = (pslot){k, v};
-        return;
+        return 0;
     }
     if (!ps->s || (ps->n + 1) * 2 > ps->cap) {
         size_t ncap = ps->s ? ps->cap * 2 : 4 * PSET_SMALL;
-        pslot *ns = lua_newuserdatauv(L, ncap * sizeof *ns, 0);
-        memset(ns, 0, ncap * sizeof *ns);
+        pslot *ns = calloc(ncap, sizeof *ns);
+        if (!ns) return -1;
         if (ps->s) {
             for (size_t i = 0; i < ps->cap; i++)
                 if (ps->s[i].k) *pset_probe(ns, ncap, ps->s[i].k) = ps->s[i];
@@ -121,19 +122,25 @@ static void pset_add(lua_State *L, pset *ps, const void *k, uint64_t v)
             for (size_t i = 0; i < ps->n; i++)
                 *pset_probe(ns, ncap, ps->small[i].k) = ps->small[i];
         }
-        lua_replace(L, ps->anchor); /* the old table (if any) becomes garbage */
+        free(ps->s);
         ps->s = ns;
         ps->cap = ncap;
     }
     *pset_probe(ps->s, ps->cap, k) = (pslot){k, v};
     ps->n++;
+    return 0;
 }
 
-static void pset_init(pset *ps, int anchor)
+static void pset_init(pset *ps)
 {
     ps->s = NULL;
     ps->cap = ps->n = 0;
-    ps->anchor = anchor;
+}
+
+static void pset_free(pset *ps)
+{
+    free(ps->s);
+    pset_init(ps);
 }
 
 /* ---------------------------------------------------------------------
@@ -148,9 +155,12 @@ typedef struct {
     const char *name;  /* PC_UPVAL */
 } pathc;
 
+struct enc_what;
+
 typedef struct {
     lua_State *L;
     cp_buf *b;
+    const struct enc_what *what; /* what encode_run was asked to write */
     msgpack_packer pk;
     int rich;     /* names, functions, metatables allowed (second pass) */
     int restart;  /* plain pass met something only the rich pass handles */
@@ -176,6 +186,17 @@ static void app(char *o, size_t n, size_t *w, const char *fmt, ...)
     if (r > 0) *w = (size_t)r >= n - *w ? n - 1 : *w + (size_t)r;
 }
 
+static int same_step(lua_State *L, const pathc *a, const pathc *b)
+{
+    if (a->kind != b->kind) return 0;
+    switch (a->kind) {
+    case PC_INDEX: return a->i == b->i;
+    case PC_UPVAL: return (a->name && b->name) ? strcmp(a->name, b->name) == 0 : a->name == b->name;
+    case PC_KEY: return lua_rawequal(L, a->idx, b->idx);
+    default: return 1;
+    }
+}
+
 /* Record an error: message plus where it happened ("(at ["a"][2])"). */
 static int enc_fail(enc *e, int depth, const char *fmt, ...)
 {
@@ -189,13 +210,17 @@ static int enc_fail(enc *e, int depth, const char *fmt, ...)
     va_end(ap);
     if (r < 0) { o[0] = 0; r = 0; }
     w = (size_t)r >= n ? n - 1 : (size_t)r;
-    int any = 0;
+    /* The path, a run of one step repeated written once with its count:
+     * "(at <upvalue g>*99)", "([1]*200)". */
     lua_State *L = e->L;
-    for (int d = 1; d <= depth && d < CP_CODEC_MAX_DEPTH + 4; d++) {
-        const pathc *c = &e->path[d];
-        if (c->kind == PC_NONE) continue;
-        if (!any) app(o, n, &w, " (at ");
-        any = 1;
+    int steps[CP_CODEC_MAX_DEPTH + 4], ns = 0;
+    for (int d = 1; d <= depth && d < CP_CODEC_MAX_DEPTH + 4; d++)
+        if (e->path[d].kind != PC_NONE) steps[ns++] = d;
+    if (ns) app(o, n, &w, " (at ");
+    for (int k = 0; k < ns;) {
+        const pathc *c = &e->path[steps[k]];
+        int run = 1;
+        while (k + run < ns && same_step(L, c, &e->path[steps[k + run]])) run++;
         switch (c->kind) {
         case PC_INDEX: app(o, n, &w, "[%lld]", (long long)c->i); break;
         case PC_ASKEY: app(o, n, &w, "<key>"); break;
@@ -213,8 +238,11 @@ static int enc_fail(enc *e, int depth, const char *fmt, ...)
             }
             break;
         }
+        if (run > 2) app(o, n, &w, "*%d", run);
+        else run = 1; /* two alike are written out */
+        k += run;
     }
-    if (any) app(o, n, &w, ")");
+    if (ns) app(o, n, &w, ")");
     return -1;
 }
 
@@ -264,6 +292,11 @@ static int enc_fixext(enc *e, int type, const unsigned char *payload, size_t n)
 
 static int enc_value(enc *e, int idx, int depth);
 
+/* Every level of a table holds at most 3 slots (a metatable, a key and a
+ * value) and a few more for a moment, a function by value one (the upvalue
+ * being encoded): 8 free slots per level suffice. */
+#define ENC_SLOTS 8
+
 /* Number a table or function on first sight; on a later sight write a
  * back-reference. Returns 1 if a REF was written, 0 if new, -1 on error. */
 static int enc_seen(enc *e, int idx)
@@ -276,16 +309,18 @@ static int enc_seen(enc *e, int idx)
         return enc_fixext(e, EXT_REF, pl, 4) ? -1 : 1;
     }
     e->lastobj = e->nobj++;
-    pset_add(e->L, &e->seen, p, e->lastobj);
-    return 0;
+    return pset_add(&e->seen, p, e->lastobj) ? enc_oom(e) : 0;
 }
 
 /* Rich pass: write value idx as a name if the index knows it. 1 if written. */
-static int enc_name(enc *e, int idx)
+static int enc_name(enc *e, int idx, int depth)
 {
     lua_State *L = e->L;
     lua_pushvalue(L, idx);
     if (lua_rawget(L, e->index) != LUA_TTABLE) { lua_pop(L, 1); return 0; }
+    /* The ext and the array inside it are two levels, as the decoder counts. */
+    if (depth + 1 >= CP_CODEC_MAX_DEPTH)
+        return enc_fail(e, depth, "value nested deeper than %d levels", CP_CODEC_MAX_DEPTH);
     size_t pos;
     if (enc_ext_begin(e, EXT_NAME, &pos) || msgpack_pack_array(&e->pk, 2)) return enc_oom(e);
     for (int i = 1; i <= 2; i++) {
@@ -341,7 +376,7 @@ static int enc_body(enc *e, int idx, int depth)
     lua_State *L = e->L;
     if (depth >= CP_CODEC_MAX_DEPTH)
         return enc_fail(e, depth, "value nested deeper than %d levels", CP_CODEC_MAX_DEPTH);
-    if (!lua_checkstack(L, 8)) return enc_fail(e, depth, "Lua stack overflow while encoding");
+    if (!lua_checkstack(L, ENC_SLOTS)) return enc_fail(e, depth, "Lua stack overflow while encoding");
     int mark = -1;
     if (e->marks) {
         lua_pushvalue(L, idx);
@@ -383,6 +418,7 @@ static int enc_body(enc *e, int idx, int depth)
 static int enc_table(enc *e, int idx, int depth)
 {
     lua_State *L = e->L;
+    if (!lua_checkstack(L, ENC_SLOTS)) return enc_fail(e, depth, "Lua stack overflow while encoding");
     int r = enc_seen(e, idx);
     if (r) return r < 0 ? -1 : 0;
     if (!e->rich) {
@@ -393,7 +429,7 @@ static int enc_table(enc *e, int idx, int depth)
         unsigned char z = 0;
         return enc_fixext(e, EXT_GLOBALS, &z, 1);
     }
-    if ((r = enc_name(e, idx))) return r < 0 ? -1 : 0;
+    if ((r = enc_name(e, idx, depth))) return r < 0 ? -1 : 0;
     if (!lua_getmetatable(L, idx)) return enc_body(e, idx, depth);
     /* An instance: [body, metatable] so the class comes along. */
     int mt = lua_gettop(L);
@@ -417,13 +453,15 @@ static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud)
     return cp_buf_append((cp_buf *)ud, p, sz) ? 1 : 0;
 }
 
+/* A function by value holds one slot per level (the upvalue being encoded). */
 static int enc_function(enc *e, int idx, int depth)
 {
     lua_State *L = e->L;
+    if (!lua_checkstack(L, ENC_SLOTS)) return enc_fail(e, depth, "Lua stack overflow while encoding");
     int r = enc_seen(e, idx);
     if (r) return r < 0 ? -1 : 0;
     if (!e->rich) { e->restart = 1; return -1; }
-    if ((r = enc_name(e, idx))) return r < 0 ? -1 : 0;
+    if ((r = enc_name(e, idx, depth))) return r < 0 ? -1 : 0;
     if (lua_iscfunction(L, idx))
         return enc_fail(e, depth, "cannot send a C function that is not reachable by name from package.loaded");
     if (depth + 1 >= CP_CODEC_MAX_DEPTH)
@@ -454,7 +492,7 @@ static int enc_function(enc *e, int idx, int depth)
             put_be32(pl + 4, (uint32_t)s->v);
             if (enc_fixext(e, EXT_UPREF, pl, 8)) return -1;
         } else {
-            pset_add(L, &e->ups, id, (uint64_t)self << 32 | (uint32_t)i);
+            if (pset_add(&e->ups, id, (uint64_t)self << 32 | (uint32_t)i)) return enc_oom(e);
             if (name && strcmp(name, "_ENV") == 0 && lua_type(L, -1) == LUA_TTABLE) {
                 /* Whatever environment the function had here (a sandbox,
                  * busted's spec env), it runs on the receiver's globals. */
@@ -537,6 +575,9 @@ static int enc_value(enc *e, int idx, int depth)
             return msgpack_pack_nil(&e->pk) ? enc_oom(e) : 0;
         return enc_fail(e, depth, "cannot send a light userdata");
     case LUA_TUSERDATA: {
+        /* Naming its type pushes a string (may raise): leave that to the
+         * protected rich pass. */
+        if (!e->rich) { e->restart = 1; return -1; }
         const char *tn = NULL;
         if (luaL_getmetafield(L, idx, "__name") != LUA_TNIL) {
             tn = lua_tostring(L, -1); /* stays valid: the metatable holds it */
@@ -600,6 +641,7 @@ static int is_stdlib(const char *s)
 /* [-0, +1, m] Push the name index. */
 static void push_index(lua_State *L)
 {
+    luaL_checkstack(L, 12, "building the name index"); /* runs protected (rich_pass) */
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     int loaded = lua_gettop(L);
     /* Signature of package.loaded: its size and a sum over (name, value)
@@ -669,7 +711,7 @@ static void push_index(lua_State *L)
 }
 
 /* What one encoding writes: a value, or an array made of a head and a slice. */
-typedef struct {
+typedef struct enc_what {
     int idx;                 /* the value, or the head table */
     int list;                /* 0 for a single value, else the list table */
     lua_Integer lo, hi;
@@ -683,6 +725,8 @@ static int enc_top(enc *e, const enc_what *w)
     lua_Integer n = nh + (w->hi >= w->lo ? w->hi - w->lo + 1 : 0);
     if (n > UINT32_MAX) return enc_fail(e, 0, "too many items (%lld)", (long long)n);
     if (msgpack_pack_array(&e->pk, (size_t)n)) return enc_oom(e);
+    /* The decoder numbers this array as object 0, as it would a table. */
+    e->nobj++;
     for (lua_Integer i = 1; i <= n; i++) {
         if (i <= nh) lua_rawgeti(L, w->idx, i);
         else lua_rawgeti(L, w->list, w->lo + (i - nh) - 1);
@@ -693,6 +737,27 @@ static int enc_top(enc *e, const enc_what *w)
     return 0;
 }
 
+/* The rich pass, under lua_pcall: building the name index allocates Lua
+ * objects (a memory error raises), and a raise must not skip the caller's
+ * cleanup of its buffer. Stack: 1 the encoder, 2 the value or the head,
+ * 3 the list. Returns enc_top's result as an integer. */
+static int rich_pass(lua_State *L)
+{
+    enc *e = lua_touserdata(L, 1);
+    enc_what w = *e->what;
+    w.idx = 2;
+    w.list = w.list ? 3 : 0;
+    e->marks = 0;
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &MARKS_KEY) == LUA_TTABLE) e->marks = lua_gettop(L);
+    else lua_pop(L, 1);
+    push_index(L);
+    e->index = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    e->globals = lua_gettop(L);
+    lua_pushinteger(L, enc_top(e, &w));
+    return 1;
+}
+
 static int encode_run(lua_State *L, const enc_what *w, cp_buf *out, char *err, size_t errlen)
 {
     int top = lua_gettop(L);
@@ -700,6 +765,7 @@ static int encode_run(lua_State *L, const enc_what *w, cp_buf *out, char *err, s
     enc e;
     e.L = L;
     e.b = out;
+    e.what = w;
     e.rich = e.restart = e.failed = 0;
     e.marks = e.index = e.globals = 0;
     e.nobj = e.lastobj = 0;
@@ -710,29 +776,47 @@ static int encode_run(lua_State *L, const enc_what *w, cp_buf *out, char *err, s
         if (errlen) snprintf(err, errlen, "Lua stack overflow while encoding");
         return -1;
     }
-    pset_init(&e.seen, top + 1);
-    pset_init(&e.ups, top + 2);
+    pset_init(&e.seen);
+    pset_init(&e.ups);
     e.path[0] = (pathc){PC_NONE, 0, 0, NULL};
-    lua_settop(L, top + 2); /* anchors for grown pointer sets */
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &MARKS_KEY) == LUA_TTABLE) e.marks = top + 3;
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &MARKS_KEY) == LUA_TTABLE) e.marks = top + 1;
     else lua_pop(L, 1);
     msgpack_packer_init(&e.pk, out, pk_write);
 
+    /* The plain pass calls nothing that can raise: no Lua allocation, and
+     * C memory for the pointer sets. */
     int rc = enc_top(&e, w);
     if (rc && e.restart) {
         cp_buf_truncate(out, out->start + mark);
-        pset_init(&e.seen, top + 1);
+        pset_free(&e.seen);
         e.nobj = 0;
         e.restart = 0;
         e.rich = 1;
-        lua_settop(L, top + 3);
-        push_index(L);
-        e.index = lua_gettop(L);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
-        e.globals = lua_gettop(L);
-        rc = enc_top(&e, w);
+        lua_settop(L, top);
+        lua_pushcfunction(L, rich_pass);
+        lua_pushlightuserdata(L, &e);
+        lua_pushvalue(L, w->idx);
+        if (w->list) lua_pushvalue(L, w->list);
+        /* No collection step (so no finalizer) while the buffer holds a
+         * partial value: a __gc that sends or flushes would write it out. */
+        int gc = lua_gc(L, LUA_GCISRUNNING);
+        if (gc) lua_gc(L, LUA_GCSTOP);
+        int st = lua_pcall(L, w->list ? 3 : 2, 1, 0);
+        if (gc) lua_gc(L, LUA_GCRESTART);
+        if (st == LUA_OK) rc = (int)lua_tointeger(L, -1);
+        else {
+            rc = -1;
+            if (errlen) {
+                const char *m = lua_tostring(L, -1);
+                if (st == LUA_ERRMEM) snprintf(err, errlen, "out of memory while encoding");
+                else snprintf(err, errlen, "cannot encode value: %s", m ? m : "error");
+                e.failed = 1;
+            }
+        }
     }
     lua_settop(L, top);
+    pset_free(&e.seen);
+    pset_free(&e.ups);
     if (rc) {
         cp_buf_truncate(out, out->start + mark);
         if (!e.failed && errlen) snprintf(err, errlen, "cannot encode value");
@@ -775,6 +859,7 @@ typedef struct {
     int refs;            /* stack index of the object table, 0 until a back-reference is met */
     lua_Integer nrefs;
     int restart;         /* met a back-reference without an object table: start over with one */
+    int trust;           /* CP_TRUST_CODE or CP_TRUST_DATA */
     char *err;
     size_t errlen;
 } dec;
@@ -789,6 +874,12 @@ static int dec_fail(dec *d, const unsigned char *at, const char *fmt, ...)
     size_t w = r < 0 ? 0 : (size_t)r >= d->errlen ? d->errlen - 1 : (size_t)r;
     if (at) app(d->err, d->errlen, &w, " (at byte %zu)", (size_t)(at - d->start));
     return -1;
+}
+
+/* A value that trust mode "data" does not accept. */
+static int dec_refuse(dec *d, const unsigned char *at, const char *what)
+{
+    return dec_fail(d, at, "%s from the peer is refused in trust mode 'data'", what);
 }
 
 static uint64_t get_be(const unsigned char *p, int n)
@@ -965,17 +1056,6 @@ static int dec_name(dec *d, const hdr *x, int depth)
     return 0;
 }
 
-typedef struct { const char *p; size_t n; } load_src;
-
-static const char *load_reader(lua_State *L, void *ud, size_t *size)
-{
-    (void)L;
-    load_src *s = ud;
-    *size = s->n;
-    s->n = 0;
-    return s->p;
-}
-
 /* FUNC: [bytecode, upvalue...] */
 static int dec_func(dec *d, const hdr *x, int depth)
 {
@@ -986,13 +1066,11 @@ static int dec_func(dec *d, const hdr *x, int depth)
     if (dec_payload_array(d, &p, end, -1, &cnt)) return -1;
     if (cnt < 1 || read_hdr(d, &p, end, &bc) || bc.t != H_STR)
         return dec_fail(d, x->data, "malformed function");
-    /* Bytecode is trusted as much as the peer: both sides are this runtime. */
-    load_src src = {(const char *)bc.data, bc.n};
-    if (lua_load(L, load_reader, &src, "=(coproc)", "b") != LUA_OK) {
-        dec_fail(d, x->data, "cannot load function: %s", lua_tostring(L, -1));
-        lua_pop(L, 1);
-        return -1;
-    }
+    /* The chunk's structure is checked before lua_load, which would trust
+     * it; its code is trusted as much as the peer (trust mode "code"). */
+    char why[CP_CODEC_ERRLEN];
+    if (cp_bytecode_load(L, (const char *)bc.data, bc.n, "=(coproc)", why, sizeof why))
+        return dec_fail(d, x->data, "cannot load function: %s", why);
     int f = lua_gettop(L);
     dec_register(d, f);
     lua_Debug ar;
@@ -1112,10 +1190,16 @@ static int dec_value(dec *d, const unsigned char **pp, const unsigned char *end,
             return 0;
         }
         case EXT_GLOBALS:
+            if (d->trust == CP_TRUST_DATA) return dec_refuse(d, at, "the globals table (GLOBALS)");
             lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
             dec_register(d, lua_gettop(L));
             return 0;
         case EXT_NAME: case EXT_FUNC: case EXT_META:
+            /* Refused before anything is looked up, required or loaded. */
+            if (d->trust == CP_TRUST_DATA)
+                return dec_refuse(d, at, h.ext == EXT_NAME ? "a named value (NAME)"
+                                       : h.ext == EXT_FUNC ? "a function (FUNC)"
+                                       : "a table with a metatable (META)");
             /* The ext and the array inside it are two levels, as when encoding. */
             if (depth + 1 >= CP_CODEC_MAX_DEPTH || !lua_checkstack(L, 8))
                 return dec_fail(d, at, "value nested deeper than %d levels", CP_CODEC_MAX_DEPTH);
@@ -1128,32 +1212,97 @@ static int dec_value(dec *d, const unsigned char **pp, const unsigned char *end,
     return dec_fail(d, at, "malformed value");
 }
 
-int cp_codec_decode(lua_State *L, const char *data, size_t len, char *err, size_t errlen)
+/* One pass over the input. With bad set and a top-level array, the elements
+ * are decoded one by one into a table (see cp_codec_decode_prefix): on a
+ * failure *bad is the index of the element that failed and the table holds
+ * those before it. */
+static int dec_pass(dec *d, const unsigned char *data, size_t len, lua_Integer *bad)
+{
+    const unsigned char *p = data, *end = data + len;
+    lua_State *L = d->L;
+    hdr h;
+    if (!bad) {
+        int rc = dec_value(d, &p, end, 0);
+        if (rc == 0 && p != end)
+            rc = dec_fail(d, p, "%zu trailing bytes after the value", (size_t)(end - p));
+        return rc;
+    }
+    /* The array header alone: a count past the bytes left is found at the
+     * element that is missing. */
+    unsigned c = *p++;
+    int lb = c == 0xdc ? 2 : c == 0xdd ? 4 : 0;
+    if ((size_t)(end - p) < (size_t)lb) return dec_fail(d, data, "truncated value");
+    h.n = lb ? (uint32_t)get_be(p, lb) : c & 0x0f;
+    p += lb;
+    size_t room = (size_t)(end - p);
+    lua_createtable(L, (int)(h.n < room ? h.n : room > INT32_MAX ? INT32_MAX : room), 1);
+    int t = lua_gettop(L);
+    dec_register(d, t);
+    lua_Integer i, n = (lua_Integer)h.n;
+    int rc = 0;
+    for (i = 1; i <= n; i++) {
+        if ((rc = dec_value(d, &p, end, 1)) != 0) break;
+        lua_rawseti(L, t, i);
+    }
+    if (rc == 0 && p != end)
+        rc = dec_fail(d, p, "%zu trailing bytes after the value", (size_t)(end - p));
+    lua_settop(L, t);
+    lua_pushinteger(L, i - 1);
+    lua_setfield(L, t, "n");
+    *bad = rc ? i : 0;
+    return rc;
+}
+
+static int decode_run(lua_State *L, const char *data, size_t len, cp_trust trust,
+                      lua_Integer *bad, char *err, size_t errlen)
 {
     int top = lua_gettop(L);
-    dec d = {L, (const unsigned char *)data, 0, 0, 0, err, errlen};
-    const unsigned char *p = (const unsigned char *)data, *end = p + len;
+    dec d = {L, (const unsigned char *)data, 0, 0, 0, (int)trust, err, errlen};
     if (errlen) err[0] = 0;
+    if (bad) *bad = 0;
     if (len == 0) return dec_fail(&d, NULL, "empty input");
     if (!lua_checkstack(L, 16)) return dec_fail(&d, NULL, "Lua stack overflow while decoding");
-    int rc = dec_value(&d, &p, end, 0);
+    int rc = dec_pass(&d, d.start, len, bad);
     if (rc && d.restart) {
         /* Shared objects: decode again, numbering every object this time. */
         lua_settop(L, top);
         lua_newtable(L);
         d.refs = lua_gettop(L);
         d.restart = 0;
-        p = (const unsigned char *)data;
-        rc = dec_value(&d, &p, end, 0);
+        rc = dec_pass(&d, d.start, len, bad);
     }
-    if (rc == 0 && p != end)
-        rc = dec_fail(&d, p, "%zu trailing bytes after the value", (size_t)(end - p));
-    if (rc) {
+    if (rc && !(bad && *bad)) {
         lua_settop(L, top);
         return -1;
     }
     if (d.refs) lua_remove(L, d.refs);
-    return 0;
+    return rc;
+}
+
+int cp_codec_decode_trust(lua_State *L, const char *data, size_t len, cp_trust trust,
+                          char *err, size_t errlen)
+{
+    return decode_run(L, data, len, trust, NULL, err, errlen);
+}
+
+int cp_codec_decode(lua_State *L, const char *data, size_t len, char *err, size_t errlen)
+{
+    return decode_run(L, data, len, CP_TRUST_CODE, NULL, err, errlen);
+}
+
+int cp_codec_decode_prefix(lua_State *L, const char *data, size_t len, cp_trust trust,
+                           lua_Integer *bad, char *err, size_t errlen)
+{
+    unsigned c = len ? (unsigned char)data[0] : 0;
+    int array = (c >= 0x90 && c <= 0x9f) || c == 0xdc || c == 0xdd;
+    *bad = 0;
+    if (array && decode_run(L, data, len, trust, bad, err, errlen) == 0) return 0;
+    if (array && *bad) return -1;
+    /* Not an array, or its header is broken: decode as a whole. */
+    if (!array && decode_run(L, data, len, trust, NULL, err, errlen) == 0) return 0;
+    *bad = 1;
+    lua_pushnil(L);
+    return -1;
 }
 
 /* ---------------------------------------------------------------------
@@ -1174,6 +1323,20 @@ static int l_mark(lua_State *L, int kind)
     lua_rawset(L, -3);
     lua_pop(L, 1);
     return 1;
+}
+
+int cp_codec_mark(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    if (!lua_checkstack(L, 2)) return -1;
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &MARKS_KEY) != LUA_TTABLE) { /* nothing marked yet */
+        lua_pop(L, 1);
+        return -1;
+    }
+    lua_pushvalue(L, idx);
+    int mark = lua_rawget(L, -2) == LUA_TBOOLEAN ? lua_toboolean(L, -1) : -1;
+    lua_pop(L, 2);
+    return mark;
 }
 
 static int l_array(lua_State *L) { return l_mark(L, 1); }

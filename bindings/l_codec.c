@@ -3,6 +3,8 @@
 #include "codec.h"
 #include "lcore.h"
 
+#include <string.h>
+
 #define ENCBUF_KEEP (64 * 1024) /* keep a scratch buffer up to this size between calls */
 
 static int l_encbuf_gc(lua_State *L)
@@ -26,16 +28,68 @@ static int l_encode(lua_State *L)
     return 1;
 }
 
-/* core.decode(s) -> value. Raises ProtocolError on malformed input. */
+/* The options of decode and decode_prefix: {trust = "code"|"data"}. */
+static cp_trust opt_trust(lua_State *L, int i)
+{
+    if (lua_isnoneornil(L, i)) return CP_TRUST_CODE;
+    luaL_checktype(L, i, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, i)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "trust") != 0)
+            return luaL_argerror(L, i, lua_pushfstring(L, "unknown option '%s'", luaL_tolstring(L, -1, NULL)));
+    }
+    lua_getfield(L, i, "trust");
+    cp_trust t = cp_l_checktrust(L, -1);
+    lua_pop(L, 1);
+    return t;
+}
+
+/* core.decode(s [, {trust = "code"|"data"}]) -> value. Raises ProtocolError
+ * on malformed input and, in trust mode "data", on code from the peer. */
 static int l_decode(lua_State *L)
 {
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
+    cp_trust trust = opt_trust(L, 2);
     char err[CP_CODEC_ERRLEN];
     lua_settop(L, 1);
-    if (cp_codec_decode(L, s, len, err, sizeof err))
+    if (cp_codec_decode_trust(L, s, len, trust, err, sizeof err))
         return cp_l_error(L, "ProtocolError", "%s", err);
     return 1;
+}
+
+/* core.decode_prefix(s [, opts]) -> values | values, bad_index, message.
+ * For a top-level array, values holds the elements that decoded (with n);
+ * bad_index is the element that did not. Any other value: as decode, but
+ * nil, 1, message instead of raising. */
+static int l_decode_prefix(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    cp_trust trust = opt_trust(L, 2);
+    char err[CP_CODEC_ERRLEN];
+    lua_settop(L, 1);
+    lua_Integer bad;
+    if (cp_codec_decode_prefix(L, s, len, trust, &bad, err, sizeof err) == 0) return 1;
+    lua_pushinteger(L, bad);
+    lua_pushstring(L, err);
+    return 3;
+}
+
+cp_trust cp_l_checktrust(lua_State *L, int i)
+{
+    if (lua_isnoneornil(L, i)) return CP_TRUST_CODE;
+    const char *s = lua_tostring(L, i);
+    if (s && strcmp(s, "code") == 0) return CP_TRUST_CODE;
+    if (s && strcmp(s, "data") == 0) return CP_TRUST_DATA;
+    return (cp_trust)luaL_error(L, "unknown trust mode '%s' (expected 'code' or 'data')",
+                                s ? s : luaL_typename(L, i));
+}
+
+const char *cp_l_trustname(cp_trust t)
+{
+    return t == CP_TRUST_DATA ? "data" : "code";
 }
 
 void cp_l_codec_open(lua_State *L, int t)
@@ -54,4 +108,6 @@ void cp_l_codec_open(lua_State *L, int t)
     lua_setfield(L, t, "encode");
     lua_pushcfunction(L, l_decode);
     lua_setfield(L, t, "decode");
+    lua_pushcfunction(L, l_decode_prefix);
+    lua_setfield(L, t, "decode_prefix");
 }

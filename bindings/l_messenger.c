@@ -23,6 +23,7 @@ l_messenger *cp_l_messenger_push(lua_State *L)
 {
     l_messenger *lm = lua_newuserdatauv(L, sizeof *lm, 1);
     cp_messenger_init(&lm->m);
+    lm->trust = CP_TRUST_CODE;
     luaL_setmetatable(L, CP_MESSENGER_MT);
     return lm;
 }
@@ -256,12 +257,18 @@ static int raise_held(lua_State *L, cp_messenger *m, const cp_chan *want, const 
     return cp_l_raise(L);
 }
 
+/* trust: the mode of the binding holding m (its first member). */
+static cp_trust trust_of(const cp_messenger *m)
+{
+    return (cp_trust)((const l_messenger *)(const void *)m)->trust;
+}
+
 /* Raise for a CLOSE or ERROR message (consumes it). */
 static int raise_special(lua_State *L, cp_messenger *m, cp_msg *msg)
 {
     int kind = msg->kind;
     char err[CP_CODEC_ERRLEN];
-    int ok = cp_codec_decode(L, msg->data, msg->len, err, sizeof err) == 0;
+    int ok = cp_codec_decode_trust(L, msg->data, msg->len, trust_of(m), err, sizeof err) == 0;
     cp_msg_free(msg);
     if (kind == CP_KIND_CLOSE) {
         if (ok) lua_pop(L, 1);
@@ -291,11 +298,11 @@ static int raise_special(lua_State *L, cp_messenger *m, cp_msg *msg)
     return cp_l_raise(L);
 }
 
-/* Push the payload of msg (consumes it). */
-static void push_payload(lua_State *L, cp_msg *msg)
+/* Push the payload of msg (consumes it), decoded in trust mode trust. */
+static void push_payload(lua_State *L, cp_msg *msg, cp_trust trust)
 {
     char err[CP_CODEC_ERRLEN];
-    int rc = cp_codec_decode(L, msg->data, msg->len, err, sizeof err);
+    int rc = cp_codec_decode_trust(L, msg->data, msg->len, trust, err, sizeof err);
     cp_msg_free(msg);
     if (rc) cp_l_error(L, "ProtocolError", "cannot decode a message: %s", err);
 }
@@ -308,7 +315,7 @@ static int try_receive(lua_State *L, cp_messenger *m, cp_chan *c)
     if (msg) return raise_special(L, m, msg);
     msg = cp_messenger_pop(m, c);
     if (!msg) return 0;
-    push_payload(L, msg);
+    push_payload(L, msg, trust_of(m));
     return 1;
 }
 
@@ -757,6 +764,23 @@ static int l_queued_bytes(lua_State *L)
     return 1;
 }
 
+/* trust: m:set_trust("code"|"data"), m:trust(): what a decode of a received
+ * payload accepts (codec.h, docs/protocol.md "Trust"). */
+static int l_set_trust(lua_State *L)
+{
+    l_messenger *lm = cp_l_isclass(L, 1) ? lua_touserdata(L, 1) : check(L, 1);
+    if (lm->m.state == CP_M_CLOSED) cp_l_closed(L, CP_MESSENGER_MT);
+    luaL_checkany(L, 2);
+    lm->trust = (int)cp_l_checktrust(L, 2);
+    return 0;
+}
+
+static int l_trust(lua_State *L)
+{
+    lua_pushstring(L, cp_l_trustname(trust_of(self_open(L))));
+    return 1;
+}
+
 /* Test hook: queue raw bytes as if they were frames (malformed input tests). */
 static int l_send_raw(lua_State *L)
 {
@@ -830,6 +854,8 @@ static const luaL_Reg methods[] = {
     {"set_max_queued", l_set_max_queued},
     {"max_queued", l_max_queued},
     {"queued_bytes", l_queued_bytes},
+    {"set_trust", l_set_trust},     /* trust */
+    {"trust", l_trust},             /* trust */
     {"_send_raw", l_send_raw},
     {NULL, NULL}
 };

@@ -1,7 +1,10 @@
 /* l_spawn.c: core.spawn, which forks a worker and runs its Lua side.
  *
  *   core.spawn(target, kwargs, {method = "fresh"|"inherit", arrival_order = bool,
- *              status = bool}) -> messenger, process
+ *              status = bool, trust = "code"|"data"}) -> messenger, process
+ *
+ * trust is the mode of the host's end (what the host accepts from the
+ * worker); the worker's end starts in "code" (it must rebuild the target).
  *
  * "fresh": target and kwargs are encoded here, before the fork (so an
  * EncodeError is raised in the host and no process is made); the child makes
@@ -135,6 +138,7 @@ static int l_spawn(lua_State *L)
     luaL_checkany(L, 1);
     lua_settop(L, 3);
     int fresh = 1, arrival_order = 0, want_status = 0;
+    cp_trust trust = CP_TRUST_CODE; /* of the host's end */
     if (lua_istable(L, 3)) {
         lua_getfield(L, 3, "status");
         want_status = lua_toboolean(L, -1);
@@ -146,7 +150,9 @@ static int l_spawn(lua_State *L)
             return luaL_error(L, "unknown start method '%s' (expected 'fresh' or 'inherit')", method);
         lua_getfield(L, 3, "arrival_order");
         arrival_order = lua_toboolean(L, -1);
-        lua_pop(L, 2);
+        lua_getfield(L, 3, "trust");
+        trust = cp_l_checktrust(L, -1);
+        lua_pop(L, 3);
     }
     /* Everything that can fail or allocate happens before the fork. */
     cp_buf payload = CP_BUF_INIT;
@@ -181,6 +187,7 @@ static int l_spawn(lua_State *L)
     }
     cp_loop();
     l_messenger *lm = cp_l_messenger_push(L);
+    lm->trust = (int)trust; /* the child's end keeps "code" until it says otherwise */
     int mi = lua_gettop(L);
     l_process *lp = cp_l_process_push(L);
     int pi = lua_gettop(L);

@@ -9,7 +9,8 @@
 #define CP_MESSENGER_MT "coproc.Messenger"
 
 typedef struct l_messenger {
-    cp_messenger m;
+    cp_messenger m;   /* first member: a cp_messenger * of the binding is its l_messenger */
+    int trust;        /* cp_trust (codec.h) of every decode of a received payload */
 } l_messenger;
 
 /* [-0, +1, m] Push a new, closed messenger userdata. */

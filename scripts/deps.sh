@@ -5,6 +5,8 @@ pkgs=(build-essential cmake pkg-config lua5.4 liblua5.4-dev libev-dev libmsgpack
       libplplot-dev plplot-driver-cairo lua-busted lua-dkjson lua-argparse
       luarocks lua-check libreadline-dev ccache)
 [ "${COPROC_WITH_VALGRIND:-0}" = 1 ] && pkgs+=(valgrind)
+# Only for scripts/fuzz.sh (libFuzzer needs clang); the default build uses gcc.
+[ "${COPROC_FUZZ:-0}" = 1 ] && pkgs+=(clang-14 libclang-rt-14-dev libfuzzer-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

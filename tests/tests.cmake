@@ -141,3 +141,6 @@ foreach(md ${PROJECT_SOURCE_DIR}/README.md ${CP_DOCS})
     set_tests_properties(doc/${name} PROPERTIES ENVIRONMENT "ASAN_OPTIONS=detect_leaks=0")
   endif()
 endforeach()
+# Fuzz targets: the committed corpus is replayed on every run (any compiler);
+# with COPROC_FUZZ the libFuzzer binaries are built too.
+include(${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz.cmake)

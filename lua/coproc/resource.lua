@@ -47,7 +47,8 @@ end
 
 --- WorkerResource(target, opts): target is a class table or function(messenger, kwargs).
 -- opts.method: "fresh" (default) or "inherit"; opts.messenger_type:
--- coproc.PriorityMessenger (default) or coproc.MultiMessenger.
+-- coproc.PriorityMessenger (default) or coproc.MultiMessenger; opts.trust:
+-- "code" (default) or "data", what the host's end accepts from the worker.
 function M.WorkerResource(target, opts)
   local tt = type(target)
   if tt ~= "table" and tt ~= "function" then
@@ -69,8 +70,9 @@ function WorkerResource:start(kwargs)
     error("bad argument #1 to 'start' (table of keyword arguments expected)", 2)
   end
   if self.messenger then self.messenger:close() end
-  local m, proc = core.spawn(self.target, kwargs or {}, { method = self.method, arrival_order = self.messenger_type.arrival_order,
-    status = rawget(self, "_with_status") })
+  local m, proc = core.spawn(self.target, kwargs or {}, { method = self.method,
+    arrival_order = self.messenger_type.arrival_order, status = rawget(self, "_with_status"),
+    trust = rawget(self, "trust") or "code" })
   self.messenger, self._proc = m, proc
   self._kwargs, self._owner = kwargs or {}, core.getpid()
   return self

@@ -343,6 +343,14 @@ function Messenger:max_queued() end
 ---@return integer
 function Messenger:queued_bytes() end
 
+---What a receive on this end accepts: "code" (functions, metatables and names
+---travel) or "data" (they are refused with ProtocolError); docs/protocol.md, Trust.
+---@param mode "code"|"data"
+function Messenger:set_trust(mode) end
+
+---@return "code"|"data"
+function Messenger:trust() end
+
 ---Every error coproc raises: `tostring(err)` is one line, "Class: message".
 ---@class coproc.Error
 ---@field class coproc.ErrorClass

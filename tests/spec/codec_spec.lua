@@ -347,6 +347,19 @@ describe("codec encode errors", function()
     encode_error(function() return deeper end)
   end)
 
+  it("leaves the collector as it found it (it is held while a value with names is encoded)", function()
+    assert.is_true(collectgarbage("isrunning"))
+    encode({ string.format, function() end })
+    assert.is_true(collectgarbage("isrunning"))
+    collectgarbage("stop")
+    encode({ string.format, function() end })
+    encode_error({ function() end, io.stdout })
+    assert.is_false(collectgarbage("isrunning"))
+    collectgarbage("restart")
+    encode_error({ function() end, io.stdout })
+    assert.is_true(collectgarbage("isrunning"))
+  end)
+
   it("leaves nothing behind after a failure", function()
     encode_error({ 1, 2, { io.stdout } })
     assert.equal("93010203", hex(encode({ 1, 2, 3 })))
@@ -427,6 +440,424 @@ describe("codec decode errors", function()
   end)
 end)
 
+-- Hand-built payloads (docs/protocol.md, "Extension types").
+local function ext32(t, body) return "\xc9" .. string.pack(">I4", #body) .. string.char(t) .. body end
+local function bin32(s) return "\xc6" .. string.pack(">I4", #s) .. s end
+local function name_of(mod) return ext32(4, "\x92" .. string.char(0xa0 | #mod) .. mod .. "\xc0") end
+
+-- The closure chain of issue #8: f(1) == n + 1.
+local function closure_chain(n)
+  local f = function(x) return x end
+  for _ = 1, n do
+    local g = f
+    f = function(x) return g(x) + 1 end
+  end
+  return f
+end
+
+-- The same chain as FUNC payloads built by hand, n levels above the innermost
+-- function (the encoder would refuse to write the deep ones).
+local function closure_payload(n)
+  local g
+  local inner = ext32(2, "\x91" .. bin32(string.dump(function(x) return x end)))
+  local outer = "\x92" .. bin32(string.dump(function(x) return g(x) + 1 end))
+  local pieces, len = { inner }, #inner
+  for k = n, 1, -1 do
+    len = len + #outer
+    pieces[k] = "\xc9" .. string.pack(">I4", len) .. "\x02" .. outer
+    len = len + 6
+  end
+  pieces[n + 1] = inner
+  return table.concat(pieces)
+end
+
+-- The state is still whole: encodes and decodes work, the collector runs.
+local function state_ok()
+  local a, b, c = "a", "b", "c"
+  assert.equal("93010203", hex(encode({ 1, 2, 3 })))
+  assert.equal(6, rt(function(x) return x * 2 end)(3))
+  assert.same({ x = { 1, 2 } }, rt({ x = { 1, 2 } }))
+  collectgarbage()
+  collectgarbage()
+  assert.equal("abc", a .. b .. c)
+end
+
+describe("codec nesting limits", function()
+  it("sends closure chains up to the depth limit and calls them on the other side", function()
+    for _, n in ipairs { 90, 99 } do
+      local f = closure_chain(n)
+      local s = encode(f)
+      assert.equal(n + 1, decode(s)(1))
+      assert.equal(n + 4, decode(s)(4))
+      state_ok()
+    end
+  end)
+
+  it("refuses deeper closure chains with a clean EncodeError (each function is two levels)", function()
+    for _, n in ipairs { 100, 150, 199, 200, 201, 10000 } do
+      local msg = encode_error(closure_chain(n))
+      assert.matches("nested deeper than 200 levels", msg, 1, true)
+      assert.matches("<upvalue g>*100", msg, 1, true)
+      state_ok()
+    end
+  end)
+
+  it("decodes hand-built closure chains up to the limit and refuses deeper ones", function()
+    assert.equal(100, decode(closure_payload(99))(1))
+    for _, n in ipairs { 100, 150, 199, 200, 201, 10000 } do
+      assert.matches("nested deeper than 200 levels", decode_error(closure_payload(n)), 1, true)
+      state_ok()
+    end
+  end)
+
+  it("refuses 10,000 nested tables both ways, and the state stays whole", function()
+    local t = {}
+    for _ = 2, 10000 do t = { t } end
+    assert.matches("nested deeper than 200 levels (at [1]*200)", encode_error(t), 1, true)
+    state_ok()
+    assert.matches("nested deeper", decode_error(("\x91"):rep(10000) .. "\xc0"), 1, true)
+    assert.matches("nested deeper", decode_error(("\x81\x01"):rep(10000) .. "\xc0"), 1, true)
+    state_ok()
+  end)
+
+  it("counts a metatable as two levels, up to the limit", function()
+    local function meta_chain(n)
+      local t = {}
+      for _ = 1, n do t = setmetatable({}, t) end
+      return t
+    end
+    local d = rt(meta_chain(99))
+    for _ = 1, 99 do d = getmetatable(d) end
+    assert.same({}, d)
+    assert.is_nil(getmetatable(d))
+    for _, n in ipairs { 100, 150, 10000 } do
+      assert.matches("nested deeper than 200 levels", encode_error(meta_chain(n)), 1, true)
+      state_ok()
+    end
+  end)
+
+  it("counts a name as two levels, on both sides alike", function()
+    -- whatever the encoder writes, the decoder reads back
+    for depth = 195, 200 do
+      local t = { string.format, function() end }
+      for _ = 2, depth do t = { t } end
+      local ok, s = pcall(encode, t)
+      if ok then
+        local d = decode(s)
+        for _ = 2, depth do d = d[1] end
+        assert.equal(string.format, d[1])
+      else
+        assert.matches("nested deeper", s.message, 1, true)
+      end
+    end
+    local t = { string.format, function() end }
+    for _ = 2, 199 do t = { t } end
+    assert.matches("nested deeper", encode_error(t), 1, true)
+  end)
+end)
+
+describe("codec trust modes", function()
+  local data = { trust = "data" }
+
+  it("decodes plain data alike in both modes", function()
+    local v = { 1, 2.5, "s", true, { a = { 1, 2 } }, [7] = false }
+    local s = encode(v)
+    assert.same(v, decode(s, data))
+    assert.same(v, decode(s, { trust = "code" }))
+    local shared = { 1 }
+    local d = decode(encode({ shared, shared }), data)
+    assert.equal(d[1], d[2])
+    assert.equal("90", hex(encode(decode("\x90", data))))
+  end)
+
+  it("refuses functions, metatables, names and the globals in trust mode 'data'", function()
+    local cases = {
+      { function() return 1 end, "a function (FUNC) from the peer is refused in trust mode 'data'" },
+      { setmetatable({}, { __index = {} }), "a table with a metatable (META) from the peer is refused in trust mode 'data'" },
+      { { string.format, function() end }, "a named value (NAME) from the peer is refused in trust mode 'data'" },
+    }
+    for _, c in ipairs(cases) do
+      local s = encode(c[1])
+      local cls, msg = err_of(decode, s, data)
+      assert.equal("ProtocolError", cls)
+      assert.matches(c[2], msg, 1, true)
+      assert.is_not_nil(decode(s)) -- code mode takes it
+    end
+    local cls, msg = err_of(decode, "\xd4\x05\x00", data)
+    assert.equal("ProtocolError", cls)
+    assert.matches("the globals table (GLOBALS) from the peer is refused in trust mode 'data'", msg, 1, true)
+    assert.equal(_G, decode("\xd4\x05\x00"))
+    state_ok()
+  end)
+
+  it("refuses a name before requiring its module", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. dir))
+    local marker = dir .. "/marker"
+    local f = assert(io.open(dir .. "/codec_trust_mod.lua", "w"))
+    f:write(("local f = io.open(%q, 'w') f:write('loaded') f:close() return { v = 1 }"):format(marker))
+    f:close()
+    local old = package.path
+    package.path = dir .. "/?.lua;" .. old
+    finally(function()
+      package.path = old
+      package.loaded.codec_trust_mod = nil
+      os.remove(marker); os.remove(dir .. "/codec_trust_mod.lua"); os.remove(dir)
+    end)
+    local name = name_of("codec_trust_mod")
+    local cls, msg = err_of(decode, name, data)
+    assert.equal("ProtocolError", cls)
+    assert.matches("named value (NAME)", msg, 1, true)
+    assert.is_nil(io.open(marker))
+    assert.is_nil(package.loaded.codec_trust_mod)
+    assert.same({ v = 1 }, decode(name)) -- code mode requires it
+    assert.is_not_nil(io.open(marker))
+  end)
+
+  it("checks its options", function()
+    assert.has_error(function() decode("\xc0", { trust = "all" }) end,
+      "unknown trust mode 'all' (expected 'code' or 'data')")
+    assert.has_error(function() decode("\xc0", { trusted = "data" }) end)
+    assert.has_error(function() decode("\xc0", "data") end)
+    assert.is_nil(decode("\xc0", {}))
+  end)
+end)
+
+-- Bytecode walking (bindings/bytecode.c): 7-bit groups, most significant first,
+-- the last byte with bit 7 set.
+local function rd(s, i)
+  local x = 0
+  repeat
+    local b = s:byte(i)
+    i = i + 1
+    x = (x << 7) | (b & 0x7f)
+  until b & 0x80 ~= 0
+  return x, i
+end
+
+local function wr(x)
+  local t = { string.char(0x80 | (x & 0x7f)) }
+  x = x >> 7
+  while x > 0 do
+    table.insert(t, 1, string.char(x & 0x7f))
+    x = x >> 7
+  end
+  return table.concat(t)
+end
+
+-- Positions of the instruction count and the constant count of the main
+-- function of a dump.
+local function counts(bc)
+  local i, n = 33, nil           -- after the header (31 bytes) and the upvalue count
+  n, i = rd(bc, i)
+  if n > 0 then i = i + n - 1 end -- source
+  n, i = rd(bc, i)
+  n, i = rd(bc, i)               -- line defined, last line defined
+  i = i + 3                      -- numparams, is_vararg, maxstacksize
+  local code = i
+  n, i = rd(bc, i)
+  return code, i + 4 * n
+end
+
+local function patch(bc, at, value)
+  local _, j = rd(bc, at)
+  return bc:sub(1, at - 1) .. wr(value) .. bc:sub(j)
+end
+
+local function func_of(bc) return ext32(2, "\x91" .. bin32(bc)) end
+
+describe("codec bytecode", function()
+  local bc = string.dump(function() return "k1", 2, 3.5, nil, true end, true)
+
+  it("loads the dump of every kind of function", function()
+    local up = 5
+    local long = ("L"):rep(100)
+    local function f(a, ...)
+      local t = { nil, false, true, 1, -2, 2.5, "short", long, math.maxinteger }
+      local function g(y) return function(z) return y + z + up end end
+      return g(a)(select("#", ...)), t
+    end
+    local d = rt(f)
+    local n, t = d(1, "x", "y")
+    assert.equal(8, n)
+    assert.equal(long, t[8])
+    assert.equal(math.maxinteger, t[9])
+    for _, strip in ipairs { true, false } do
+      local s = string.dump(function() return 42 end, strip)
+      assert.equal(42, decode(func_of(s))())
+    end
+  end)
+
+  it("refuses declared sizes past the payload before allocating", function()
+    local code, k = counts(bc)
+    for _, c in ipairs {
+      { patch(bc, code, 1 << 30), "declared 1073741824 instructions but" },
+      { patch(bc, k, 1 << 24), "declared 16777216 constants but" },
+      { patch(bc, k, 0x7fffffff), "integer overflow in bytecode" },
+    } do
+      local msg = decode_error(func_of(c[1]))
+      assert.matches("cannot load function: " .. c[2], msg, 1, true)
+    end
+    assert.matches("integer overflow", decode_error(func_of(bc:sub(1, code - 1) .. ("\x7f"):rep(12) .. "\x80")), 1, true)
+  end)
+
+  it("keeps the memory of a process small on a patched dump", function()
+    local _, k = counts(bc)
+    local code = counts(bc)
+    local dir = os.tmpname()
+    local script = os.tmpname()
+    finally(function() os.remove(dir); os.remove(script) end)
+    local f = assert(io.open(dir, "wb"))
+    f:write(bin32(func_of(patch(bc, k, 1 << 24))), bin32(func_of(patch(bc, code, 1 << 30))))
+    f:close()
+    f = assert(io.open(script, "w"))
+    f:write([[
+      local core = require "coproc.core"
+      local function status(key)
+        for l in io.lines("/proc/self/status") do
+          local v = l:match("^" .. key .. ":%s*(%d+)")
+          if v then return tonumber(v) end
+        end
+      end
+      local fh = assert(io.open(arg[1], "rb"))
+      local all = fh:read("a")
+      fh:close()
+      local hwm, peak = status("VmHWM"), status("VmPeak")
+      local i = 1
+      while i <= #all do
+        local n = string.unpack(">I4", all, i + 1)
+        local ok = pcall(core.decode, all:sub(i + 5, i + 4 + n))
+        assert(not ok)
+        i = i + 5 + n
+      end
+      print(status("VmHWM") - hwm, status("VmPeak") - peak)
+    ]])
+    f:close()
+    local lua = os.getenv("LUA") or "lua5.4"
+    local p = assert(io.popen(("%s %q %q 2>&1"):format(lua, script, dir)))
+    local out = p:read("a")
+    assert.is_true(p:close(), out)
+    local rss, vm = out:match("^(%-?%d+)%s+(%-?%d+)")
+    assert.is_not_nil(rss, out)
+    assert.is_true(tonumber(rss) < 16 * 1024, "peak RSS grew by " .. rss .. " KiB")
+    assert.is_true(tonumber(vm) < 64 * 1024, "peak virtual size grew by " .. vm .. " KiB")
+  end)
+
+  it("refuses a dump with more upvalue names than upvalues (Lua 5.4.4's loader writes past them)", function()
+    local crafted = bc:sub(1, -2) .. wr(20) .. ("\x82A"):rep(20)
+    local msg = decode_error(func_of(crafted))
+    assert.matches("cannot load function: 20 upvalue names for 0 upvalues", msg, 1, true)
+    -- the main function's closure smaller than its prototype
+    local g
+    local one = string.dump(function() return g end, true)
+    msg = decode_error(ext32(2, "\x92" .. bin32(one:sub(1, 31) .. "\x00" .. one:sub(33)) .. "\xc0"))
+    assert.matches("main function has 0 upvalues, its prototype 1", msg, 1, true)
+    state_ok()
+  end)
+
+  it("refuses every truncation and bytes from another build", function()
+    local full = string.dump(function(a) local t = { a, "x" } return function() return t end end)
+    assert.is_function(decode(func_of(full)))
+    for i = 0, #full - 1 do
+      local ok, e = pcall(decode, func_of(full:sub(1, i)))
+      assert.is_false(ok, "prefix of length " .. i .. " loaded")
+      assert.matches("cannot load function", e.message, 1, true)
+    end
+    assert.matches("trailing bytes after the bytecode", decode_error(func_of(full .. "\0")), 1, true)
+    local other = full:sub(1, 13) .. "\x04" .. full:sub(15) -- lua_Integer of 4 bytes
+    assert.matches("not bytecode of this Lua", decode_error(func_of(other)), 1, true)
+  end)
+
+  it("survives corrupted function payloads (decoded, never called)", function()
+    math.randomseed(4242)
+    local up = { 1, 2 }
+    local s = encode({ f = function(x) return x + #up end, g = string.format })
+    local loaded = 0
+    for _ = 1, 3000 do
+      local b = { s:byte(1, -1) }
+      for _ = 1, math.random(1, 4) do b[math.random(#b)] = math.random(0, 255) end
+      local ok, e = pcall(decode, string.char(table.unpack(b)))
+      assert.is_true(ok or type(e) == "table")
+      if ok then loaded = loaded + 1 end
+    end
+    assert.is_true(loaded > 0)
+    state_ok()
+  end)
+end)
+
+describe("codec decode_prefix", function()
+  local prefix = core.decode_prefix
+  local name_gone = name_of("codec_nomodp")
+
+  it("returns every element of a whole array", function()
+    local v, bad, err = prefix(encode({ "op", 1, { x = 2 }, false }))
+    assert.same({ "op", 1, { x = 2 }, false, n = 4 }, v)
+    assert.is_nil(bad)
+    assert.is_nil(err)
+    v = prefix("\x90")
+    assert.same({ n = 0 }, v)
+  end)
+
+  it("stops at the element that does not decode", function()
+    local s = "\x94\x01\xa1x" .. name_gone .. "\x04"
+    local v, bad, err = prefix(s)
+    assert.same({ 1, "x", n = 2 }, v)
+    assert.equal(3, bad)
+    assert.matches("cannot resolve 'codec_nomodp'", err, 1, true)
+    v, bad, err = prefix("\x93\x01\x02\xc1")
+    assert.same({ 1, 2, n = 2 }, v)
+    assert.equal(3, bad)
+    assert.matches("invalid msgpack byte 0xc1", err, 1, true)
+    v, bad, err = prefix("\x93\x01\x02")
+    assert.equal(3, bad)
+    assert.matches("truncated", err, 1, true)
+    v, bad, err = prefix("\x92\x01\x02\x03")
+    assert.same({ 1, 2, n = 2 }, v)
+    assert.equal(3, bad)
+    assert.matches("trailing bytes", err, 1, true)
+  end)
+
+  it("keeps references between elements", function()
+    local t = { k = 1 }
+    local s = encode({ "h", t, t, { t } })
+    local v, bad = prefix(s)
+    assert.is_nil(bad)
+    assert.equal(v[2], v[3])
+    assert.equal(v[2], v[4][1])
+    -- the element that fails refers back to an earlier one
+    -- {"h", t, {t, 1}, {t, <unresolvable>}}: objects 0 the array, 1 t, 2 {t, 1}
+    local head = encode({ "h", t, { t, 1 } })
+    local body = "\x94" .. head:sub(2) .. "\x92\xd6\x01\0\0\0\1" .. name_gone
+    v, bad = prefix(body)
+    assert.equal(4, bad)
+    assert.equal(v[2], v[3][1])
+    assert.equal(3, v.n)
+  end)
+
+  it("takes the trust option", function()
+    local v, bad, err = prefix(encode({ 1, function() end, 3 }), { trust = "data" })
+    assert.same({ 1, n = 1 }, v)
+    assert.equal(2, bad)
+    assert.matches("a function (FUNC) from the peer is refused", err, 1, true)
+    assert.equal(3, select("#", prefix(encode({ 1, function() end }), { trust = "data" })))
+  end)
+
+  it("decodes any other value as a whole, returning nil, 1, message on failure", function()
+    assert.same({ a = 1 }, prefix(encode({ a = 1 })))
+    assert.equal("s", prefix(encode("s")))
+    local v, bad, err = prefix(name_gone)
+    assert.is_nil(v)
+    assert.equal(1, bad)
+    assert.matches("cannot resolve", err, 1, true)
+    v, bad, err = prefix("")
+    assert.is_nil(v); assert.equal(1, bad); assert.matches("empty input", err, 1, true)
+    v, bad = prefix("\xdc\x00")
+    assert.is_nil(v); assert.equal(1, bad)
+    state_ok()
+  end)
+end)
+
 describe("codec across processes", function()
   it("decodes and runs a closure in a fresh lua5.4 state", function()
     local payload, get = in_G([[
@@ -484,5 +915,195 @@ describe("codec across processes", function()
     assert.equal("true", lines[5])
     assert.matches("^false\t.*codec_remote%.lua:%d+: remote boom", lines[6])
     assert.equal(0, get()) -- the sender's state is untouched
+  end)
+end)
+
+describe("codec trust across processes", function()
+  local coproc = require "coproc"
+  local dir, marker, modname = nil, nil, "codec_trust_peer_mod"
+  local old_path = package.path
+
+  before_each(function()
+    dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. dir))
+    marker = dir .. "/marker"
+    local f = assert(io.open(dir .. "/" .. modname .. ".lua", "w"))
+    f:write(("local f = io.open(%q, 'w') f:write(require('coproc.core').getpid()) f:close() return {}"):format(marker))
+    f:close()
+    package.path = dir .. "/?.lua;" .. old_path
+  end)
+
+  after_each(function()
+    package.path = old_path
+    package.loaded[modname] = nil
+    os.remove(marker)
+    os.remove(dir .. "/" .. modname .. ".lua")
+    os.remove(dir)
+  end)
+
+  local function marker_pid()
+    local f = io.open(marker)
+    if not f then return nil end
+    local s = f:read("a")
+    f:close()
+    return tonumber(s)
+  end
+
+  -- A worker that answers "gc" with a table whose __gc writes the marker,
+  -- "name" with a value the host can only get by requiring modname, "bytecode"
+  -- with a raw frame carrying crafted bytecode as __gc, anything else by echo.
+  local function peer(m, kw)
+    local keep = {} -- nothing of ours is collected here: only the host may write the marker
+    local function ext32(t, body) return "\xc9" .. string.pack(">I4", #body) .. string.char(t) .. body end
+    local function bin32(s) return "\xc6" .. string.pack(">I4", #s) .. s end
+    while true do
+      local req = m:receive_blocking()
+      if req == "gc" then
+        local path = kw.marker
+        local v = setmetatable({ 1 }, { __gc = function()
+          local f = io.open(path, "w")
+          f:write(require("coproc.core").getpid())
+          f:close()
+        end })
+        keep[#keep + 1] = v
+        m:send_reply(v)
+      elseif req == "name" then
+        package.loaded[kw.modname] = function() end
+        m:send_reply({ mod = package.loaded[kw.modname] })
+      elseif req == "bytecode" then
+        local bc = string.dump(function() return 1 end, true)
+        bc = bc:sub(1, -2) .. string.char(0x80 | 20) .. ("\x82A"):rep(20)
+        local payload = ext32(6, "\x92\x80\x81\xa4__gc" .. ext32(2, "\x91" .. bin32(bc)))
+        local body = "\x95\x00\xc0\xc0\x02" .. payload
+        m:_send_raw(string.pack(">I4", #body) .. body)
+      elseif req == "set_data" then
+        m:set_trust("data")
+        m:send_reply(m:trust())
+      elseif type(req) == "table" and req.call then
+        local ok, r = pcall(req.call)
+        m:send_reply({ ok, r })
+      else
+        m:send_reply(req)
+      end
+    end
+  end
+
+  local function ask(w, what)
+    w.messenger:send_request(what)
+    return w.messenger:receive_blocking(nil, 20)
+  end
+
+  local function protocol_error(w, what)
+    w.messenger:send_request(what)
+    local ok, e = pcall(w.messenger.receive_blocking, w.messenger, nil, 20)
+    assert.is_false(ok)
+    assert.is_true(coproc.is(e, coproc.ProtocolError), tostring(e))
+    return tostring(e.message)
+  end
+
+  it("in trust mode 'code' a metatable's __gc from the worker runs in the host", function()
+    local w <close> = coproc.WorkerResource(peer):start { marker = marker, modname = modname }
+    assert.equal("code", w.messenger:trust())
+    local v = ask(w, "gc")
+    assert.same({ 1 }, { v[1] })
+    v = nil
+    collectgarbage(); collectgarbage()
+    assert.equal(coproc.core.getpid(), marker_pid())
+  end)
+
+  it("in trust mode 'data' the host refuses it, runs nothing, and the connection stays usable", function()
+    local w <close> = coproc.WorkerResource(peer, { trust = "data" }):start { marker = marker, modname = modname }
+    assert.equal("data", w.messenger:trust())
+    local msg = protocol_error(w, "gc")
+    assert.matches("a table with a metatable (META) from the peer is refused in trust mode 'data'", msg, 1, true)
+    collectgarbage(); collectgarbage()
+    assert.is_nil(marker_pid())
+    assert.equal("still here", ask(w, "still here"))
+    assert.same({ 1, { 2 } }, ask(w, { 1, { 2 } }))
+  end)
+
+  it("requires a module the worker names only in trust mode 'code'", function()
+    do
+      local w <close> = coproc.WorkerResource(peer, { trust = "data" }):start { marker = marker, modname = modname }
+      assert.matches("a named value (NAME) from the peer is refused", protocol_error(w, "name"), 1, true)
+      assert.is_nil(marker_pid())
+      assert.is_nil(package.loaded[modname])
+      assert.equal("ok", ask(w, "ok"))
+    end
+    local w <close> = coproc.WorkerResource(peer):start { marker = marker, modname = modname }
+    local v = ask(w, "name")
+    assert.equal(package.loaded[modname], v.mod)
+    assert.equal(coproc.core.getpid(), marker_pid())
+  end)
+
+  it("refuses crafted bytecode in both modes, and the host lives on", function()
+    for _, trust in ipairs { "code", "data" } do
+      local w <close> = coproc.WorkerResource(peer, { trust = trust }):start { marker = marker, modname = modname }
+      local msg = protocol_error(w, "bytecode")
+      if trust == "code" then
+        assert.matches("cannot load function: 20 upvalue names for 0 upvalues", msg, 1, true)
+      else
+        assert.matches("a table with a metatable (META) from the peer is refused", msg, 1, true)
+      end
+      collectgarbage()
+      assert.equal("alive", ask(w, "alive"))
+    end
+  end)
+
+  it("lets a worker put its own end in trust mode 'data'; the host still sends it code", function()
+    local w <close> = coproc.WorkerResource(peer):start { marker = marker, modname = modname }
+    local n = 41
+    assert.same({ true, 42 }, ask(w, { call = function() return n + 1 end }))
+    assert.equal("data", ask(w, "set_data"))
+    -- the worker now refuses functions; its receive raises, it ends with a WorkerError
+    w.messenger:send_request({ call = function() return n end })
+    local ok, e = pcall(w.messenger.receive_blocking, w.messenger, nil, 20)
+    assert.is_false(ok)
+    assert.is_true(coproc.is(e, coproc.WorkerError), tostring(e))
+    assert.matches("a function (FUNC) from the peer is refused in trust mode 'data'", tostring(e), 1, true)
+  end)
+
+  it("checks the trust options", function()
+    assert.has_error(function() coproc.WorkerResource(peer, { trust = "everything" }) end)
+    assert.has_error(function() coproc.core.spawn(peer, {}, { trust = 1 }) end,
+      "unknown trust mode '1' (expected 'code' or 'data')")
+    local w <close> = coproc.WorkerResource(peer):start { marker = marker, modname = modname }
+    assert.has_error(function() w.messenger:set_trust("nope") end,
+      "unknown trust mode 'nope' (expected 'code' or 'data')")
+    w.messenger:set_trust("data")
+    assert.equal("data", w.messenger:trust())
+    w.messenger:set_trust("code")
+    assert.equal("code", w.messenger:trust())
+  end)
+end)
+
+describe("codec batches", function()
+  it("numbers a batch array like a table, so items sharing a table stay apart from it", function()
+    local coproc = require "coproc"
+    local w <close> = coproc.WorkerResource(function(m)
+      while true do
+        local d = m:receive_blocking()
+        m:send_reply({ same = d[2] == d[3], self = d[2] == d, v = d[3].v, n = #d })
+      end
+    end):start()
+    local t = { v = 7 }
+    w.messenger:send_request_slice({ "head" }, { t, t }, 1, 2)
+    local r = w.messenger:receive_blocking(nil, 20)
+    assert.same({ same = true, self = false, v = 7, n = 3 }, r)
+  end)
+
+  it("sends deep closures through a pool", function()
+    local coproc = require "coproc"
+    local pool = coproc.Pool(2)
+    finally(function() pool:terminate() end)
+    local f = closure_chain(90)
+    local r = pool:map(f, { 1, 2, 3 })
+    assert.same({ 91, 92, 93 }, { r[1], r[2], r[3] })
+    local ok, e = pcall(pool.map, pool, closure_chain(150), { 1 })
+    assert.is_false(ok)
+    assert.matches("nested deeper than 200", tostring(e), 1, true)
+    r = pool:map(function(x) return x + 1 end, { 1, 2 })
+    assert.same({ 2, 3 }, { r[1], r[2] })
   end)
 end)
