@@ -230,7 +230,7 @@ local POOL_OPTIONS = {
   prefetch = "posint", budget = "nonneg", method = { "fresh", "inherit" },
   max_restarts = "nonnegint", restart_window = "nonneg", buffersize = "posint", functions = "table",
   _target = "any", _max_auto = "posint", _max_batches = "posint", _lazy_fid = "any",
-  timeout = "nonneg", star = "boolean", progress_stream = "any",
+  timeout = "nonneg", star = "boolean", progress_stream = "any", trust = { "code", "data" },
 }
 
 --- Pool(n, opts): n workers (default coproc.cpu_count()). See docs/pool.md
@@ -250,6 +250,7 @@ function M.Pool(n, opts)
   local self = setmetatable({
     size = n,
     method = opts.method or "fresh",
+    trust = opts.trust or "code",
     maxtasks = opts.maxtasksperchild,
     chunksize = opts.chunksize,
     priority = opts.priority or 0,
@@ -292,7 +293,7 @@ function M.Pool(n, opts)
 end
 
 function Pool:_spawn()
-  local res = coproc.WorkerResource(self.target, { method = self.method, _status = true })
+  local res = coproc.WorkerResource(self.target, { method = self.method, _status = true, trust = self.trust })
   res:start(self.kwargs)
   local tickets = {}
   for t = 64, 1, -1 do tickets[#tickets + 1] = t end
@@ -1124,7 +1125,37 @@ function Pool:_retire()
   end
 end
 
+-- trust = "data": the replies are decoded here, so that a reply refused
+-- (it carries a function, a metatable or a name) fails the item it was for
+-- with a ProtocolError instead of hiding which batch it answered.
+function Pool:_drain_data(w)
+  local m = w.m
+  local decode_prefix = core.decode_prefix
+  while true do
+    local ok, has = pcall(m.available, m)
+    if not ok then return self:_on_death(w, has) end
+    if not has then break end
+    local rok, raw = pcall(m.receive_raw, m, nil, 0)
+    if not rok then return self:_on_death(w, raw) end
+    local vals, bad, err = decode_prefix(raw, { trust = "data" })
+    if not bad then
+      self:_on_reply(w, vals)
+    else
+      local b = vals[1] ~= nil and w.inflight[vals[1]]
+      if b then
+        -- keep what came before the refused value; fail the item it belongs to
+        local nok = math.max(0, math.min(b.n, (bad > 5 and bad - 5 or 0)))
+        local r = { vals[1], 0, nok, { kind = "decode", message = "the worker's reply was refused: " .. tostring(err) } }
+        for j = 1, nok do r[4 + j] = vals[4 + j] end
+        self:_on_reply(w, r)
+      end
+    end
+  end
+  if not w.dead and not m:is_connected() and m:queue_size() == 0 then self:_on_death(w, nil) end
+end
+
 function Pool:_drain(w)
+  if self.trust == "data" then return self:_drain_data(w) end
   local m = w.m
   local ok, msgs = pcall(m.receive_available, m)
   if not ok then return self:_on_death(w, msgs) end
@@ -1530,6 +1561,7 @@ LazyPool.__name = "coproc.LazyPool"
 
 local LAZY_OPTIONS = {
   n = "posint", chunksize = "posint", retries = "nonnegint", timeout = "nonneg", progress = "boolean",
+  trust = { "code", "data" },
   progress_stream = "any", budget = "nonneg", priority = "number", prefetch = "posint",
   max_restarts = "nonnegint", restart_window = "nonneg", star = "boolean",
 }

@@ -467,3 +467,43 @@ describe("Pool: randomised faults", function()
     assert.equal(0, U.zombies(getpid()))
   end)
 end)
+
+describe("Pool: trust = 'data'", function()
+  it("replies that carry code are refused for their item; nothing of them runs in the host", function()
+    local marker = os.tmpname()
+    os.remove(marker)
+    local pool <close> = coproc.Pool(2, { trust = "data" })
+    -- a result that would run code in the host once collected
+    local ok, err = pcall(pool.map, pool, function(x)
+      if x == 3 then
+        return setmetatable({}, { __gc = function() local f = io.open(marker, "w"); f:write("ran"); f:close() end })
+      end
+      return x * 2
+    end, range(5), { chunksize = 5 })
+    collectgarbage(); collectgarbage()
+    assert.is_false(ok)
+    assert.is_true(coproc.is(err, coproc.ProtocolError), tostring(err))
+    assert.equal(3, err.index)
+    assert.matches("refused", tostring(err))
+    assert.is_nil(io.open(marker, "r"))
+    -- a function as a result, and the pool goes on
+    ok, err = pcall(pool.apply, pool, function() return function() end end)
+    assert.is_false(ok)
+    assert.is_true(coproc.is(err, coproc.ProtocolError), tostring(err))
+    assert.same({ 2, 4, n = 2 }, pool:map(function(x) return x * 2 end, { 1, 2 }))
+    -- the host still sends functions (closures) to its workers
+    local k = 5
+    assert.equal(12, pool:apply(function(x) return x + k end, 7))
+    -- the same result in code mode comes back as it is
+    local code <close> = coproc.Pool(1)
+    assert.is_function(code:apply(function() return function() return 1 end end))
+  end)
+
+  it("LazyPool takes the option too", function()
+    local lp = coproc.LazyPool(2, { trust = "data" })
+    local ok, err = pcall(lp.map, lp, function(x) if x == 2 then return print end return x end, { 1, 2, 3 })
+    assert.is_false(ok)
+    assert.is_true(coproc.is(err, coproc.ProtocolError), tostring(err))
+    assert.same({ 1, 3, n = 2 }, lp:map(function(x) return x end, { 1, 3 }))
+  end)
+end)

@@ -18,6 +18,7 @@
 ---@field prefetch? integer fixed number of chunks in flight per worker (1: strict priority order)
 ---@field budget? number seconds of estimated work kept in flight per worker (0.004)
 ---@field method? "fresh"|"inherit" start method of the workers
+---@field trust? "code"|"data" what the host accepts in replies ("data": no functions, metatables, names)
 ---@field timeout? number default timeout of the calls, seconds
 ---@field star? boolean unpack each item as the arguments (starmap)
 ---@field buffersize? integer items read from an iterator but not yet yielded, at most (16384)
@@ -190,6 +191,7 @@ function Future:cancelled() end
 
 ---@class coproc.LazyPoolOptions
 ---@field n? integer
+---@field trust? "code"|"data"
 ---@field chunksize? integer
 ---@field retries? integer
 ---@field timeout? number
