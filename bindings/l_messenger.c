@@ -275,7 +275,8 @@ static int raise_special(lua_State *L, cp_messenger *m, cp_msg *msg)
         cp_l_pusherror(L, "ResourceRequestedClose", "the other side requested close");
         return cp_l_raise(L);
     }
-    const char *text = "(undecodable error)";
+    const char *text = ok ? "(an error without a message)"
+                          : lua_pushfstring(L, "(an error the receiver cannot decode: %s)", err);
     int info = lua_gettop(L);
     if (ok && lua_type(L, -1) == LUA_TTABLE) {
         lua_getfield(L, info, "message");
@@ -283,8 +284,13 @@ static int raise_special(lua_State *L, cp_messenger *m, cp_msg *msg)
     } else if (ok && lua_isstring(L, -1)) {
         text = lua_tostring(L, -1);
     }
-    if (m->peer) cp_l_pusherror(L, "WorkerError", "worker %d: %s", (int)m->peer->pid, text);
-    else cp_l_pusherror(L, "WorkerError", "host: %s", text);
+    const char *cls = "", *sep = "";
+    if (ok && lua_type(L, info) == LUA_TTABLE && lua_getfield(L, info, "class") == LUA_TSTRING) {
+        cls = lua_tostring(L, -1); /* stays on the stack until we raise */
+        sep = ": ";
+    }
+    if (m->peer) cp_l_pusherror(L, "WorkerError", "worker %d: %s%s%s", (int)m->peer->pid, cls, sep, text);
+    else cp_l_pusherror(L, "WorkerError", "host: %s%s%s", cls, sep, text);
     int e = lua_gettop(L);
     lua_pushstring(L, text);
     lua_setfield(L, e, "remote_message");
@@ -294,6 +300,33 @@ static int raise_special(lua_State *L, cp_messenger *m, cp_msg *msg)
         lua_setfield(L, e, "traceback");
         lua_getfield(L, info, "class");
         lua_setfield(L, e, "remote_class");
+        /* The error value itself: as sent, or a coproc error rebuilt from
+         * its class and fields (a Timeout raised there is one here too). */
+        if (lua_getfield(L, info, "value") != LUA_TNIL) {
+            lua_setfield(L, e, "value");
+        } else {
+            lua_pop(L, 1);
+            if (lua_getfield(L, info, "class") == LUA_TSTRING) {
+                int cls = lua_gettop(L);
+                lua_createtable(L, 0, 4);
+                if (lua_getfield(L, info, "fields") == LUA_TTABLE) {
+                    lua_pushnil(L);
+                    while (lua_next(L, -2)) {
+                        lua_pushvalue(L, -2);
+                        lua_insert(L, -2);
+                        lua_rawset(L, -5);
+                    }
+                }
+                lua_pop(L, 1);
+                lua_pushvalue(L, cls);
+                lua_setfield(L, -2, "class");
+                lua_pushstring(L, text);
+                lua_setfield(L, -2, "message");
+                cp_l_make_error(L);
+                lua_setfield(L, e, "value");
+            }
+            lua_pop(L, 1);
+        }
     }
     return cp_l_raise(L);
 }
@@ -484,12 +517,16 @@ static int l_send_close_request(lua_State *L)
     return 0;
 }
 
+/* send_error(err): an ERROR frame, normalised to {message, traceback,
+ * class, value, fields}: class is a coproc error's class name and fields
+ * its other fields (plain data); value an error value that is neither a
+ * string nor a coproc error (error({code = 404})). A value or fields that
+ * cannot be sent are left out rather than losing the error. */
 static int l_send_error(lua_State *L)
 {
     cp_messenger *m = self_open(L);
-    /* Normalise to {message, traceback, class}. */
     lua_settop(L, 2);
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 5);
     int t = 3;
     if (lua_type(L, 2) == LUA_TTABLE) {
         lua_getfield(L, 2, "traceback");
@@ -498,6 +535,10 @@ static int l_send_error(lua_State *L)
         if (lua_type(L, -1) == LUA_TTABLE) { lua_getfield(L, -1, "name"); lua_remove(L, -2); }
         if (!lua_isstring(L, -1)) { lua_pop(L, 1); lua_pushnil(L); }
         lua_setfield(L, t, "class");
+        lua_getfield(L, 2, "value");
+        lua_setfield(L, t, "value");
+        lua_getfield(L, 2, "fields");
+        lua_setfield(L, t, "fields");
         lua_getfield(L, 2, "message");
         if (lua_isstring(L, -1)) { lua_setfield(L, t, "message"); goto send; }
         lua_pop(L, 1);
@@ -507,6 +548,15 @@ static int l_send_error(lua_State *L)
 send:;
     chankey k;
     k.n = cp_channel_nil(k.b);
+    char err[CP_CODEC_ERRLEN];
+    cp_buf probe = CP_BUF_INIT;
+    if (cp_codec_encode(L, t, &probe, err, sizeof err)) {
+        lua_pushnil(L);
+        lua_setfield(L, t, "value");
+        lua_pushnil(L);
+        lua_setfield(L, t, "fields");
+    }
+    cp_buf_free(&probe);
     send_one(L, m, CP_KIND_ERROR, t, NULL, &k, 0, 0);
     cp_messenger_flush_nb(m);
     return 0;

@@ -5,8 +5,10 @@
 #include "lcore.h"
 #include "coproc_core.h"
 #include "loop.h"
+#include "messenger.h"
 #include "proc.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -40,6 +42,25 @@ static int l_isatty(lua_State *L)
 {
     lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
     return 1;
+}
+
+static int never(void *ud)
+{
+    (void)ud;
+    return 0;
+}
+
+/* sleep(seconds): wait that long with every messenger of the process still
+ * reading and writing (so a peer sending to us never stalls), and return
+ * early on Ctrl-C with coproc.Interrupted. */
+static int l_sleep(lua_State *L)
+{
+    double s = luaL_checknumber(L, 1);
+    luaL_argcheck(L, s >= 0 && !isnan(s), 1, "seconds must be a non-negative number");
+    cp_messenger_flush_all();
+    cp_loop_mark();
+    if (cp_loop_wait(never, NULL, s) < 0) return cp_l_error(L, "Interrupted", "interrupted!");
+    return 0;
 }
 
 /* terminate_all(grace): every child this process started, at once. */
@@ -76,6 +97,7 @@ void cp_l_system_open(lua_State *L, int t)
         {"terminate_all", l_terminate_all},
         {"isatty", l_isatty},
         {"table_new", l_table_new},
+        {"sleep", l_sleep},
         {NULL, NULL}
     };
     t = lua_absindex(L, t);

@@ -29,6 +29,18 @@ static int plain_tostring(lua_State *L)
     return 1;
 }
 
+void cp_l_make_error(lua_State *L)
+{
+    if (lua_getfield(L, LUA_REGISTRYINDEX, CP_L_ERROR_FACTORY) == LUA_TFUNCTION) {
+        lua_pushvalue(L, -2);
+        if (lua_pcall(L, 1, 1, 0) == LUA_OK && !lua_isnil(L, -1)) {
+            lua_remove(L, -2);
+            return;
+        }
+    }
+    lua_pop(L, 1);
+}
+
 int cp_l_raise(lua_State *L)
 {
     /* Pass the plain table through the factory so it gets its class and

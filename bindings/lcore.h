@@ -54,6 +54,9 @@ int  cp_l_closed(lua_State *L, const char *tname);
  * core.set_error_factory (lua/coproc/errors.lua); before that, a plain table
  * {class = cls, message = msg}. */
 void cp_l_pusherror(lua_State *L, const char *cls, const char *fmt, ...);
+/* [-1, +1, m] Turn the plain table {class = "Name", message = ..., fields}
+ * on top into a coproc error object (through the factory), without raising. */
+void cp_l_make_error(lua_State *L);
 /* Push the error and raise it. Never returns. */
 int  cp_l_error(lua_State *L, const char *cls, const char *fmt, ...);
 /* Raise the error object on top of the stack, after it passed through the

@@ -48,6 +48,35 @@ function M.is(err, cls)
   return false
 end
 
+--- A line of text for any error value: a string as it is, an object with
+-- __tostring through it, a table as a short rendering of its plain fields
+-- (`{code = 404, msg = "not found"}`), anything else by its type.
+function M.describe_value(v)
+  if type(v) == "string" then return v end
+  local mt = getmetatable(v)
+  if mt and mt.__tostring then
+    local ok, s = pcall(tostring, v)
+    if ok and type(s) == "string" then return s end
+  end
+  if type(v) ~= "table" then return ("(a %s error value)"):format(type(v)) end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b)
+    if type(a) == type(b) and (type(a) == "string" or type(a) == "number") then return a < b end
+    return type(a) < type(b)
+  end)
+  local parts = {}
+  for i, k in ipairs(keys) do
+    if i > 6 then parts[#parts + 1] = "..."; break end
+    local val, t = v[k], type(v[k])
+    local shown = t == "string" and ("%q"):format(#val > 40 and val:sub(1, 40) .. "..." or val)
+      or (t == "number" or t == "boolean") and tostring(val) or ("<" .. t .. ">")
+    local key = type(k) == "string" and k:match("^[%a_][%w_]*$") and k or ("[" .. tostring(k) .. "]")
+    parts[#parts + 1] = key .. " = " .. shown
+  end
+  return "{" .. table.concat(parts, ", ") .. "}"
+end
+
 --- Raise an error of class cls with a message (level as in `error`).
 function M.raise(cls, message, fields)
   error(cls(message, fields), 0)

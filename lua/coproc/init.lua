@@ -43,6 +43,7 @@ local coproc = {
   cpu_count = core.cpu_count,
   getpid = core.getpid,
   now = core.now,
+  sleep = core.sleep,
   class = resource.class,
   BaseWorkerProcess = resource.class,
   WorkerResource = resource.WorkerResource,
@@ -61,6 +62,7 @@ end
 local lazy = {
   Pool = "coproc.pool", WorkerResourcePool = "coproc.pool", LazyPool = "coproc.pool",
   Monitor = "coproc.monitor",
+  PriorityQueue = "coproc.queues", MultiQueue = "coproc.queues", PriorityMultiQueue = "coproc.queues",
 }
 
 return setmetatable(coproc, {

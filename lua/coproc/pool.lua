@@ -915,9 +915,16 @@ end
 
 -- The error a worker reported for item index of job (err from pool_worker).
 local function task_error(w, err, index)
+  local value = err.value
+  if value == nil and type(err.class) == "string" and coproc[err.class] then
+    -- a coproc error raised in the worker is one here too (a Timeout stays a Timeout)
+    local f = {}
+    if type(err.fields) == "table" then for k, v in pairs(err.fields) do f[k] = v end end
+    value = coproc[err.class](err.message, f)
+  end
   local fields = {
     remote_message = err.message, traceback = err.traceback, pid = w.pid, index = index,
-    value = err.value, remote_class = err.class,
+    value = value, remote_class = err.class,
   }
   if err.kind == "encode" then
     fields.message = ("%s (item %d)"):format(tostring(err.message), index)
@@ -926,7 +933,8 @@ local function task_error(w, err, index)
     fields.message = ("%s (item %d)"):format(tostring(err.message), index)
     return new_error("ProtocolError", fields)
   end
-  fields.message = ("worker %d: %s (item %d)"):format(w.pid, tostring(err.message), index)
+  local what = err.class and (err.class .. ": " .. tostring(err.message)) or tostring(err.message)
+  fields.message = ("worker %d: %s (item %d)"):format(w.pid, what, index)
   return new_error("WorkerError", fields)
 end
 

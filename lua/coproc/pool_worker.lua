@@ -46,6 +46,7 @@
 -- batch loop records (bid, item) in a slot shared with the host, which then
 -- names the item a dying worker was running.
 local core = require "coproc.core"
+local errors = require "coproc.errors"
 
 local M = {}
 
@@ -90,10 +91,22 @@ local function is_coproc_error(e)
 end
 
 local function message_of(e)
-  if type(e) == "string" then return e end
   if is_coproc_error(e) then return tostring(rawget(e, "message")) end
-  local ok, s = pcall(tostring, e)
-  return ok and s or ("(a " .. type(e) .. " error value)")
+  return errors.describe_value(e)
+end
+
+-- The plain-data fields of a coproc error (they travel with its class, so
+-- the host can rebuild it as err.value).
+local function plain_fields(e)
+  local out = {}
+  for k, v in pairs(e) do
+    local t = type(v)
+    if k ~= "class" and k ~= "message" and type(k) == "string"
+        and (t == "string" or t == "number" or t == "boolean") then
+      out[k] = v
+    end
+  end
+  return out
 end
 
 --- What an error raised by a task turns into on the wire: its message, the
@@ -106,6 +119,7 @@ local function describe(e, level)
   if is_coproc_error(e) then
     local cls = rawget(e, "class")
     info.class = type(cls) == "table" and cls.name or nil
+    info.fields = plain_fields(e)
   elseif type(e) ~= "string" and e ~= nil then
     if pcall(encode, e) then info.value = e end
   end

@@ -14,6 +14,9 @@
 
 ---@class coproc
 ---@field _VERSION string "coproc 0.1.0": the version of CMake's project().
+---@field PriorityQueue fun(): coproc.PriorityQueue A priority queue (lower first, FIFO among equals).
+---@field MultiQueue fun(): coproc.MultiQueue One FIFO per channel.
+---@field PriorityMultiQueue fun(): coproc.PriorityMultiQueue One priority queue per channel.
 ---@field core coproc.core The C module (also `require "coproc.core"`).
 ---@field null lightuserdata Sent as nil: a hole in an array, a nil inside a table.
 ---@field Messenger coproc.Messenger The method table of both ends of a connection (for extension in Lua).
@@ -103,6 +106,11 @@ function coproc.wait(messengers, timeout) end
 ---@param timeout? number seconds
 ---@return fun(): coproc.Future
 function coproc.as_completed(futures, timeout) end
+
+---Wait that long with every messenger still reading and writing; Ctrl-C
+---ends it early with coproc.Interrupted.
+---@param seconds number
+function coproc.sleep(seconds) end
 
 ---The values of a generic for as one argument for the pool calls (so options may follow):
 ---`pool:imap(fn, coproc.iter(io.lines(path)), opts)`.
@@ -436,5 +444,59 @@ function Messenger:trust() end
 ---@field now fun(): number
 ---@field table_new fun(narray: integer, nhash: integer): table A table with room reserved (lua_createtable).
 ---@field isatty fun(fd: integer): boolean
+
+---The Python coproc's queues as plain data structures (coproc.queues).
+---@class coproc.PriorityQueue
+local PriorityQueue = {}
+---@param item any
+---@param priority? number lower comes out first (nil: +inf)
+function PriorityQueue:put(item, priority) end
+---The first item and its priority (a Lua error when empty).
+---@return any item
+---@return number priority
+function PriorityQueue:get() end
+---@return any item
+---@return number priority
+function PriorityQueue:peek() end
+---@return integer
+function PriorityQueue:size() end
+---@return boolean
+function PriorityQueue:empty() end
+---Every item in order (the queue is then empty).
+---@return table
+function PriorityQueue:get_all() end
+function PriorityQueue:clear() end
+
+---@class coproc.MultiQueue
+local MultiQueue = {}
+---@param item any
+---@param channel? any
+function MultiQueue:put(item, channel) end
+---@param channel? any
+---@return any
+function MultiQueue:get(channel) end
+---@param channel? any
+---@return any
+function MultiQueue:peek(channel) end
+---Items of that channel, or of all channels without an argument.
+---@param channel? any
+---@return integer
+function MultiQueue:size(channel) end
+---@param channel? any
+---@return boolean
+function MultiQueue:empty(channel) end
+---@param channel? any
+---@return table
+function MultiQueue:get_all(channel) end
+---@return any[]
+function MultiQueue:channels() end
+function MultiQueue:clear() end
+
+---@class coproc.PriorityMultiQueue: coproc.MultiQueue
+local PriorityMultiQueue = {}
+---@param item any
+---@param channel? any
+---@param priority? number
+function PriorityMultiQueue:put(item, channel, priority) end
 
 return coproc

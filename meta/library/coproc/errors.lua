@@ -40,4 +40,10 @@ function errors.is(err, cls) end
 ---@param fields? table
 function errors.raise(cls, message, fields) end
 
+---A line of text for any error value: a string as it is, an object with
+---__tostring through it, a table as a short rendering of its plain fields.
+---@param v any
+---@return string
+function errors.describe_value(v) end
+
 return errors
