@@ -831,7 +831,8 @@ static int l_trust(lua_State *L)
     return 1;
 }
 
-/* Test hook: queue raw bytes as if they were frames (malformed input tests). */
+/* core.testing.send_raw(m, bytes): queue raw bytes as if they were frames
+ * (malformed input tests); upvalue 1 is the metatable, as for methods. */
 static int l_send_raw(lua_State *L)
 {
     cp_messenger *m = self_open(L);
@@ -906,7 +907,6 @@ static const luaL_Reg methods[] = {
     {"queued_bytes", l_queued_bytes},
     {"set_trust", l_set_trust},     /* trust */
     {"trust", l_trust},             /* trust */
-    {"_send_raw", l_send_raw},
     {NULL, NULL}
 };
 
@@ -1014,4 +1014,13 @@ void cp_l_messenger_open(lua_State *L, int t)
     lua_pop(L, 1);
     lua_pushcfunction(L, l_wait);
     lua_setfield(L, t, "wait");
+    /* Test hooks, not API: core.testing.send_raw(m, bytes) writes bytes as
+     * they are (malformed frames for the fault specs). */
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, t, "testing");
+    luaL_getmetatable(L, CP_MESSENGER_MT);
+    lua_pushcclosure(L, l_send_raw, 1);
+    lua_setfield(L, -2, "send_raw");
+    lua_pop(L, 1);
 }

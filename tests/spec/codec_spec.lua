@@ -976,7 +976,7 @@ describe("codec trust across processes", function()
         bc = bc:sub(1, -2) .. string.char(0x80 | 20) .. ("\x82A"):rep(20)
         local payload = ext32(6, "\x92\x80\x81\xa4__gc" .. ext32(2, "\x91" .. bin32(bc)))
         local body = "\x95\x00\xc0\xc0\x02" .. payload
-        m:_send_raw(string.pack(">I4", #body) .. body)
+        require("coproc.core").testing.send_raw(m, string.pack(">I4", #body) .. body)
       elseif req == "set_data" then
         m:set_trust("data")
         m:send_reply(m:trust())

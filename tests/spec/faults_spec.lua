@@ -141,7 +141,7 @@ describe("faults", function()
   it("malformed frames give ProtocolError and drop only that connection", function()
     local w <close> = coproc.WorkerResource(function(m)
       m:send_norequest("good first")
-      m:_send_raw("\0\0\0\6\149\9\192\192\0\42")   -- unknown kind 9
+      require("coproc.core").testing.send_raw(m, "\0\0\0\6\149\9\192\192\0\42")   -- unknown kind 9
       m:flush()
       pcall(m.receive_blocking, m)
     end):start()
@@ -158,7 +158,7 @@ describe("faults", function()
   it("truncated and oversized frames give ProtocolError", function()
     for _, raw in ipairs { "\0\0\0\50\149\0", "\127\255\255\255" } do
       local w <close> = coproc.WorkerResource(function(m, kw)
-        m:_send_raw(kw.raw)
+        require("coproc.core").testing.send_raw(m, kw.raw)
         m:flush()
         os.exit(0)                       -- a truncated frame then EOF
       end):start { raw = raw }
@@ -175,7 +175,7 @@ describe("faults", function()
 
   it("a payload that does not decode raises ProtocolError for that message only", function()
     local w <close> = coproc.WorkerResource(function(m)
-      m:_send_raw("\0\0\0\7\149\0\192\192\0\193\193")  -- 0xc1 is never valid msgpack
+      require("coproc.core").testing.send_raw(m, "\0\0\0\7\149\0\192\192\0\193\193")  -- 0xc1 is never valid msgpack
       m:send_norequest("after")
       m:flush()
       pcall(m.receive_blocking, m)

@@ -169,7 +169,7 @@ describe("large frames", function()
   it("a header declaring 500 MiB costs what has arrived, not 500 MiB", function()
     local w <close> = coproc.WorkerResource(function(m)
       -- 500 MiB declared, then 10 bytes of a DATA frame holding a bin32
-      m:_send_raw("\31\64\0\0" .. "\149\0\192\192\0\198\31\63\255\240")
+      require("coproc.core").testing.send_raw(m, "\31\64\0\0" .. "\149\0\192\192\0\198\31\63\255\240")
       m:flush()
       m:receive_blocking()
     end):start()
