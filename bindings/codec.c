@@ -13,6 +13,7 @@
  * a Lua table) only when the value has back-references: the first one met
  * without that table makes the decoder start over with it. */
 #include "codec.h"
+#include "bigendian.h"
 #include "bytecode.h"
 
 #include <lauxlib.h>
@@ -38,16 +39,6 @@ enum {
 static const char MARKS_KEY = 'm'; /* registry: weak table -> true(array)/false(map) */
 static const char INDEX_KEY = 'i'; /* registry: cached name index */
 
-static void put_be32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8);  p[3] = (unsigned char)v;
-}
-
-static uint32_t get_be32(const unsigned char *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
 
 /* [-0, +1, m] Push the weak marks table, creating it on first use. */
 static void push_marks(lua_State *L)
@@ -278,7 +269,7 @@ static int enc_ext_begin(enc *e, int type, size_t *pos)
 
 static void enc_ext_end(enc *e, size_t pos)
 {
-    put_be32(enc_at(e, pos) + 1, (uint32_t)(enc_pos(e) - pos - 6));
+    cp_put_be32(enc_at(e, pos) + 1, (uint32_t)(enc_pos(e) - pos - 6));
 }
 
 static int enc_fixext(enc *e, int type, const unsigned char *payload, size_t n)
@@ -305,7 +296,7 @@ static int enc_seen(enc *e, int idx)
     pslot *s = pset_get(&e->seen, p);
     if (s) {
         unsigned char pl[4];
-        put_be32(pl, (uint32_t)s->v);
+        cp_put_be32(pl, (uint32_t)s->v);
         return enc_fixext(e, EXT_REF, pl, 4) ? -1 : 1;
     }
     e->lastobj = e->nobj++;
@@ -365,7 +356,7 @@ static int enc_map(enc *e, int idx, int depth)
     memmove(h + 1 + extra, h + 1, enc_pos(e) - hpos - 1);
     e->b->len += extra;
     if (extra == 2) { h[0] = 0xde; h[1] = (unsigned char)(cnt >> 8); h[2] = (unsigned char)cnt; }
-    else { h[0] = 0xdf; put_be32(h + 1, cnt); }
+    else { h[0] = 0xdf; cp_put_be32(h + 1, cnt); }
     return 0;
 }
 
@@ -481,15 +472,15 @@ static int enc_function(enc *e, int idx, int depth)
     int rc = lua_dump(L, dump_writer, e->b, 0);
     lua_pop(L, 1);
     if (rc) return enc_oom(e);
-    put_be32(enc_at(e, bpos) + 1, (uint32_t)(enc_pos(e) - bpos - 5));
+    cp_put_be32(enc_at(e, bpos) + 1, (uint32_t)(enc_pos(e) - bpos - 5));
     for (int i = 1; i <= ar.nups; i++) {
         const char *name = lua_getupvalue(L, idx, i);
         const void *id = lua_upvalueid(L, idx, i);
         pslot *s = pset_get(&e->ups, id);
         if (s) { /* the same variable as an upvalue of an earlier function */
             unsigned char pl[8];
-            put_be32(pl, (uint32_t)(s->v >> 32));
-            put_be32(pl + 4, (uint32_t)s->v);
+            cp_put_be32(pl, (uint32_t)(s->v >> 32));
+            cp_put_be32(pl + 4, (uint32_t)s->v);
             if (enc_fixext(e, EXT_UPREF, pl, 8)) return -1;
         } else {
             if (pset_add(&e->ups, id, (uint64_t)self << 32 | (uint32_t)i)) return enc_oom(e);
@@ -531,14 +522,14 @@ static int enc_value(enc *e, int idx, int depth)
                 if (u <= 0x7f) { o[0] = (unsigned char)u; w = 1; }
                 else if (u <= 0xff) { o[0] = 0xcc; o[1] = (unsigned char)u; w = 2; }
                 else if (u <= 0xffff) { o[0] = 0xcd; o[1] = (unsigned char)(u >> 8); o[2] = (unsigned char)u; w = 3; }
-                else if (u <= 0xffffffffu) { o[0] = 0xce; put_be32(o + 1, (uint32_t)u); w = 5; }
-                else { o[0] = 0xcf; put_be32(o + 1, (uint32_t)(u >> 32)); put_be32(o + 5, (uint32_t)u); w = 9; }
+                else if (u <= 0xffffffffu) { o[0] = 0xce; cp_put_be32(o + 1, (uint32_t)u); w = 5; }
+                else { o[0] = 0xcf; cp_put_be32(o + 1, (uint32_t)(u >> 32)); cp_put_be32(o + 5, (uint32_t)u); w = 9; }
             } else {
                 if (v >= -32) { o[0] = (unsigned char)(int8_t)v; w = 1; }
                 else if (v >= INT8_MIN) { o[0] = 0xd0; o[1] = (unsigned char)(int8_t)v; w = 2; }
                 else if (v >= INT16_MIN) { uint16_t u = (uint16_t)(int16_t)v; o[0] = 0xd1; o[1] = (unsigned char)(u >> 8); o[2] = (unsigned char)u; w = 3; }
-                else if (v >= INT32_MIN) { o[0] = 0xd2; put_be32(o + 1, (uint32_t)(int32_t)v); w = 5; }
-                else { uint64_t u = (uint64_t)v; o[0] = 0xd3; put_be32(o + 1, (uint32_t)(u >> 32)); put_be32(o + 5, (uint32_t)u); w = 9; }
+                else if (v >= INT32_MIN) { o[0] = 0xd2; cp_put_be32(o + 1, (uint32_t)(int32_t)v); w = 5; }
+                else { uint64_t u = (uint64_t)v; o[0] = 0xd3; cp_put_be32(o + 1, (uint32_t)(u >> 32)); cp_put_be32(o + 5, (uint32_t)u); w = 9; }
             }
             e->b->len += w;
             return 0;
@@ -561,7 +552,7 @@ static int enc_value(enc *e, int idx, int depth)
         if (n < 32) { o[0] = (unsigned char)(0xa0 | n); h = 1; }
         else if (n <= 0xff) { o[0] = 0xd9; o[1] = (unsigned char)n; h = 2; }
         else if (n <= 0xffff) { o[0] = 0xda; o[1] = (unsigned char)(n >> 8); o[2] = (unsigned char)n; h = 3; }
-        else { o[0] = 0xdb; put_be32(o + 1, (uint32_t)n); h = 5; }
+        else { o[0] = 0xdb; cp_put_be32(o + 1, (uint32_t)n); h = 5; }
         memcpy(o + h, s, n);
         e->b->len += h + n;
         return 0;
@@ -882,12 +873,6 @@ static int dec_refuse(dec *d, const unsigned char *at, const char *what)
     return dec_fail(d, at, "%s from the peer is refused in trust mode 'data'", what);
 }
 
-static uint64_t get_be(const unsigned char *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++) v = v << 8 | p[i];
-    return v;
-}
 
 /* Read one header (and skip the payload of str/bin/ext). Bounds checked. */
 static int read_hdr(dec *d, const unsigned char **pp, const unsigned char *end, hdr *h)
@@ -915,7 +900,7 @@ static int read_hdr(dec *d, const unsigned char **pp, const unsigned char *end, 
         lenbytes = c == 0xc7 ? 1 : c == 0xc8 ? 2 : 4;
         NEED(lenbytes + 1);
         h->t = H_EXT;
-        h->n = (uint32_t)get_be(p, lenbytes);
+        h->n = (uint32_t)cp_get_be(p, lenbytes);
         h->ext = (int)(int8_t)p[lenbytes];
         p += lenbytes + 1;
         avail -= (size_t)lenbytes + 1;
@@ -924,7 +909,7 @@ static int read_hdr(dec *d, const unsigned char **pp, const unsigned char *end, 
     }
     case 0xca: {
         NEED(4);
-        uint32_t u = (uint32_t)get_be(p, 4);
+        uint32_t u = (uint32_t)cp_get_be(p, 4);
         float f;
         memcpy(&f, &u, 4);
         h->t = H_FLOAT; h->f = f; p += 4;
@@ -932,7 +917,7 @@ static int read_hdr(dec *d, const unsigned char **pp, const unsigned char *end, 
     }
     case 0xcb: {
         NEED(8);
-        uint64_t u = get_be(p, 8);
+        uint64_t u = cp_get_be(p, 8);
         double f;
         memcpy(&f, &u, 8);
         h->t = H_FLOAT; h->f = f; p += 8;
@@ -941,13 +926,13 @@ static int read_hdr(dec *d, const unsigned char **pp, const unsigned char *end, 
     case 0xcc: case 0xcd: case 0xce: case 0xcf: {
         int k = 1 << (c - 0xcc);
         NEED(k);
-        h->t = H_UINT; h->u = get_be(p, k); p += k;
+        h->t = H_UINT; h->u = cp_get_be(p, k); p += k;
         break;
     }
     case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
         int k = 1 << (c - 0xd0);
         NEED(k);
-        uint64_t u = get_be(p, k);
+        uint64_t u = cp_get_be(p, k);
         if (k < 8 && (u >> (8 * k - 1))) u |= ~(uint64_t)0 << (8 * k); /* sign-extend */
         h->t = H_INT; h->i = (int64_t)u; p += k;
         break;
@@ -968,7 +953,7 @@ static int read_hdr(dec *d, const unsigned char **pp, const unsigned char *end, 
     }
     if (lenbytes > 0) {
         NEED(lenbytes);
-        h->n = (uint32_t)get_be(p, lenbytes);
+        h->n = (uint32_t)cp_get_be(p, lenbytes);
         p += lenbytes;
         avail -= (size_t)lenbytes;
     }
@@ -1085,7 +1070,7 @@ static int dec_func(dec *d, const hdr *x, int depth)
         if (u.t == H_EXT && u.ext == EXT_UPREF) {
             if (u.n != 8) return dec_fail(d, p, "malformed upvalue reference");
             if (!d->refs) { d->restart = 1; return -1; }
-            uint32_t k = get_be32(u.data), n = get_be32(u.data + 4);
+            uint32_t k = cp_get_be32(u.data), n = cp_get_be32(u.data + 4);
             if ((lua_Integer)k >= d->nrefs) return dec_fail(d, p, "bad upvalue reference");
             lua_rawgeti(L, d->refs, (lua_Integer)k + 1);
             if (!lua_isfunction(L, -1) || lua_iscfunction(L, -1) || n < 1 ||
@@ -1184,7 +1169,7 @@ static int dec_value(dec *d, const unsigned char **pp, const unsigned char *end,
         case EXT_REF: {
             if (h.n != 4) return dec_fail(d, at, "malformed back-reference");
             if (!d->refs) { d->restart = 1; return -1; }
-            uint32_t k = get_be32(h.data);
+            uint32_t k = cp_get_be32(h.data);
             if ((lua_Integer)k >= d->nrefs) return dec_fail(d, at, "bad back-reference %u", k);
             lua_rawgeti(L, d->refs, (lua_Integer)k + 1);
             return 0;
@@ -1232,7 +1217,7 @@ static int dec_pass(dec *d, const unsigned char *data, size_t len, lua_Integer *
     unsigned c = *p++;
     int lb = c == 0xdc ? 2 : c == 0xdd ? 4 : 0;
     if ((size_t)(end - p) < (size_t)lb) return dec_fail(d, data, "truncated value");
-    h.n = lb ? (uint32_t)get_be(p, lb) : c & 0x0f;
+    h.n = lb ? (uint32_t)cp_get_be(p, lb) : c & 0x0f;
     p += lb;
     size_t room = (size_t)(end - p);
     lua_createtable(L, (int)(h.n < room ? h.n : room > INT32_MAX ? INT32_MAX : room), 1);

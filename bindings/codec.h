@@ -16,7 +16,7 @@
 #define CP_CODEC_H
 
 #include <lua.h>
-#include "../src/buf.h"
+#include "buf.h"
 
 #define CP_CODEC_MAX_DEPTH 200
 #define CP_CODEC_ERRLEN 256

@@ -1,21 +1,11 @@
 /* frame.c: see frame.h. The header is a tiny fixed msgpack shape, so it is
  * read and written by hand here; payloads are left to the codec. */
 #include "frame.h"
+#include "bigendian.h"
 
 #include <math.h>
 #include <string.h>
 
-static void put_be32(char *p, uint32_t v)
-{
-    p[0] = (char)(v >> 24); p[1] = (char)(v >> 16); p[2] = (char)(v >> 8); p[3] = (char)v;
-}
-
-static uint64_t get_be(const unsigned char *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++) v = (v << 8) | p[i];
-    return v;
-}
 
 /* Length of the msgpack value at p if it is a valid channel (nil, bool,
  * int, str), else 0. Needs the bytes to be within n. */
@@ -41,7 +31,7 @@ int cp_frame_parse(const char *buf, size_t avail, size_t max_frame, cp_frame *f,
 {
     f->total = 0;
     if (avail < CP_FRAME_PREFIX) return CP_FRAME_NEED_MORE;
-    uint64_t n = get_be((const unsigned char *)buf, 4);
+    uint64_t n = cp_get_be((const unsigned char *)buf, 4);
     if (n > max_frame) { *err = "frame larger than the maximum frame size"; return CP_FRAME_BAD; }
     if (n < 6) { *err = "frame too short for its header"; return CP_FRAME_BAD; }
     f->total = CP_FRAME_PREFIX + (size_t)n;
@@ -64,7 +54,7 @@ int cp_frame_parse(const char *buf, size_t avail, size_t max_frame, cp_frame *f,
     if (*p == 0xc0) { f->priority = INFINITY; p++; }
     else if (*p == 0xcb) {
         if (end - p < 9) goto truncated;
-        uint64_t bits = get_be(p + 1, 8);
+        uint64_t bits = cp_get_be(p + 1, 8);
         double d; memcpy(&d, &bits, 8);
         if (isnan(d)) { *err = "frame priority is NaN"; return CP_FRAME_BAD; }
         f->priority = d; p += 9;
@@ -132,6 +122,6 @@ int cp_frame_finish(cp_buf *out, size_t mark, size_t max_frame)
 {
     size_t n = out->len - mark - CP_FRAME_PREFIX;
     if (n > max_frame || n > UINT32_MAX) { cp_buf_truncate(out, mark); return -1; }
-    put_be32(out->data + mark, (uint32_t)n);
+    cp_put_be32(out->data + mark, (uint32_t)n);
     return 0;
 }

@@ -1,5 +1,6 @@
 /* messenger.c: see messenger.h. */
 #include "messenger.h"
+#include "bigendian.h"
 #include "loop.h"
 
 #include <errno.h>
@@ -374,7 +375,7 @@ static void parse_frames(cp_messenger *m)
     size_t have = cp_buf_size(&m->in);
     if (have >= CP_FRAME_PREFIX) {
         const unsigned char *p = (const unsigned char *)cp_buf_head(&m->in);
-        size_t total = CP_FRAME_PREFIX + ((size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3]);
+        size_t total = CP_FRAME_PREFIX + (size_t)cp_get_be32(p);
         if (total > CP_BIG_FRAME && total - CP_FRAME_PREFIX <= m->max_frame) {
             /* The header alone proves nothing: the block starts small and
              * grows as the bytes arrive (grow_big), never past twice what
