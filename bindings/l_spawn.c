@@ -114,12 +114,7 @@ static _Noreturn void child_main(lua_State *L, int fd, int fresh, int arrival_or
 static int os_error(lua_State *L, const char *call, int e)
 {
     if (!call) call = "?";
-    cp_l_pusherror(L, "OSError", "cannot start a worker: %s: %s", call, strerror(e));
-    lua_pushinteger(L, e);
-    lua_setfield(L, -2, "errno");
-    lua_pushstring(L, call);
-    lua_setfield(L, -2, "call");
-    return cp_l_raise(L);
+    return cp_l_oserror(L, e, call, "cannot start a worker: %s", call);
 }
 
 /* True when n more fds can be opened now. */

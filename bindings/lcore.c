@@ -7,15 +7,20 @@
 #include <stdio.h>
 #include <string.h>
 
-void cp_l_pusherror(lua_State *L, const char *cls, const char *fmt, ...)
+static void push_error_v(lua_State *L, const char *cls, const char *fmt, va_list ap)
 {
-    va_list ap;
-    va_start(ap, fmt);
     lua_createtable(L, 0, 4);
     lua_pushstring(L, cls);
     lua_setfield(L, -2, "class");
     lua_pushvfstring(L, fmt, ap);
     lua_setfield(L, -2, "message");
+}
+
+void cp_l_pusherror(lua_State *L, const char *cls, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    push_error_v(L, cls, fmt, ap);
     va_end(ap);
 }
 
@@ -69,11 +74,7 @@ int cp_l_error(lua_State *L, const char *cls, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    lua_createtable(L, 0, 4);
-    lua_pushstring(L, cls);
-    lua_setfield(L, -2, "class");
-    lua_pushvfstring(L, fmt, ap);
-    lua_setfield(L, -2, "message");
+    push_error_v(L, cls, fmt, ap);
     va_end(ap);
     return cp_l_raise(L);
 }

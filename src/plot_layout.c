@@ -15,14 +15,6 @@
 #define NOTE_SCALE 0.85
 #define PX_PER_PT 1.25 /* the drivers run at 90 dpi */
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 const char *cp_plot_device(const char *path)
 {
@@ -566,7 +558,7 @@ oom:
     env_free(&c.total);
     env_free(&c.all);
     cp_plot_layout_free(l);
-    seterr(err, errlen, "out of memory");
+    if (err && errlen) snprintf(err, errlen, "out of memory");
     return -1;
 }
 

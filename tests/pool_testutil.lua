@@ -88,6 +88,46 @@ function M.until_true(cond, seconds)
   end
 end
 
+--- The whole file, or raises.
+function M.slurp(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+--- A Lua file with src in it; returns its path.
+function M.write_script(src)
+  local path = os.tmpname() .. ".lua"
+  local f = assert(io.open(path, "w"))
+  f:write(src)
+  f:close()
+  return path
+end
+
+--- Run src with coproc-lua ($COPROC_LUA), after shell_prefix (e.g. "ulimit
+-- -n 40; "); returns its output (stdout and stderr) and exit status.
+function M.run_script(src, shell_prefix)
+  local path = M.write_script(src)
+  local p = assert(io.popen((shell_prefix or "") .. "'" .. os.getenv("COPROC_LUA") .. "' " .. path .. " 2>&1"))
+  local out = p:read("a")
+  local ok, _, code = p:close()
+  os.remove(path)
+  return out, ok and 0 or code
+end
+
+--- Hang guard for what happens in another process: true once pred() is,
+-- polling every 10 ms for at most seconds (20); pred()'s last answer then.
+function M.eventually(pred, seconds)
+  local coproc = require "coproc"
+  local deadline = coproc.now() + (seconds or 20)
+  while coproc.now() < deadline do
+    if pred() then return true end
+    coproc.sleep(0.01)
+  end
+  return pred()
+end
+
 function M.range(n)
   local t = {}
   for i = 1, n do t[i] = i end

@@ -77,6 +77,21 @@ function M.describe_value(v)
   return "{" .. table.concat(parts, ", ") .. "}"
 end
 
+--- The fields of a coproc error that are plain data (strings, numbers,
+-- booleans under string keys, class and message left out): what travels
+-- with it from a worker so the host can rebuild it.
+function M.plain_fields(e)
+  local out = {}
+  for k, v in pairs(e) do
+    local t = type(v)
+    if k ~= "class" and k ~= "message" and type(k) == "string"
+        and (t == "string" or t == "number" or t == "boolean") then
+      out[k] = v
+    end
+  end
+  return out
+end
+
 --- Raise an error of class cls with a message (level as in `error`).
 function M.raise(cls, message, fields)
   error(cls(message, fields), 0)

@@ -34,6 +34,7 @@ local Future = require "coproc.future"
 local Progress = require "coproc.progress"
 local iterable = require "coproc.iterable"
 local options = require "coproc.options"
+local heap = require "coproc.heap"
 local resource = require "coproc.resource"
 
 local M = {}
@@ -107,33 +108,8 @@ local function less(a, b)
   if a.seq ~= b.seq then return a.seq < b.seq end
   return a.lo < b.lo
 end
-local function heap_push(h, x)
-  local i = h.n + 1
-  h.n = i
-  while i > 1 do
-    local p = i // 2
-    if less(x, h[p]) then h[i] = h[p]; i = p else break end
-  end
-  h[i] = x
-end
-local function heap_pop(h)
-  local n = h.n
-  local top, last = h[1], h[n]
-  h[n] = nil
-  n = n - 1
-  h.n = n
-  if n > 0 then
-    local i = 1
-    while true do
-      local c = 2 * i
-      if c > n then break end
-      if c < n and less(h[c + 1], h[c]) then c = c + 1 end
-      if less(h[c], last) then h[i] = h[c]; i = c else break end
-    end
-    h[i] = last
-  end
-  return top
-end
+local function heap_push(h, x) heap.push(h, x, less) end
+local function heap_pop(h) return heap.pop(h, less) end
 
 -- Take range r out of the queue: at once when it is on top, else it is
 -- marked dead and dropped when it comes up (the dispatcher skips it).
@@ -1352,6 +1328,16 @@ function Pool:_reap_abandoned()
 end
 
 -- The step function of imap over job: (index, result) in item order.
+-- Hand out result i of job; an iterator job's buffer forgets it (bounded memory).
+local function take_result(self, job, results, src, i)
+  local v = results[i]
+  if src then
+    results[i] = nil
+    self:_release(job, 1, true)
+  end
+  return v
+end
+
 local function imap_steps(self, job, timeout)
   local nexti, upto = 1, 0
   local ranges, results = job.ranges, job.results
@@ -1378,12 +1364,7 @@ local function imap_steps(self, job, timeout)
     end
     local i = nexti
     nexti = i + 1
-    local v = results[i]
-    if src then
-      results[i] = nil
-      self:_release(job, 1, true)
-    end
-    return i, v
+    return i, take_result(self, job, results, src, i)
   end
 end
 
@@ -1412,12 +1393,7 @@ local function unordered_steps(self, job, timeout)
     end
     local i = pos
     pos, left = pos + 1, left - 1
-    local v = results[i]
-    if src then
-      results[i] = nil
-      self:_release(job, 1, true)
-    end
-    return i, v
+    return i, take_result(self, job, results, src, i)
   end
 end
 

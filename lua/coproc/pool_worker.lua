@@ -95,20 +95,6 @@ local function message_of(e)
   return errors.describe_value(e)
 end
 
--- The plain-data fields of a coproc error (they travel with its class, so
--- the host can rebuild it as err.value).
-local function plain_fields(e)
-  local out = {}
-  for k, v in pairs(e) do
-    local t = type(v)
-    if k ~= "class" and k ~= "message" and type(k) == "string"
-        and (t == "string" or t == "number" or t == "boolean") then
-      out[k] = v
-    end
-  end
-  return out
-end
-
 --- What an error raised by a task turns into on the wire: its message, the
 -- worker's traceback, the coproc class name when it is a coproc error, and
 -- the value itself when it is neither a string nor a coproc error and can
@@ -119,7 +105,7 @@ local function describe(e, level)
   if is_coproc_error(e) then
     local cls = rawget(e, "class")
     info.class = type(cls) == "table" and cls.name or nil
-    info.fields = plain_fields(e)
+    info.fields = errors.plain_fields(e)
   elseif type(e) ~= "string" and e ~= nil then
     if pcall(encode, e) then info.value = e end
   end

@@ -5,6 +5,8 @@
 -- (src/pqueue.c); these are for a program's own bookkeeping, with the same
 -- ordering rules. Items may be any value, nil included. Channels are any
 -- value but nil (nil is the default channel, as for messengers).
+local heap = require "coproc.heap"
+
 local M = {}
 
 local huge = math.huge
@@ -38,33 +40,13 @@ end
 function PQ:put(item, priority)
   local e = { v = item, p = check_priority(priority, 2), s = self.seq + 1 }
   self.seq = e.s
-  local i = self.n + 1
-  self.n = i
-  while i > 1 do
-    local up = i // 2
-    if before(e, self[up]) then self[i] = self[up]; i = up else break end
-  end
-  self[i] = e
+  heap.push(self, e, before)
 end
 
 --- get() -> item, priority: the first item (a Lua error when empty).
 function PQ:get()
-  local n = self.n
-  if n == 0 then error("get from an empty coproc.PriorityQueue", 2) end
-  local top, last = self[1], self[n]
-  self[n] = nil
-  n = n - 1
-  self.n = n
-  if n > 0 then
-    local i = 1
-    while true do
-      local c = 2 * i
-      if c > n then break end
-      if c < n and before(self[c + 1], self[c]) then c = c + 1 end
-      if before(self[c], last) then self[i] = self[c]; i = c else break end
-    end
-    self[i] = last
-  end
+  if self.n == 0 then error("get from an empty coproc.PriorityQueue", 2) end
+  local top = heap.pop(self, before)
   return top.v, top.p
 end
 

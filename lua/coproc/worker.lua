@@ -27,20 +27,6 @@ local function instantiate(target, messenger, kwargs)
   return function() return run(self) end
 end
 
--- The fields of a coproc error that are plain data (they travel with it so
--- the host can rebuild it: err.value of the WorkerError).
-local function plain_fields(e)
-  local out = {}
-  for k, v in pairs(e) do
-    local t = type(v)
-    if k ~= "class" and k ~= "message" and type(k) == "string"
-        and (t == "string" or t == "number" or t == "boolean") then
-      out[k] = v
-    end
-  end
-  return out
-end
-
 -- What an error in the worker becomes on the wire (l_messenger.c send_error):
 -- its message and traceback, the class and fields of a coproc error, and
 -- any other non-string error value itself.
@@ -49,7 +35,7 @@ local function handler(e)
   if errors.is(e) then
     local msg = tostring(rawget(e, "message"))
     return { message = msg, traceback = debug.traceback(tostring(e), 2), class = e.class.name,
-             fields = plain_fields(e) }
+             fields = errors.plain_fields(e) }
   end
   local msg = errors.describe_value(e)
   return { message = msg, traceback = debug.traceback(msg, 2),

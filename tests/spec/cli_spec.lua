@@ -2,17 +2,12 @@
 -- coproc.core, exit codes. Runs the binary named by COPROC_LUA.
 local LUA = os.getenv("COPROC_LUA") or "coproc-lua" -- ctest sets it; `luarocks test`: the one on PATH
 local SOURCE_DIR = os.getenv("COPROC_SOURCE_DIR")
+local U = require "pool_testutil"
 
 local function q(s)
   return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
 end
 
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
 
 local function spit(path, s)
   local f = assert(io.open(path, "wb"))
@@ -40,7 +35,7 @@ local function run(t)
   parts[#parts + 1] = "<" .. q(inp) .. " >" .. q(out) .. " 2>" .. q(err)
   local _, how, code = os.execute(table.concat(parts, " "))
   assert(how == "exit", "coproc-lua was killed by signal " .. tostring(code))
-  local o, e = slurp(out), slurp(err)
+  local o, e = U.slurp(out), U.slurp(err)
   os.remove(out); os.remove(err); os.remove(inp)
   return code, o, e
 end
@@ -265,7 +260,7 @@ describe("coproc-lua", function()
       os.execute("kill -INT " .. host)
       p:read("a")
       local _, how, code = p:close()
-      local e = slurp(err)
+      local e = U.slurp(err)
       os.remove(err)
       assert.equal("exit", how)
       return code, e, worker

@@ -4,20 +4,9 @@
 local describe, it, assert = describe, it, assert
 local _ENV = _G   -- shipped functions must not capture busted's sandbox
 local coproc = require "coproc"
+local U = require "pool_testutil"
 
-local COPROC_LUA = os.getenv("COPROC_LUA")
 
-local function run_script(src)
-  local path = os.tmpname() .. ".lua"
-  local f = assert(io.open(path, "w"))
-  f:write(src)
-  f:close()
-  local p = assert(io.popen("'" .. COPROC_LUA .. "' " .. path .. " 2>&1"))
-  local out = p:read("a")
-  local _, _, code = p:close()
-  os.remove(path)
-  return out, code
-end
 
 describe("errors from a WorkerResource carry their value", function()
   it("a table error value arrives as err.value, readable in the message", function()
@@ -106,7 +95,7 @@ describe("the error rule", function()
   end)
 
   it("an uncaught WorkerError under coproc-lua prints the worker's traceback too", function()
-    local out, code = run_script([[
+    local out, code = U.run_script([[
       local coproc = require "coproc"
       local function deep_in_the_worker() error("broken here") end
       local w <close> = coproc.WorkerResource(function(m) m:receive_blocking(); deep_in_the_worker() end):start()
@@ -120,7 +109,7 @@ describe("the error rule", function()
   end)
 
   it("errors raised by coproc.core before coproc is loaded still read well", function()
-    local out = run_script([[
+    local out = U.run_script([[
       local core = require "coproc.core"
       local ok, e = pcall(core.decode, "\193")
       print(tostring(e))

@@ -2,6 +2,7 @@
 -- statuses of the user's own children, malformed frames, the host dying,
 -- Ctrl-C in coproc-lua.
 local coproc = require "coproc"
+local U = require "pool_testutil"
 
 local COPROC_LUA = os.getenv("COPROC_LUA") or "coproc-lua"
 
@@ -9,31 +10,8 @@ local function echo(m)
   while true do m:send_reply(m:receive_blocking()) end
 end
 
-local function alive(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return false end
-  local st = f:read("a"):match("^%d+ %b() (%a)")
-  f:close()
-  return st ~= "Z" and st ~= "X"
-end
 
--- Hang guard for things that happen in another process: poll generously.
-local function eventually(pred, seconds)
-  local deadline = coproc.now() + (seconds or 20)
-  while coproc.now() < deadline do
-    if pred() then return true end
-    os.execute("sleep 0.01")
-  end
-  return pred()
-end
 
-local function write_script(src)
-  local path = os.tmpname() .. ".lua"
-  local f = assert(io.open(path, "w"))
-  f:write(src)
-  f:close()
-  return path
-end
 
 describe("faults", function()
   it("an error in a worker reaches the host as WorkerError with the worker's traceback", function()
@@ -86,7 +64,7 @@ describe("faults", function()
     ok, err = pcall(w.messenger.send_request, w.messenger, 1)
     assert.is_false(ok)
     assert.is_true(coproc.is(err, coproc.WorkerDied), tostring(err))
-    assert.is_false(alive(w:pid()))
+    assert.is_false(U.pid_exists(w:pid()))
   end)
 
   it("messages a worker sent before dying are still delivered", function()
@@ -187,7 +165,7 @@ describe("faults", function()
   end)
 
   it("killing the host (SIGKILL) takes its workers with it", function()
-    local script = write_script([[
+    local script = U.write_script([[
       local coproc = require "coproc"
       local w = coproc.WorkerResource(function(m) while true do m:receive_blocking() end end):start()
       io.write(w:pid(), "\n"); io.flush()
@@ -197,14 +175,14 @@ describe("faults", function()
     local p = io.popen(("%q %q & echo $!"):format(COPROC_LUA, script))
     local host = tonumber(p:read("l"))
     local worker = tonumber(p:read("l"))
-    assert.is_true(alive(worker))
+    assert.is_true(U.pid_exists(worker))
     os.execute("kill -9 " .. host)
     p:close()
-    assert.is_true(eventually(function() return not alive(worker) end))
+    assert.is_true(U.eventually(function() return not U.pid_exists(worker) end))
   end)
 
   it("Ctrl-C in coproc-lua terminates all workers and exits 130", function()
-    local script = write_script([[
+    local script = U.write_script([[
       local coproc = require "coproc"
       local ws = {}
       for i = 1, 3 do
@@ -220,7 +198,7 @@ describe("faults", function()
     local sh = tonumber(p:read("l"))
     p:close()
     local pids
-    assert.is_true(eventually(function()
+    assert.is_true(U.eventually(function()
       local f = io.open(out); local s = f and f:read("a") or ""; if f then f:close() end
       pids = {}
       for pid in s:gmatch("(%d+) ") do pids[#pids + 1] = tonumber(pid) end
@@ -231,12 +209,12 @@ describe("faults", function()
     assert.is_number(host)
     os.execute("kill -INT " .. host)
     local text
-    assert.is_true(eventually(function()
+    assert.is_true(U.eventually(function()
       local f = io.open(out); text = f:read("a"); f:close()
       return text:match("status %d+") ~= nil
     end))
     assert.matches("status 130", text)
     assert.matches("interrupted", text)
-    for _, pid in ipairs(pids) do assert.is_false(alive(pid), "worker " .. pid) end
+    for _, pid in ipairs(pids) do assert.is_false(U.pid_exists(pid), "worker " .. pid) end
   end)
 end)

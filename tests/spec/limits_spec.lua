@@ -3,24 +3,9 @@
 -- frames that cost what has arrived, the bound on queued bytes, and Ctrl-C
 -- in a stock lua5.4.
 local coproc = require "coproc"
+local U = require "pool_testutil"
 
-local function alive(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return false end
-  local st = f:read("a"):match("^%d+ %b() (%a)")
-  f:close()
-  return st ~= "Z" and st ~= "X"
-end
 
--- Hang guard for things that happen in another process: poll generously.
-local function eventually(pred, seconds)
-  local deadline = coproc.now() + (seconds or 20)
-  while coproc.now() < deadline do
-    if pred() then return true end
-    os.execute("sleep 0.01")
-  end
-  return pred()
-end
 
 local PAGE = tonumber(io.popen("getconf PAGESIZE"):read("l")) or 4096
 
@@ -161,7 +146,7 @@ describe("a worker that closed its connection but runs on", function()
     end
     assert.is_true(w:is_alive())
     w:close(0)
-    assert.is_false(alive(w:pid()))
+    assert.is_false(U.pid_exists(w:pid()))
   end)
 end)
 
@@ -334,18 +319,18 @@ describe("Ctrl-C in a stock lua5.4", function()
     end
     assert(os.execute(("(%slua5.4 %q; echo \"status $?\") > %q 2>&1 &"):format(preload, script, out)))
     local host, worker
-    assert.is_true(eventually(function()
+    assert.is_true(U.eventually(function()
       local m = io.open(marker)
       if not m then return false end
       host, worker = m:read("n", "n")
       m:close()
       return worker ~= nil
     end, 60))
-    finally(function() if alive(host) then os.execute("kill -9 " .. host) end end)
+    finally(function() if U.pid_exists(host) then os.execute("kill -9 " .. host) end end)
     local t0 = coproc.now()
     signal(host, "INT")
     local text
-    assert.is_true(eventually(function()
+    assert.is_true(U.eventually(function()
       local o = io.open(out)
       text = o:read("a")
       o:close()
@@ -355,6 +340,6 @@ describe("Ctrl-C in a stock lua5.4", function()
     assert.matches("interrupted!", text)
     assert.is_nil(text:match("status 0"))
     assert.is_true(dt < 1, "took " .. dt .. " s")
-    assert.is_true(eventually(function() return not alive(worker) end, 5))
+    assert.is_true(U.eventually(function() return not U.pid_exists(worker) end, 5))
   end)
 end)

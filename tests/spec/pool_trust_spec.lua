@@ -6,26 +6,10 @@ local _ENV = _G   -- shipped functions must not capture busted's sandbox
 local coproc = require "coproc"
 local U = require "pool_testutil"
 
-local COPROC_LUA = os.getenv("COPROC_LUA") or "coproc-lua"
 local range = U.range
 local getpid = function() return require("coproc.core").getpid() end
 
-local function write_script(src)
-  local path = os.tmpname() .. ".lua"
-  local f = assert(io.open(path, "w"))
-  f:write(src)
-  f:close()
-  return path
-end
 
-local function run_script(src, shell_prefix)
-  local path = write_script(src)
-  local p = assert(io.popen((shell_prefix or "") .. "'" .. COPROC_LUA .. "' " .. path .. " 2>&1"))
-  local out = p:read("a")
-  local ok, _, code = p:close()
-  os.remove(path)
-  return out, ok and 0 or code
-end
 
 describe("Pool: every call runs with the upvalues of that moment", function()
   local pool
@@ -319,7 +303,7 @@ end)
 
 describe("Pool: hygiene", function()
   it("a Pool that cannot start all its workers stops those it started and raises", function()
-    local out, code = run_script([[
+    local out, code = U.run_script([[
       collectgarbage("stop")   -- a collection must not be what cleans up
       local coproc = require "coproc"
       local ok, err = pcall(coproc.Pool, 100)

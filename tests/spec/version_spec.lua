@@ -4,15 +4,10 @@
 -- the release rockspec (file name, version, tag), the man page. Run from the
 -- source directory (ctest, `luarocks test`).
 local coproc = require "coproc"
+local U = require "pool_testutil"
 
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
 
-local cmake = slurp("CMakeLists.txt")
+local cmake = U.slurp("CMakeLists.txt")
 local VERSION = assert(cmake:match("project%(coproc%s+VERSION%s+([%d%.]+)"),
   "no project(coproc VERSION x.y.z) in CMakeLists.txt")
 local HOMEPAGE = assert(cmake:match('HOMEPAGE_URL%s+"([^"]+)"'), "no HOMEPAGE_URL in project()")
@@ -20,7 +15,7 @@ local HOMEPAGE = assert(cmake:match('HOMEPAGE_URL%s+"([^"]+)"'), "no HOMEPAGE_UR
 -- A rockspec is Lua: load it in an empty environment.
 local function rockspec(path)
   local env = {}
-  assert(load(slurp(path), "@" .. path, "t", env))()
+  assert(load(U.slurp(path), "@" .. path, "t", env))()
   return env
 end
 
@@ -70,7 +65,7 @@ describe("the version", function()
   end)
 
   it("is in the man page", function()
-    local th = slurp("docs/coproc-lua.1"):match("\n%.TH ([^\n]*)")
+    local th = U.slurp("docs/coproc-lua.1"):match("\n%.TH ([^\n]*)")
     assert.truthy(th and th:find('"coproc ' .. VERSION .. '"', 1, true),
       "docs/coproc-lua.1: .TH must name \"coproc " .. VERSION .. "\", has: " .. tostring(th))
   end)

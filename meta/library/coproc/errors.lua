@@ -46,4 +46,10 @@ function errors.raise(cls, message, fields) end
 ---@return string
 function errors.describe_value(v) end
 
+---The plain-data fields of a coproc error (strings, numbers, booleans under
+---string keys; class and message left out): what travels with it from a worker.
+---@param e coproc.Error
+---@return table
+function errors.plain_fields(e) end
+
 return errors
