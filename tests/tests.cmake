@@ -11,6 +11,7 @@ set(CP_TEST_ENV "LUA_PATH=${CP_LUA_PATH_ESC}" "LUA_CPATH=${CP_LUA_CPATH_ESC}" "L
 
 set(CP_RUNNER "")
 set(CP_RUNNER_C "")
+set(CP_SLOW 1) # timeouts are multiplied by this (valgrind runs 10-50x slower)
 if(COPROC_VALGRIND)
   find_program(VALGRIND_EXE valgrind REQUIRED)
   # Forked workers are checked too (valgrind follows fork); exec'd helpers
@@ -18,8 +19,9 @@ if(COPROC_VALGRIND)
   # allocation is coproc's own; not for specs, where liblua and busted own
   # most of the heap at exit.
   set(CP_RUNNER ${VALGRIND_EXE} --error-exitcode=99 --leak-check=no --trace-children=no -q)
+  set(CP_SLOW 4)
   set(CP_RUNNER_C ${VALGRIND_EXE} --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect
-    --trace-children=no -q)
+    --suppressions=${PROJECT_SOURCE_DIR}/tests/valgrind.supp --trace-children=no -q)
   # Specs with many workers or round trips (process_spec) run fewer of them.
   list(APPEND CP_TEST_ENV "COPROC_TEST_SCALE=0.01")
 endif()
@@ -47,7 +49,8 @@ foreach(src ${C_TESTS})
   endif()
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests/c)
   add_test(NAME c/${name} COMMAND ${CP_RUNNER_C} $<TARGET_FILE:${name}>)
-  set_tests_properties(c/${name} PROPERTIES TIMEOUT 120)
+  math(EXPR t "120 * ${CP_SLOW}")
+  set_tests_properties(c/${name} PROPERTIES TIMEOUT ${t})
 endforeach()
 
 # busted specs: one ctest per spec file, run by the stock lua5.4.
@@ -57,7 +60,8 @@ foreach(spec ${SPECS})
   add_test(NAME spec/${name}
     COMMAND ${PROJECT_SOURCE_DIR}/tests/run_lua.sh ${CP_RUNNER} ${CP_SPEC_LUA} ${BUSTED_EXE} --ignore-lua -o utfTerminal ${spec}
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
-  set_tests_properties(spec/${name} PROPERTIES TIMEOUT 300 ENVIRONMENT "${CP_TEST_ENV}")
+  math(EXPR t "300 * ${CP_SLOW}")
+  set_tests_properties(spec/${name} PROPERTIES TIMEOUT ${t} ENVIRONMENT "${CP_TEST_ENV}")
 endforeach()
 
 # Examples: each examples/*.lua runs under coproc-lua and must exit 0.
@@ -67,7 +71,8 @@ foreach(ex ${EXAMPLES})
   add_test(NAME example/${name}
     COMMAND ${PROJECT_SOURCE_DIR}/tests/run_lua.sh ${CP_RUNNER} $<TARGET_FILE:coproc-lua> ${ex}
     WORKING_DIRECTORY ${PROJECT_BINARY_DIR})
-  set_tests_properties(example/${name} PROPERTIES TIMEOUT 300 ENVIRONMENT "${CP_TEST_ENV}")
+  math(EXPR t "300 * ${CP_SLOW}")
+  set_tests_properties(example/${name} PROPERTIES TIMEOUT ${t} ENVIRONMENT "${CP_TEST_ENV}")
 endforeach()
 
 # The installed layout: `cmake --install` into a scratch DESTDIR, then a stock
