@@ -96,14 +96,14 @@ void cp_l_codec_open(lua_State *L, int t)
 {
     t = lua_absindex(L, t);
     cp_codec_open(L, t);
-    /* One scratch buffer per state, freed with it. */
+    /* One scratch buffer per state, freed with it (an internal type, so
+     * no methods; made the one way every type is). */
+    static const luaL_Reg no_methods[] = {{NULL, NULL}};
+    static const luaL_Reg meta[] = {{"__gc", l_encbuf_gc}, {"__close", l_encbuf_gc}, {NULL, NULL}};
+    cp_l_newclass(L, "coproc.EncodeBuffer", no_methods, meta, 0);
     cp_buf *b = lua_newuserdatauv(L, sizeof *b, 0);
     *b = (cp_buf)CP_BUF_INIT;
-    if (luaL_newmetatable(L, "coproc.EncodeBuffer")) {
-        lua_pushcfunction(L, l_encbuf_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_setmetatable(L, -2);
+    luaL_setmetatable(L, "coproc.EncodeBuffer");
     lua_pushcclosure(L, l_encode, 1);
     lua_setfield(L, t, "encode");
     lua_pushcfunction(L, l_decode);
