@@ -3,8 +3,9 @@
  *   core.set_waiter(fn, co)   fn for coroutine co (nil: the default for all
  *                             coroutines); fn nil removes. Returns the previous one.
  *   core.waiter()             the waiter of the running coroutine, or nil
- *   core.wait_for(conds, t)   coproc's scheduler's one wait: conds is a flat
- *                             list of (messenger, channel, mode) triples, mode
+ *   core.wait_for(conds, n, t)  coproc's scheduler's one wait: conds is a flat
+ *                             list of n (messenger, channel, mode) triples (a
+ *                             nil channel leaves a hole: hence n), mode
  *                             "r" (a message of that channel, a close request
  *                             or error, the connection down, or reading held
  *                             back), "a" (anything queued or down) or "w" (all
@@ -125,10 +126,10 @@ static int any_ready(void *ud)
 static int l_wait_for(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    double timeout = opt_seconds(L, 2);
-    lua_Integer len = (lua_Integer)lua_rawlen(L, 1);
-    luaL_argcheck(L, len % 3 == 0 && len / 3 <= 1 << 20, 1, "list of (messenger, channel, mode) triples expected");
-    int n = (int)(len / 3);
+    lua_Integer nt = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, nt >= 0 && nt <= 1 << 20, 2, "count of triples out of range");
+    double timeout = opt_seconds(L, 3);
+    int n = (int)nt;
     lua_settop(L, 2);
     cond *v = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *v, 0);
     for (int i = 0; i < n; i++) {
