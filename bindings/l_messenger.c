@@ -22,7 +22,8 @@
 
 l_messenger *cp_l_messenger_push(lua_State *L)
 {
-    l_messenger *lm = lua_newuserdatauv(L, sizeof *lm, 1);
+    /* user values: 1 the worker's process (l_spawn.c), 2 close hooks */
+    l_messenger *lm = lua_newuserdatauv(L, sizeof *lm, 2);
     cp_messenger_init(&lm->m);
     luaL_setmetatable(L, CP_MESSENGER_MT);
     return lm;
@@ -57,10 +58,46 @@ void cp_l_messenger_drain(l_messenger *lm, double timeout)
     if (lm->m.state == CP_M_OPEN) cp_messenger_drain(&lm->m, timeout);
 }
 
+/* The close hooks (core.on_close) run once, before the fd is closed: an
+ * event loop that polls the fd must stop first (the number may be reused
+ * at once, and a poll on it would then watch another file). */
+static void run_close_hooks(lua_State *L, int i)
+{
+    if (lua_getiuservalue(L, i, 2) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pushnil(L);
+    lua_setiuservalue(L, i, 2);
+    int hooks = lua_gettop(L);
+    for (lua_Integer k = 1; lua_rawgeti(L, hooks, k) == LUA_TFUNCTION; k++) {
+        lua_pushvalue(L, i);
+        if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1); /* a hook's error is its own */
+    }
+    lua_settop(L, hooks - 1);
+}
+
 static int l_close(lua_State *L)
 {
     l_messenger *lm = check(L, 1);
+    if (lm->m.fd >= 0) run_close_hooks(L, 1);
     cp_messenger_close(&lm->m);
+    return 0;
+}
+
+/* core.on_close(m, fn): fn(m) runs once when m is closed, before its fd. */
+static int l_on_close(lua_State *L)
+{
+    check(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (lua_getiuservalue(L, 1, 2) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_createtable(L, 1, 0);
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, 1, 2);
+    }
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
     return 0;
 }
 
@@ -68,7 +105,13 @@ static int l_gc(lua_State *L)
 {
     l_messenger *lm = check(L, 1);
     /* A finaliser in a forked child must not act on the parent's loop. */
-    if (lm->m.owner == 0 || lm->m.owner == getpid()) cp_messenger_close(&lm->m);
+    if (lm->m.owner == 0 || lm->m.owner == getpid()) {
+        /* As __close (called with two arguments) it runs the close hooks, as
+         * close() does; as __gc it runs none: at lua_close the loop a hook
+         * would act on may be gone already. */
+        if (lua_gettop(L) >= 2 && lm->m.fd >= 0) run_close_hooks(L, 1);
+        cp_messenger_close(&lm->m);
+    }
     return 0;
 }
 
@@ -1370,4 +1413,6 @@ void cp_l_messenger_open(lua_State *L, int t)
     lua_setfield(L, t, "wait");
     lua_pushcfunction(L, l_messenger_pair);
     lua_setfield(L, t, "messenger_pair");
+    lua_pushcfunction(L, l_on_close);
+    lua_setfield(L, t, "on_close");
 }

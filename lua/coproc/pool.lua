@@ -510,6 +510,7 @@ function Pool:_new_job(kind, fn, items, n, opts, star, what, level, src)
     self:_dispatch()
   end
   self:_run_callbacks()
+  if self._on_work then self._on_work(self) end   -- a loop that drives the pool (coproc.luv)
   return job
 end
 
