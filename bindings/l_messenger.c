@@ -871,9 +871,11 @@ static int l_receive_remaining_messages(lua_State *L) { return remaining_with(L,
 static int l_available(lua_State *L)
 {
     cp_messenger *m = self_open(L);
-    cp_chan *c = get_chan(L, m, 2, 0);
+    get_chan(L, m, 2, 0); /* a bad channel raises before anything is read */
     cp_messenger_flush_all();
     if (m->state == CP_M_OPEN) cp_messenger_pump(m);
+    /* looked up after reading: the channel's record may be new */
+    cp_chan *c = get_chan(L, m, 2, 0);
     lua_pushboolean(L, cp_messenger_has(m, c));
     return 1;
 }
