@@ -31,6 +31,10 @@ local by_co = setmetatable({}, { __mode = "k" })    -- coroutine -> its task
 local live = {}                                     -- unfinished tasks, in creation order
 local runnable = {}                                 -- tasks to resume, in order
 local running_loop = false                          -- a scheduler loop is on the stack
+-- Failed tasks nobody has waited for (no result() on them) yet. Once no
+-- task can run (each had its chance to ask), the oldest ends the
+-- scheduler loop with its error.
+local orphans = {}
 
 -- The waiter of every task: hand the request to the scheduler, which
 -- resumes the task once it may be met.
@@ -71,6 +75,7 @@ local function finish(t, ok, r)
   else
     t.state, t.err = "failed", r[2]
     t.traceback = debug.traceback(t.co, type(r[2]) == "string" and r[2] or tostring(r[2]))
+    orphans[#orphans + 1] = t
   end
   t.req, t.deadline = nil, nil
   set_waiter(nil, t.co)
@@ -113,11 +118,14 @@ local function wake_ready()
   end
 end
 
--- A failed task that nobody waits for ends the scheduler loop with its error.
-local function raise_orphan(t)
-  if t.state == "failed" and not t.awaited then
-    t.awaited = true
-    error(t.err, 0)
+
+local function raise_orphan()
+  while orphans[1] do
+    local t = table.remove(orphans, 1)
+    if not t.awaited then
+      t.awaited = true
+      error(t.err, 0)
+    end
   end
 end
 
@@ -166,13 +174,11 @@ local function run(stop, deadline, what)
         local list = runnable
         runnable = {}
         for _, t in ipairs(list) do
-          if t.state == "runnable" then
-            step(t)
-            raise_orphan(t)
-          end
+          if t.state == "runnable" then step(t) end
         end
         wake_ready()
       end
+      raise_orphan()
       if stop() then return true end
       local pools = {}
       for i = #conds, 1, -1 do conds[i] = nil end
@@ -202,6 +208,13 @@ local function run(stop, deadline, what)
   running_loop = false
   if not ok then error(r, 0) end
   return r
+end
+
+--- The unfinished tasks (tests cancel what a failed test left).
+function M._live()
+  local t = {}
+  for i, task in ipairs(live) do t[i] = task end
+  return t
 end
 
 local function current_task()
