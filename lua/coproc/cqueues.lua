@@ -118,7 +118,6 @@ end
 if not S.installed then
   S.installed = true
   prev_waiter = core.set_waiter(waiter)
-  S.waiter = waiter
   -- Before every step: write what is corked, and wake the waits whose
   -- message some other call read into its queue meanwhile.
   local step
@@ -131,8 +130,6 @@ if not S.installed then
     end
     return step(self, timeout)
   end)
-else
-  waiter = S.waiter
 end
 
 ---------------------------------------------------------------- drive
