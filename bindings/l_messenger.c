@@ -656,10 +656,10 @@ static int remaining_result(lua_State *L, int flags)
 
 static int recv_k(lua_State *L, int status, lua_KContext ctx);
 
-static int recv_loop(lua_State *L, int flags)
+static int recv_loop(lua_State *L, cp_messenger *m, int flags)
 {
-    cp_messenger *m = open_at(L, 1);
     cp_chan *c = get_chan(L, m, 2, 1);
+    int waited = 0; /* the loop ran up to the deadline just now */
     for (;;) {
         if ((flags & RV_REMAINING) && c->requests_sent <= c->replies_received) return 0;
         int n = take(L, m, c, flags);
@@ -677,9 +677,12 @@ static int recv_loop(lua_State *L, int flags)
         if (!lua_isnil(L, 4)) {
             left = lua_tonumber(L, 4) - cp_now();
             if (left <= 0) {
-                /* a last look at what has already arrived */
-                cp_messenger_wait(m, c, 0, 0);
-                if ((n = take(L, m, c, flags))) return n;
+                /* a last look at what has already arrived (unless the loop
+                 * has just run until now) */
+                if (!waited) {
+                    cp_messenger_wait(m, c, 0, 0);
+                    if ((n = take(L, m, c, flags))) return n;
+                }
                 if (cp_messenger_exhausted(m, c)) {
                     push_down(L, m);
                     return fail(L, flags);
@@ -694,7 +697,9 @@ static int recv_loop(lua_State *L, int flags)
             lua_callk(L, 1, 1, flags, recv_k);
             return recv_k(L, LUA_OK, flags);
         }
-        raise_wait(L, cp_messenger_wait(m, c, 0, left));
+        int rc = cp_messenger_wait(m, c, 0, left);
+        raise_wait(L, rc);
+        waited = rc == 0;
     }
 }
 
@@ -705,13 +710,11 @@ static int recv_k(lua_State *L, int status, lua_KContext ctx)
     int flags = (int)ctx;
     int waited = lua_toboolean(L, -1);
     lua_settop(L, 4);
+    cp_messenger *m = open_at(L, 1);
     if (!waited) flags |= RV_NOYIELD;
-    else {
-        /* A foreign scheduler saw the socket readable: read what is there. */
-        cp_messenger *m = open_at(L, 1);
-        cp_messenger_wait(m, get_chan(L, m, 2, 1), 0, 0);
-    }
-    return recv_loop(L, flags);
+    /* A foreign scheduler saw the socket readable: read what is there. */
+    else cp_messenger_wait(m, get_chan(L, m, 2, 1), 0, 0);
+    return recv_loop(L, m, flags);
 }
 
 /* Names for "did you mean": the options of the receive calls. */
@@ -793,9 +796,9 @@ static void recv_args(lua_State *L, const char *fname, double dflt)
 
 static int receive_with(lua_State *L, const char *fname, int flags, double dflt)
 {
-    self_open(L);
+    cp_messenger *m = self_open(L);
     recv_args(L, fname, dflt);
-    return recv_loop(L, flags);
+    return recv_loop(L, m, flags);
 }
 
 /* receive_blocking(channel, timeout) -> data */
@@ -847,7 +850,7 @@ static int remaining_step(lua_State *L, int flags)
     lua_pushvalue(L, lua_upvalueindex(2));
     lua_pushnil(L);
     lua_pushnil(L);
-    return recv_loop(L, flags | RV_REMAINING);
+    return recv_loop(L, open_at(L, 1), flags | RV_REMAINING);
 }
 
 static int remaining_iter(lua_State *L) { return remaining_step(L, RV_VALUE); }
