@@ -9,7 +9,7 @@ M.REQUESTS = math.max(10, math.floor(1000 * M.SCALE))
 -- so a busy loop in it shows as CPU time near the wall time. Under
 -- valgrind (a small SCALE) each request costs the host far more, and the
 -- workers sleep longer in proportion.
-M.PACE = math.min(0.05, 0.0003 / M.SCALE)
+M.PACE = math.min(0.05, 0.0005 / M.SCALE)
 
 --- The worker: requests and notices on the channels "even" and "odd" (in
 -- any mix), each request answered on its channel after pace seconds with

@@ -29,20 +29,20 @@ describe("coproc.async", function()
     local m = w.messenger
     local log = {}
     coproc.async(function()
-      m:send_request({ sleep = 0.2 }, "e")
+      m:send_request({ sleep = 0.4 }, "e")
       log[#log + 1] = "asked"
       local r = m:receive_blocking("e")
       log[#log + 1] = "got " .. r.sleep
     end)
     coproc.async(function()
       for i = 1, 3 do
-        coproc.sleep(0.02)
+        coproc.sleep(0.01)
         log[#log + 1] = "tick " .. i
       end
     end)
     assert.same({}, log)      -- nothing runs before the scheduler does
     coproc.run_all(10)
-    assert.same({ "asked", "tick 1", "tick 2", "tick 3", "got 0.2" }, log)
+    assert.same({ "asked", "tick 1", "tick 2", "tick 3", "got 0.4" }, log)
   end)
 
   it("blocks as before outside a task, and in a coroutine that is not a task", function()
@@ -120,11 +120,11 @@ describe("coproc.async", function()
     local m = w.messenger
     local order = {}
     coproc.async(function()
-      m:send_request({ sleep = 0.1 }, "e")
+      m:send_request({ sleep = 0.3 }, "e")
       assert.is_true(m:flush(1))
       assert.is_true(m:await_available(5))
       order[#order + 1] = "available"
-      m:send_request({ sleep = 0.1 }, "e")
+      m:send_request({ sleep = 0.05 }, "e")
       m:receive_blocking("e")
       local ready = coproc.wait({ m }, 5)
       order[#order + 1] = "wait " .. #ready
@@ -155,15 +155,16 @@ describe("coproc.async with a Pool", function()
     local ts = {}
     for i = 1, 4 do
       ts[i] = coproc.async(function()
-        local f = pool:submit(function(x) require("coproc").sleep(0.05 * x) return x * x end, { i })
-        local r = f:result(10)
-        log[#log + 1] = i
+        local f = pool:submit(function(x) require("coproc").sleep(0.05) return x * x end, { i })
+        log[#log + 1] = "submitted"
+        local r = f:result(10)     -- yields: the next task submits meanwhile
+        log[#log + 1] = "done"
         return r
       end)
     end
     coproc.run_all(20)
     for i = 1, 4 do assert.equal(i * i, ts[i]:result()) end
-    assert.same({ 1, 2, 3, 4 }, log)
+    assert.same({ "submitted", "submitted", "submitted", "submitted", "done", "done", "done", "done" }, log)
   end)
 
   it("map, as_completed and coproc.wait over futures work in tasks", function()
