@@ -542,5 +542,21 @@ function Messenger:queued_bytes() end
 ---@field now fun(): number
 ---@field table_new fun(narray: integer, nhash: integer): table A table with room reserved (lua_createtable).
 ---@field isatty fun(fd: integer): boolean
+---@field set_waiter fun(fn?: fun(request: coproc.WaitRequest): boolean, co?: thread): function? The waiter of coroutine `co` (nil: the default for all coroutines); returns the previous one (docs/eventloops.md).
+---@field waiter fun(): function? The waiter of the running coroutine, or nil.
+---@field flush_all fun() As coproc.flush_all.
+---@field on_close fun(m: coproc.Messenger, fn: fun(m: coproc.Messenger)) fn(m) runs once when m is closed, before its fd (close() or <close>).
+---@field arrivals fun(): integer Messages queued so far by all messengers of the process.
+
+---What a coproc call that has to wait tells a waiter (docs/eventloops.md).
+---@class coproc.WaitRequest
+---@field messenger? coproc.Messenger
+---@field channel? coproc.Channel with `messenger`: a message of this channel
+---@field any? boolean with `messenger`: anything queued on it
+---@field write? boolean with `messenger`: all its output written
+---@field messengers? coproc.Messenger[] any of them has something
+---@field pools? coproc.Pool[] a worker of one of them has something
+---@field ready? fun(): boolean true once the wait can end
+---@field timeout? number seconds at most
 
 return coproc
