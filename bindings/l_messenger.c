@@ -132,9 +132,9 @@ typedef struct chankey { char b[CP_CHANNEL_MAX + 16]; size_t n; } chankey;
 
 /* NULL when the value at i is a channel (its key bytes in *k), else what
  * is wrong with it. */
-static const char *channel_problem(lua_State *L, int i, chankey *k)
+static const char *channel_problem_t(lua_State *L, int i, int type, chankey *k)
 {
-    switch (lua_type(L, i)) {
+    switch (type) {
     case LUA_TNONE: case LUA_TNIL: k->n = cp_channel_nil(k->b); return NULL;
     case LUA_TBOOLEAN: k->n = cp_channel_bool(k->b, lua_toboolean(L, i)); return NULL;
     case LUA_TNUMBER: {
@@ -152,6 +152,11 @@ static const char *channel_problem(lua_State *L, int i, chankey *k)
     }
     }
     return "channel must be nil, a boolean, an integer or a string";
+}
+
+static const char *channel_problem(lua_State *L, int i, chankey *k)
+{
+    return channel_problem_t(L, i, lua_type(L, i), k);
 }
 
 static void check_channel(lua_State *L, int i, chankey *k)
@@ -797,6 +802,18 @@ static void recv_args(lua_State *L, const char *fname, double dflt)
 static int receive_with(lua_State *L, const char *fname, int flags, double dflt)
 {
     cp_messenger *m = self_open(L);
+    int t2 = lua_type(L, 2);
+    if (t2 != LUA_TTABLE) {
+        /* The common case first, without building the loop's stack: a
+         * message is queued already (streaming, a reply read meanwhile). */
+        if (!lua_isnoneornil(L, 3)) opt_timeout(L, 3);
+        chankey k;
+        const char *why = channel_problem_t(L, 2, t2, &k);
+        if (why) luaL_argerror(L, 2, why);
+        cp_chan *c = cp_messenger_chan(m, k.b, k.n, 1);
+        if (!c) luaL_error(L, "out of memory");
+        if (cp_messenger_has(m, c)) return take(L, m, c, flags);
+    }
     recv_args(L, fname, dflt);
     return recv_loop(L, m, flags);
 }
