@@ -39,6 +39,7 @@ local resource = require "coproc.resource"
 local M = {}
 
 local floor, ceil, huge = math.floor, math.ceil, math.huge
+local isyieldable = coroutine.isyieldable
 local core = coproc.core
 local table_new, encode, wait_ready = core.table_new, core.encode, core.wait
 local clock = core.now
@@ -1269,7 +1270,7 @@ function Pool:_wait_until(done, timeout, what)
       end
       error("coproc pool: internal error: waiting on work that is neither queued nor running", 3)
     end
-    if not M._yield_round({ self }, done, t) then self:_pump(t) end
+    if not (isyieldable() and M._yield_round({ self }, done, t)) then self:_pump(t) end
   end
 end
 
