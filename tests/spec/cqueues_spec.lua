@@ -80,15 +80,19 @@ describe("coproc.cqueues", function()
     local cq = cqueues.new()
     local got, order = nil, {}
     m:send_request({ sleep = 0.05 }, "e")
-    other.messenger:send_request({ sleep = 0.3 }, "e")
+    other.messenger:send_request({ sleep = 1 }, "e")   -- its reply is never taken
     cq:wrap(function()
-      got = m:receive_blocking("e", 5)        -- polls m's socket
+      got = m:receive_blocking("e", 20)       -- polls m's socket
       order[#order + 1] = "m"
     end)
     cq:wrap(function()
-      -- in a plain coroutine a receive blocks: it runs coproc's loop, which
-      -- reads m's reply into its queue meanwhile (m's socket is quiet then)
-      coroutine.wrap(function() other.messenger:receive_blocking("e", 5) end)()
+      -- in a plain coroutine a wait blocks: waits on the other messenger run
+      -- coproc's loop, which reads m's reply into its queue (m's socket is
+      -- quiet from then on)
+      coroutine.wrap(function()
+        local t0 = coproc.now()
+        while m:queue_size("e") == 0 and coproc.now() - t0 < 20 do other.messenger:await_available(0.05) end
+      end)()
       assert.equal(1, m:queue_size("e"))
       assert.is_false(m:pipe_poll(0))
       order[#order + 1] = "other"
