@@ -29,6 +29,7 @@ int cp_core_open(lua_State *L)
     cp_l_clock_open(L, t);
     cp_l_codec_open(L, t);
     cp_l_messenger_open(L, t);
+    cp_l_waiter_open(L, t);
     cp_l_process_open(L, t);
     cp_l_spawn_open(L, t);
     cp_l_batch_open(L, t);

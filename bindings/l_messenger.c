@@ -7,6 +7,7 @@
 #include "lmessenger.h"
 #include "codec.h"
 #include "loop.h"
+#include "lwaiter.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -21,7 +22,8 @@
 
 l_messenger *cp_l_messenger_push(lua_State *L)
 {
-    l_messenger *lm = lua_newuserdatauv(L, sizeof *lm, 1);
+    /* user values: 1 the worker's process (l_spawn.c), 2 close hooks */
+    l_messenger *lm = lua_newuserdatauv(L, sizeof *lm, 2);
     cp_messenger_init(&lm->m);
     lm->trust = CP_TRUST_CODE;
     luaL_setmetatable(L, CP_MESSENGER_MT);
@@ -57,10 +59,46 @@ void cp_l_messenger_drain(l_messenger *lm, double timeout)
     if (lm->m.state == CP_M_OPEN) cp_messenger_drain(&lm->m, timeout);
 }
 
+/* The close hooks (core.on_close) run once, before the fd is closed: an
+ * event loop that polls the fd must stop first (the number may be reused
+ * at once, and a poll on it would then watch another file). */
+static void run_close_hooks(lua_State *L, int i)
+{
+    if (lua_getiuservalue(L, i, 2) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pushnil(L);
+    lua_setiuservalue(L, i, 2);
+    int hooks = lua_gettop(L);
+    for (lua_Integer k = 1; lua_rawgeti(L, hooks, k) == LUA_TFUNCTION; k++) {
+        lua_pushvalue(L, i);
+        if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1); /* a hook's error is its own */
+    }
+    lua_settop(L, hooks - 1);
+}
+
 static int l_close(lua_State *L)
 {
     l_messenger *lm = check(L, 1);
+    if (lm->m.fd >= 0) run_close_hooks(L, 1);
     cp_messenger_close(&lm->m);
+    return 0;
+}
+
+/* core.on_close(m, fn): fn(m) runs once when m is closed, before its fd. */
+static int l_on_close(lua_State *L)
+{
+    check(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (lua_getiuservalue(L, 1, 2) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_createtable(L, 1, 0);
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, 1, 2);
+    }
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
     return 0;
 }
 
@@ -68,7 +106,13 @@ static int l_gc(lua_State *L)
 {
     l_messenger *lm = check(L, 1);
     /* A finaliser in a forked child must not act on the parent's loop. */
-    if (lm->m.owner == 0 || lm->m.owner == getpid()) cp_messenger_close(&lm->m);
+    if (lm->m.owner == 0 || lm->m.owner == getpid()) {
+        /* As __close (called with two arguments) it runs the close hooks, as
+         * close() does; as __gc it runs none: at lua_close the loop a hook
+         * would act on may be gone already. */
+        if (lua_gettop(L) >= 2 && lm->m.fd >= 0) run_close_hooks(L, 1);
+        cp_messenger_close(&lm->m);
+    }
     return 0;
 }
 
@@ -87,26 +131,39 @@ static int l_tostring(lua_State *L)
 
 typedef struct chankey { char b[CP_CHANNEL_MAX + 16]; size_t n; } chankey;
 
-static void check_channel(lua_State *L, int i, chankey *k)
+/* NULL when the value at i is a channel (its key bytes in *k), else what
+ * is wrong with it. */
+static const char *channel_problem_t(lua_State *L, int i, int type, chankey *k)
 {
-    switch (lua_type(L, i)) {
-    case LUA_TNONE: case LUA_TNIL: k->n = cp_channel_nil(k->b); return;
-    case LUA_TBOOLEAN: k->n = cp_channel_bool(k->b, lua_toboolean(L, i)); return;
+    switch (type) {
+    case LUA_TNONE: case LUA_TNIL: k->n = cp_channel_nil(k->b); return NULL;
+    case LUA_TBOOLEAN: k->n = cp_channel_bool(k->b, lua_toboolean(L, i)); return NULL;
     case LUA_TNUMBER: {
         int isint;
         lua_Integer v = lua_tointegerx(L, i, &isint);
-        if (isint) { k->n = cp_channel_int(k->b, v); return; }
+        if (isint) { k->n = cp_channel_int(k->b, v); return NULL; }
         break;
     }
     case LUA_TSTRING: {
         size_t n;
         const char *s = lua_tolstring(L, i, &n);
-        if (n > CP_CHANNEL_MAX) luaL_argerror(L, i, "channel name longer than 255 bytes");
+        if (n > CP_CHANNEL_MAX) return "channel name longer than 255 bytes";
         k->n = cp_channel_str(k->b, s, n);
-        return;
+        return NULL;
     }
     }
-    luaL_argerror(L, i, "channel must be nil, a boolean, an integer or a string");
+    return "channel must be nil, a boolean, an integer or a string";
+}
+
+static const char *channel_problem(lua_State *L, int i, chankey *k)
+{
+    return channel_problem_t(L, i, lua_type(L, i), k);
+}
+
+static void check_channel(lua_State *L, int i, chankey *k)
+{
+    const char *why = channel_problem(L, i, k);
+    if (why) luaL_argerror(L, i, why);
 }
 
 static cp_chan *get_chan(lua_State *L, cp_messenger *m, int i, int create)
@@ -117,6 +174,13 @@ static cp_chan *get_chan(lua_State *L, cp_messenger *m, int i, int create)
     if (!c && create) luaL_error(L, "out of memory");
     return c;
 }
+
+cp_chan *cp_l_messenger_chan(lua_State *L, cp_messenger *m, int i, int create)
+{
+    return get_chan(L, m, i, create);
+}
+
+l_messenger *cp_l_messenger_at(lua_State *L, int i) { return check(L, i); }
 
 /* Explicit priority, else data.priority for a table payload, else +inf.
  * A raw get: sending runs none of the value's metamethods (a "strict"
@@ -151,18 +215,21 @@ static int sum_remaining(const cp_messenger *m)
     return (int)(n > INT_MAX ? INT_MAX : n);
 }
 
-/* Raise the error that says why nothing more will come. */
-static int raise_down(lua_State *L, cp_messenger *m)
+/* [-0, +1, m] Push the error that says why nothing more will come. */
+static void push_down(lua_State *L, cp_messenger *m)
 {
+    luaL_checkstack(L, 4, NULL);
     if (m->state == CP_M_BROKEN) {
         cp_l_pusherror(L, "ProtocolError", "connection dropped after a bad frame: %s", m->error);
-        return cp_l_raise(L);
+        cp_l_finish_error(L);
+        return;
     }
-    if (m->state == CP_M_CLOSED) return luaL_error(L, "attempt to use a closed messenger");
+    if (m->state == CP_M_CLOSED) luaL_error(L, "attempt to use a closed messenger");
     if (!m->peer) {
-        /* Worker side: the host is gone or closed its end; end quietly. */
+        /* Worker side (or a pair): the other end is gone or closed; end quietly. */
         cp_l_pusherror(L, "ResourceRequestedClose", "the host closed the connection");
-        return cp_l_raise(L);
+        cp_l_finish_error(L);
+        return;
     }
     cp_proc *p = m->peer;
     int exited = cp_messenger_peer_exited(m);
@@ -180,7 +247,14 @@ static int raise_down(lua_State *L, cp_messenger *m)
     if (exited && code < 0) { lua_pushinteger(L, -code); lua_setfield(L, -2, "signal"); }
     lua_pushinteger(L, unanswered);
     lua_setfield(L, -2, "unanswered");
-    return cp_l_raise(L);
+    cp_l_finish_error(L);
+}
+
+/* Raise the error that says why nothing more will come. */
+static int raise_down(lua_State *L, cp_messenger *m)
+{
+    push_down(L, m);
+    return lua_error(L);
 }
 
 /* [-0, +2, m] Push the value of a channel from its key bytes (nil, a
@@ -220,11 +294,11 @@ static void format_mib(char *out, size_t n, size_t bytes)
     else snprintf(out, n, "%zu bytes", bytes);
 }
 
-/* Raise QueueFull: reading is held back because the queues are over their
+/* [-0, +1, m] Push QueueFull: reading is held back because the queues are over their
  * bound, and what the caller waits for (a message of channel want, or with
  * want NULL the peer reading what we sent: doing says which) cannot come
  * until queued messages are read. Fields: channel, messages, bytes, limit. */
-static int raise_held(lua_State *L, cp_messenger *m, const cp_chan *want, const char *doing)
+static void push_held(lua_State *L, cp_messenger *m, const cp_chan *want, const char *doing)
 {
     luaL_checkstack(L, 10, NULL);
     const cp_chan *c = cp_messenger_fullest(m);
@@ -254,7 +328,9 @@ static int raise_held(lua_State *L, cp_messenger *m, const cp_chan *want, const 
     lua_setfield(L, -2, "bytes");
     lua_pushinteger(L, (lua_Integer)m->max_queued);
     lua_setfield(L, -2, "limit");
-    return cp_l_raise(L);
+    cp_l_finish_error(L);
+    lua_replace(L, name - 1); /* the error in place of the values below it */
+    lua_settop(L, name - 1);
 }
 
 /* trust: the mode of the binding holding m (its first member). */
@@ -263,17 +339,26 @@ static cp_trust trust_of(const cp_messenger *m)
     return (cp_trust)((const l_messenger *)(const void *)m)->trust;
 }
 
-/* Raise for a CLOSE or ERROR message (consumes it). */
-static int raise_special(lua_State *L, cp_messenger *m, cp_msg *msg)
+static int raise_held(lua_State *L, cp_messenger *m, const cp_chan *want, const char *doing)
+{
+    push_held(L, m, want, doing);
+    return lua_error(L);
+}
+
+/* [-0, +1, m] Push the error a CLOSE or ERROR message stands for
+ * (consumes it). */
+static void push_special(lua_State *L, cp_messenger *m, cp_msg *msg)
 {
     int kind = msg->kind;
+    int base = lua_gettop(L);
     char err[CP_CODEC_ERRLEN];
     int ok = cp_codec_decode_trust(L, msg->data, msg->len, trust_of(m), err, sizeof err) == 0;
     cp_msg_free(msg);
     if (kind == CP_KIND_CLOSE) {
         if (ok) lua_pop(L, 1);
         cp_l_pusherror(L, "ResourceRequestedClose", "the other side requested close");
-        return cp_l_raise(L);
+        cp_l_finish_error(L);
+        return;
     }
     const char *text = ok ? "(an error without a message)"
                           : lua_pushfstring(L, "(an error the receiver cannot decode: %s)", err);
@@ -307,7 +392,7 @@ static int raise_special(lua_State *L, cp_messenger *m, cp_msg *msg)
         } else {
             lua_pop(L, 1);
             if (lua_getfield(L, info, "class") == LUA_TSTRING) {
-                int cls = lua_gettop(L);
+                int cname = lua_gettop(L);
                 lua_createtable(L, 0, 4);
                 if (lua_getfield(L, info, "fields") == LUA_TTABLE) {
                     lua_pushnil(L);
@@ -318,62 +403,27 @@ static int raise_special(lua_State *L, cp_messenger *m, cp_msg *msg)
                     }
                 }
                 lua_pop(L, 1);
-                lua_pushvalue(L, cls);
+                lua_pushvalue(L, cname);
                 lua_setfield(L, -2, "class");
                 lua_pushstring(L, text);
                 lua_setfield(L, -2, "message");
-                cp_l_make_error(L);
+                cp_l_finish_error(L);
                 lua_setfield(L, e, "value");
             }
             lua_pop(L, 1);
         }
     }
-    return cp_l_raise(L);
-}
-
-/* Push the payload of msg (consumes it), decoded in trust mode trust. */
-static void push_payload(lua_State *L, cp_msg *msg, cp_trust trust)
-{
-    char err[CP_CODEC_ERRLEN];
-    int rc = cp_codec_decode_trust(L, msg->data, msg->len, trust, err, sizeof err);
-    cp_msg_free(msg);
-    if (rc) cp_l_error(L, "ProtocolError", "cannot decode a message: %s", err);
-}
-
-/* One message from channel c if there is one now: pushes it and returns 1;
- * raises for specials; returns 0 when the queue is empty. */
-static int try_receive(lua_State *L, cp_messenger *m, cp_chan *c)
-{
-    cp_msg *msg = cp_messenger_pop_special(m);
-    if (msg) return raise_special(L, m, msg);
-    msg = cp_messenger_pop(m, c);
-    if (!msg) return 0;
-    push_payload(L, msg, trust_of(m));
-    return 1;
-}
-
-/* Like try_receive, but pushes the payload's msgpack bytes undecoded. */
-static int try_receive_raw(lua_State *L, cp_messenger *m, cp_chan *c)
-{
-    cp_msg *msg = cp_messenger_pop_special(m);
-    if (msg) return raise_special(L, m, msg);
-    msg = cp_messenger_pop(m, c);
-    if (!msg) return 0;
-    lua_pushlstring(L, msg->data, msg->len);
-    cp_msg_free(msg);
-    return 1;
+    cp_l_finish_error(L);
+    /* Only the error stays: the decoded info and its message go. */
+    if (lua_gettop(L) > base + 1) {
+        lua_replace(L, base + 1);
+        lua_settop(L, base + 1);
+    }
 }
 
 static void raise_wait(lua_State *L, int rc)
 {
     if (rc == -1) cp_l_error(L, "Interrupted", "interrupted!");
-}
-
-/* Nothing for channel c is queued and reading is held back: waiting could
- * only end if we read past the bound. */
-static void check_held(lua_State *L, cp_messenger *m, const cp_chan *c)
-{
-    if (cp_messenger_held(m) && !cp_messenger_has(m, c)) raise_held(L, m, c, NULL);
 }
 
 /* ---- sending ---- */
@@ -562,101 +612,397 @@ send:;
     return 0;
 }
 
-/* ---- receiving ---- */
+/* ---- receiving ----
+ *
+ * Every receive that may wait runs one loop (recv_loop): take a message if
+ * one is queued; fail when nothing more can come (raise, or for try_receive
+ * return nil, err); else wait, in the running coroutine's scheduler when
+ * it has a waiter (lwaiter.h: the call yields there and goes on in recv_k)
+ * or in the loop. Its state is on the stack, so it survives a yield:
+ * 1 the messenger, 2 the channel, 3 the timeout as given (nil: none),
+ * 4 the deadline (nil: none). The flags are the continuation's context. */
+enum {
+    RV_VALUE = 0, RV_RAW = 1, RV_MESSAGE = 2, RV_MODE = 3, /* what a message gives */
+    RV_TRY = 4,        /* runtime failures are returned as nil, err */
+    RV_REMAINING = 8,  /* a step of receive_remaining(_messages): ends at remaining 0 */
+    RV_NOYIELD = 16    /* the waiter declined: block in the loop */
+};
 
-static int l_receive_blocking(lua_State *L)
+/* The error on top is the outcome: raise it, or return nil, err. */
+static int fail(lua_State *L, int flags)
 {
-    cp_messenger *m = self_open(L);
-    cp_chan *c = get_chan(L, m, 2, 1);
-    double timeout = opt_timeout(L, 3);
-    for (;;) {
-        if (try_receive(L, m, c)) return 1;
-        if (cp_messenger_exhausted(m, c)) return raise_down(L, m);
-        check_held(L, m, c);
-        int rc = cp_messenger_wait(m, c, 0, timeout);
-        if (rc == 0) {
-            if (try_receive(L, m, c)) return 1;
-            return cp_l_error(L, "Timeout", "no message within %f seconds", timeout);
+    if (!(flags & RV_TRY)) return lua_error(L);
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    return 2;
+}
+
+/* [-0, +1, m] Push the message table of msg, taken from channel c:
+ * {data, channel, is_request, is_reply, priority}. Returns 0, or -1 (the
+ * error pushed instead) when the payload does not decode. Consumes msg. */
+static int push_message(lua_State *L, cp_messenger *m, const cp_chan *c, cp_msg *msg)
+{
+    luaL_checkstack(L, 6, NULL);
+    lua_createtable(L, 0, 5);
+    char err[CP_CODEC_ERRLEN];
+    if (cp_codec_decode_trust(L, msg->data, msg->len, trust_of(m), err, sizeof err)) {
+        cp_msg_free(msg);
+        cp_l_pusherror(L, "ProtocolError", "cannot decode a message: %s", err);
+        cp_l_finish_error(L);
+        lua_remove(L, -2);
+        return -1;
+    }
+    lua_setfield(L, -2, "data");
+    push_channel(L, c->key, c->keylen);
+    lua_pop(L, 1);
+    lua_setfield(L, -2, "channel");
+    lua_pushboolean(L, (msg->flags & CP_FLAG_REQUEST) != 0);
+    lua_setfield(L, -2, "is_request");
+    lua_pushboolean(L, (msg->flags & CP_FLAG_REPLY) != 0);
+    lua_setfield(L, -2, "is_reply");
+    if (!m->arrival_order) { /* a MultiMessenger queues by arrival and keeps none */
+        lua_pushnumber(L, msg->priority);
+        lua_setfield(L, -2, "priority");
+    }
+    cp_msg_free(msg);
+    return 0;
+}
+
+/* Take the next message of channel c if there is one: push what it gives
+ * (flags & RV_MODE) and return the number of results. 0 when nothing is
+ * queued. A close request or error from the other side, or a payload that
+ * does not decode, fails. */
+static int take(lua_State *L, cp_messenger *m, cp_chan *c, int flags)
+{
+    cp_msg *msg = cp_messenger_pop_special(m);
+    if (msg) {
+        push_special(L, m, msg);
+        return fail(L, flags);
+    }
+    msg = cp_messenger_pop(m, c);
+    if (!msg) return 0;
+    char err[CP_CODEC_ERRLEN];
+    switch (flags & RV_MODE) {
+    case RV_RAW:
+        lua_pushlstring(L, msg->data, msg->len);
+        cp_msg_free(msg);
+        return 1;
+    case RV_MESSAGE:
+        if (push_message(L, m, c, msg)) return fail(L, flags);
+        return 1;
+    default:
+        if (cp_codec_decode_trust(L, msg->data, msg->len, trust_of(m), err, sizeof err)) {
+            cp_msg_free(msg);
+            cp_l_pusherror(L, "ProtocolError", "cannot decode a message: %s", err);
+            cp_l_finish_error(L);
+            return fail(L, flags);
         }
-        raise_wait(L, rc);
+        cp_msg_free(msg);
+        return 1;
     }
 }
+
+/* A receive_remaining step took a message: nil stands as coproc.null (a
+ * nil would end the loop), then the count so far (upvalue 3). */
+static int remaining_result(lua_State *L, int flags)
+{
+    if ((flags & RV_MODE) == RV_VALUE && lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushlightuserdata(L, NULL);
+    }
+    lua_Integer k = lua_tointeger(L, lua_upvalueindex(3)) + 1;
+    lua_pushinteger(L, k);
+    lua_copy(L, -1, lua_upvalueindex(3));
+    return 2;
+}
+
+static int recv_k(lua_State *L, int status, lua_KContext ctx);
+
+static int recv_loop(lua_State *L, cp_messenger *m, int flags)
+{
+    cp_chan *c = get_chan(L, m, 2, 1);
+    int waited = 0; /* the loop ran up to the deadline just now */
+    for (;;) {
+        if ((flags & RV_REMAINING) && c->requests_sent <= c->replies_received) return 0;
+        int n = take(L, m, c, flags);
+        if (n) return (flags & RV_REMAINING) && n == 1 ? remaining_result(L, flags) : n;
+        if (cp_messenger_exhausted(m, c)) {
+            push_down(L, m);
+            return fail(L, flags);
+        }
+        if (cp_messenger_held(m) && !cp_messenger_has(m, c)) {
+            /* waiting could only end if we read past the bound */
+            push_held(L, m, c, NULL);
+            return fail(L, flags);
+        }
+        double left = -1;
+        if (!lua_isnil(L, 4)) {
+            left = lua_tonumber(L, 4) - cp_now();
+            if (left <= 0) {
+                /* a last look at what has already arrived (unless the loop
+                 * has just run until now) */
+                if (!waited) {
+                    cp_messenger_wait(m, c, 0, 0);
+                    if ((n = take(L, m, c, flags))) return n;
+                }
+                if (cp_messenger_exhausted(m, c)) {
+                    push_down(L, m);
+                    return fail(L, flags);
+                }
+                cp_l_pusherror(L, "Timeout", "no message within %f seconds", lua_tonumber(L, 3));
+                cp_l_finish_error(L);
+                return fail(L, flags);
+            }
+        }
+        if (!(flags & RV_NOYIELD) && cp_l_waiter_push(L)) {
+            cp_l_push_request(L, 1, 2, 'r', 0, left);
+            lua_callk(L, 1, 1, flags, recv_k);
+            return recv_k(L, LUA_OK, flags);
+        }
+        int rc = cp_messenger_wait(m, c, 0, left);
+        raise_wait(L, rc);
+        waited = rc == 0;
+    }
+}
+
+/* Back from the waiter (after a yield, or not): true when it waited. */
+static int recv_k(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    int flags = (int)ctx;
+    int waited = lua_toboolean(L, -1);
+    lua_settop(L, 4);
+    cp_messenger *m = open_at(L, 1);
+    if (!waited) flags |= RV_NOYIELD;
+    /* A foreign scheduler saw the socket readable: read what is there. */
+    else cp_messenger_wait(m, get_chan(L, m, 2, 1), 0, 0);
+    return recv_loop(L, m, flags);
+}
+
+/* Names for "did you mean": the options of the receive calls. */
+static const char *const RECV_OPTIONS[] = {"channel", "timeout", NULL};
+
+/* Edit distance of two short strings, capped at 3. */
+static int distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 32 || lb > 32) return 3;
+    if ((la > lb ? la - lb : lb - la) > 2) return 3;
+    int prev[33], cur[33];
+    for (size_t j = 0; j <= lb; j++) prev[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        cur[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int v = prev[j] + 1;
+            if (cur[j - 1] + 1 < v) v = cur[j - 1] + 1;
+            if (prev[j - 1] + (a[i - 1] != b[j - 1]) < v) v = prev[j - 1] + (a[i - 1] != b[j - 1]);
+            cur[j] = v;
+        }
+        memcpy(prev, cur, sizeof prev);
+    }
+    return prev[lb] < 3 ? prev[lb] : 3;
+}
+
+/* An options table at index 2: only keys of RECV_OPTIONS; then channel
+ * and timeout moved to 2 and 3 (the positional form). */
+static void recv_options(lua_State *L, const char *fname)
+{
+    if (!lua_isnone(L, 3))
+        luaL_error(L, "bad argument #3 to '%s' (nothing may follow an options table)", fname);
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+        lua_pop(L, 1);
+        int known = 0;
+        const char *best = NULL;
+        int bestd = 3;
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            const char *k = lua_tostring(L, -1);
+            for (int i = 0; RECV_OPTIONS[i]; i++) {
+                if (!strcmp(k, RECV_OPTIONS[i])) known = 1;
+                int d = distance(k, RECV_OPTIONS[i]);
+                if (d < bestd) { bestd = d; best = RECV_OPTIONS[i]; }
+            }
+            if (!known) {
+                if (best) luaL_error(L, "bad option '%s' to '%s' (did you mean '%s'?)", k, fname, best);
+                luaL_error(L, "bad option '%s' to '%s'", k, fname);
+            }
+        } else if (!known) {
+            luaL_error(L, "bad option %s to '%s'", luaL_tolstring(L, -1, NULL), fname);
+        }
+    }
+    lua_getfield(L, 2, "channel");
+    lua_getfield(L, 2, "timeout");
+    if (!lua_isnil(L, -1)) {
+        double t = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : -1;
+        if (!(t >= 0))
+            luaL_error(L, "bad option 'timeout' to '%s' (non-negative number expected, got %s)", fname,
+                       luaL_tolstring(L, -1, NULL));
+    }
+    lua_remove(L, 2); /* 1 the messenger, 2 the channel, 3 the timeout */
+    chankey k;
+    const char *why = channel_problem(L, 2, &k);
+    if (why) luaL_error(L, "bad option 'channel' to '%s' (%s)", fname, why);
+}
+
+/* Arguments (channel, timeout) or ({channel =, timeout =}) to the loop's
+ * stack. dflt: the timeout when none is given (< 0: none). */
+static void recv_args(lua_State *L, const char *fname, double dflt)
+{
+    if (lua_type(L, 2) == LUA_TTABLE) recv_options(L, fname);
+    lua_settop(L, 3);
+    double t = lua_isnil(L, 3) ? dflt : opt_timeout(L, 3);
+    if (t >= 0 && lua_isnil(L, 3)) { lua_pushnumber(L, t); lua_replace(L, 3); }
+    if (t < 0) lua_pushnil(L);
+    else lua_pushnumber(L, cp_now() + t);
+}
+
+static int receive_with(lua_State *L, const char *fname, int flags, double dflt)
+{
+    cp_messenger *m = self_open(L);
+    int t2 = lua_type(L, 2);
+    if (t2 != LUA_TTABLE) {
+        /* The common case first, without building the loop's stack: a
+         * message is queued already (streaming, a reply read meanwhile). */
+        if (!lua_isnoneornil(L, 3)) opt_timeout(L, 3);
+        chankey k;
+        const char *why = channel_problem_t(L, 2, t2, &k);
+        if (why) luaL_argerror(L, 2, why);
+        cp_chan *c = cp_messenger_chan(m, k.b, k.n, 1);
+        if (!c) luaL_error(L, "out of memory");
+        if (cp_messenger_has(m, c)) return take(L, m, c, flags);
+    }
+    recv_args(L, fname, dflt);
+    return recv_loop(L, m, flags);
+}
+
+/* receive_blocking(channel, timeout) -> data */
+static int l_receive_blocking(lua_State *L) { return receive_with(L, "receive_blocking", RV_VALUE, -1); }
+
+/* receive_message_blocking(channel, timeout) -> message table */
+static int l_receive_message_blocking(lua_State *L)
+{
+    return receive_with(L, "receive_message_blocking", RV_MESSAGE, -1);
+}
+
+/* try_receive(channel, timeout = 0) -> data, or nil, err: a runtime failure
+ * (Timeout, the connection down, a close request, an error of the other
+ * side, QueueFull, an undecodable payload) is returned, not raised. */
+static int l_try_receive(lua_State *L) { return receive_with(L, "try_receive", RV_VALUE | RV_TRY, 0); }
 
 /* receive_raw(channel, timeout): receive_blocking without the decode: the
  * payload as a string of msgpack bytes, for a receiver that decodes it
  * itself (core.decode_prefix: a pool worker that must know which item of a
  * batch could not be decoded). */
-static int l_receive_raw(lua_State *L)
-{
-    cp_messenger *m = self_open(L);
-    cp_chan *c = get_chan(L, m, 2, 1);
-    double timeout = opt_timeout(L, 3);
-    for (;;) {
-        if (try_receive_raw(L, m, c)) return 1;
-        if (cp_messenger_exhausted(m, c)) return raise_down(L, m);
-        int rc = cp_messenger_wait(m, c, 0, timeout);
-        if (rc == 0) {
-            if (try_receive_raw(L, m, c)) return 1;
-            return cp_l_error(L, "Timeout", "no message within %f seconds", timeout);
-        }
-        raise_wait(L, rc);
-    }
-}
+static int l_receive_raw(lua_State *L) { return receive_with(L, "receive_raw", RV_RAW, -1); }
 
-static int l_receive_available(lua_State *L)
+/* What has arrived on channel c, as a list with .n (nil values leave holes). */
+static int available_list(lua_State *L, int flags)
 {
     cp_messenger *m = self_open(L);
     cp_chan *c = get_chan(L, m, 2, 1);
     cp_messenger_flush_all();
     if (m->state == CP_M_OPEN) cp_messenger_pump(m);
-    lua_newtable(L);
-    int t = lua_gettop(L);
-    lua_Integer n = 0;
-    while (try_receive(L, m, c)) lua_rawseti(L, t, ++n);
-    if (n == 0 && cp_messenger_exhausted(m, c)) return raise_down(L, m);
-    return 1;
-}
-
-static int remaining_iter(lua_State *L)
-{
-    cp_messenger *m = open_at(L, lua_upvalueindex(1));
-    lua_pushvalue(L, lua_upvalueindex(2));
-    cp_chan *c = get_chan(L, m, lua_gettop(L), 1);
-    if (c->requests_sent <= c->replies_received) return 0;
-    for (;;) {
-        if (try_receive(L, m, c)) return 1;
-        if (cp_messenger_exhausted(m, c)) return raise_down(L, m);
-        check_held(L, m, c);
-        raise_wait(L, cp_messenger_wait(m, c, 0, -1));
-    }
-}
-
-static int l_receive_remaining(lua_State *L)
-{
-    self_open(L);
     lua_settop(L, 2);
-    lua_pushcclosure(L, remaining_iter, 2);
+    lua_createtable(L, c->q.n < 1024 ? (int)c->q.n : 1024, 1);
+    lua_Integer n = 0;
+    while (take(L, m, c, flags)) lua_rawseti(L, 3, ++n);
+    if (n == 0 && cp_messenger_exhausted(m, c)) return raise_down(L, m);
+    lua_pushinteger(L, n);
+    lua_setfield(L, 3, "n");
     return 1;
 }
+
+static int l_receive_available(lua_State *L) { return available_list(L, RV_VALUE); }
+static int l_receive_available_messages(lua_State *L) { return available_list(L, RV_MESSAGE); }
+
+/* The iterators of receive_remaining(_messages): upvalues 1 the messenger,
+ * 2 the channel, 3 the count so far. */
+static int remaining_step(lua_State *L, int flags)
+{
+    lua_settop(L, 0);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushvalue(L, lua_upvalueindex(2));
+    lua_pushnil(L);
+    lua_pushnil(L);
+    return recv_loop(L, open_at(L, 1), flags | RV_REMAINING);
+}
+
+static int remaining_iter(lua_State *L) { return remaining_step(L, RV_VALUE); }
+static int remaining_messages_iter(lua_State *L) { return remaining_step(L, RV_MESSAGE); }
+
+static int remaining_with(lua_State *L, lua_CFunction iter)
+{
+    cp_messenger *m = self_open(L);
+    get_chan(L, m, 2, 1);
+    lua_settop(L, 2);
+    lua_pushinteger(L, 0);
+    lua_pushcclosure(L, iter, 3);
+    return 1;
+}
+
+/* for reply, i in m:receive_remaining(channel): reply (coproc.null for a
+ * nil reply), i = 1, 2, ... until remaining(channel) is 0. */
+static int l_receive_remaining(lua_State *L) { return remaining_with(L, remaining_iter); }
+static int l_receive_remaining_messages(lua_State *L) { return remaining_with(L, remaining_messages_iter); }
 
 static int l_available(lua_State *L)
 {
     cp_messenger *m = self_open(L);
-    cp_chan *c = get_chan(L, m, 2, 0);
+    get_chan(L, m, 2, 0); /* a bad channel raises before anything is read */
     cp_messenger_flush_all();
     if (m->state == CP_M_OPEN) cp_messenger_pump(m);
+    /* looked up after reading: the channel's record may be new */
+    cp_chan *c = get_chan(L, m, 2, 0);
     lua_pushboolean(L, cp_messenger_has(m, c));
     return 1;
 }
 
-static int l_await_available(lua_State *L)
+/* await_available(timeout): stack 1 the messenger, 2 the timeout, 3 the
+ * deadline. */
+static int await_k(lua_State *L, int status, lua_KContext ctx);
+
+static int await_loop(lua_State *L, int noyield)
 {
-    cp_messenger *m = self_open(L);
-    double timeout = opt_timeout(L, 2);
-    int rc = cp_messenger_wait(m, NULL, 1, timeout);
-    raise_wait(L, rc);
+    cp_messenger *m = open_at(L, 1);
+    for (;;) {
+        if (cp_messenger_ready_any(m)) break;
+        double left = -1;
+        if (!lua_isnil(L, 3)) {
+            left = lua_tonumber(L, 3) - cp_now();
+            if (left <= 0) { cp_messenger_wait(m, NULL, 1, 0); break; }
+        }
+        if (!noyield && cp_l_waiter_push(L)) {
+            cp_l_push_request(L, 1, 0, 'a', 0, left);
+            lua_callk(L, 1, 1, 0, await_k);
+            return await_k(L, LUA_OK, 0);
+        }
+        int rc = cp_messenger_wait(m, NULL, 1, left);
+        raise_wait(L, rc);
+        break;
+    }
     lua_pushboolean(L, cp_messenger_queued(m) > 0);
     return 1;
+}
+
+static int await_k(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status; (void)ctx;
+    int waited = lua_toboolean(L, -1);
+    lua_settop(L, 3);
+    if (waited) cp_messenger_wait(open_at(L, 1), NULL, 1, 0);
+    return await_loop(L, !waited);
+}
+
+static int l_await_available(lua_State *L)
+{
+    self_open(L);
+    double timeout = opt_timeout(L, 2);
+    lua_settop(L, 2);
+    if (timeout < 0) lua_pushnil(L);
+    else lua_pushnumber(L, cp_now() + timeout);
+    cp_messenger *m = open_at(L, 1);
+    cp_messenger_wait(m, NULL, 1, 0); /* flush, and take in what is there */
+    return await_loop(L, timeout == 0);
 }
 
 static int l_pipe_poll(lua_State *L)
@@ -664,6 +1010,52 @@ static int l_pipe_poll(lua_State *L)
     cp_messenger *m = self_open(L);
     double timeout = opt_timeout(L, 2);
     lua_pushboolean(L, cp_messenger_poll(m, timeout));
+    return 1;
+}
+
+/* ---- the pollable contract (docs/eventloops.md) ---- */
+
+/* Write what the socket takes now, so nothing stays corked. */
+static void uncork(cp_messenger *m)
+{
+    if (cp_messenger_corked(m)) cp_messenger_flush_nb(m);
+}
+
+/* pending() -> true when a message is queued (any channel) or output is
+ * still unsent; pending(channel) -> true when a receive on that channel
+ * would not wait (a message of it, a close request or error, the
+ * connection down, reading held back). Both write what the socket takes
+ * first. */
+static int l_pending(lua_State *L)
+{
+    cp_messenger *m = self_open(L);
+    uncork(m);
+    if (lua_gettop(L) < 2) {
+        lua_pushboolean(L, cp_messenger_queued(m) > 0 || cp_messenger_unsent(m) > 0);
+        return 1;
+    }
+    cp_chan *c = get_chan(L, m, 2, 0);
+    lua_pushboolean(L, cp_messenger_ready(m, c));
+    return 1;
+}
+
+/* cqueues: pollfd(), events() ("r", or "rw" while output is unsent after
+ * writing what the socket takes), timeout() (0 while a message is queued:
+ * the socket may be quiet then, nil otherwise). */
+static int l_events(lua_State *L)
+{
+    cp_messenger *m = self_open(L);
+    uncork(m);
+    if (cp_messenger_unsent(m) > 0) lua_pushliteral(L, "rw");
+    else lua_pushliteral(L, "r");
+    return 1;
+}
+
+static int l_timeout(lua_State *L)
+{
+    cp_messenger *m = self_open(L);
+    if (cp_messenger_queued(m) > 0 || m->state != CP_M_OPEN) lua_pushnumber(L, 0);
+    else lua_pushnil(L);
     return 1;
 }
 
@@ -721,16 +1113,52 @@ static int l_messages_received(lua_State *L)
 
 /* ---- plumbing ---- */
 
-static int l_flush(lua_State *L)
+/* flush(timeout) -> true once everything sent is written, false on
+ * timeout. In a coroutine with a waiter it waits there. Stack: 1 the
+ * messenger, 2 the timeout, 3 the deadline (nil: none). */
+static int flush_k(lua_State *L, int status, lua_KContext ctx);
+
+static int flush_loop(lua_State *L, int noyield)
 {
-    cp_messenger *m = self_open(L);
-    double timeout = opt_timeout(L, 2);
-    int rc = cp_messenger_flush(m, timeout);
+    cp_messenger *m = open_at(L, 1);
+    double left = -1;
+    if (!lua_isnil(L, 3)) {
+        left = lua_tonumber(L, 3) - cp_now();
+        if (left < 0) left = 0;
+    }
+    if (!noyield && left != 0 && lua_isyieldable(L)) {
+        if (cp_messenger_flush_nb(m) < 0) return raise_down(L, m);
+        if (cp_messenger_unsent(m) == 0) { lua_pushboolean(L, 1); return 1; }
+        if (!cp_messenger_held(m) && cp_l_waiter_push(L)) {
+            cp_l_push_request(L, 1, 0, 'w', 0, left);
+            lua_callk(L, 1, 1, 0, flush_k);
+            return flush_k(L, LUA_OK, 0);
+        }
+    }
+    int rc = cp_messenger_flush(m, left);
     if (rc == CP_WAIT_DOWN) return raise_down(L, m);
     if (rc == CP_WAIT_HELD) return raise_held(L, m, NULL, "flush");
     raise_wait(L, rc);
     lua_pushboolean(L, rc == 1);
     return 1;
+}
+
+static int flush_k(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status; (void)ctx;
+    int waited = lua_toboolean(L, -1);
+    lua_settop(L, 3);
+    return flush_loop(L, !waited);
+}
+
+static int l_flush(lua_State *L)
+{
+    self_open(L);
+    double timeout = opt_timeout(L, 2);
+    lua_settop(L, 2);
+    if (timeout < 0) lua_pushnil(L);
+    else lua_pushnumber(L, cp_now() + timeout);
+    return flush_loop(L, 0);
 }
 
 static int l_fileno(lua_State *L)
@@ -843,11 +1271,14 @@ static int l_send_raw(lua_State *L)
     return 0;
 }
 
-/* coproc.wait(messengers, timeout) -> list of the ready ones */
-static int l_wait(lua_State *L)
+/* coproc.wait(messengers, timeout) -> list of the ready ones. In a
+ * coroutine with a waiter it waits there. Stack: 1 the list, 2 the
+ * timeout, 3 the deadline (nil: none), 4 the messenger array. */
+static int wait_k(lua_State *L, int status, lua_KContext ctx);
+
+static int wait_loop(lua_State *L, int noyield)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    double timeout = opt_timeout(L, 2);
+    lua_settop(L, 3);
     lua_Integer n = luaL_len(L, 1);
     luaL_argcheck(L, n <= 65536, 1, "too many messengers");
     cp_messenger **ms = lua_newuserdatauv(L, (size_t)(n ? n : 1) * (sizeof *ms + sizeof(int)), 0);
@@ -859,7 +1290,22 @@ static int l_wait(lua_State *L)
         ms[i - 1] = &lm->m;
         lua_pop(L, 1);
     }
-    int rc = cp_messenger_wait_many(ms, (int)n, ready, timeout);
+    double left = -1;
+    if (!lua_isnil(L, 3)) {
+        left = lua_tonumber(L, 3) - cp_now();
+        if (left < 0) left = 0;
+    }
+    int rc = -2;
+    if (!noyield && left != 0 && lua_isyieldable(L)) {
+        rc = cp_messenger_wait_many(ms, (int)n, ready, 0);
+        raise_wait(L, rc);
+        if (rc == 0 && cp_l_waiter_push(L)) {
+            cp_l_push_request(L, 0, 0, 0, 1, left);
+            lua_callk(L, 1, 1, 0, wait_k);
+            return wait_k(L, LUA_OK, 0);
+        }
+    }
+    if (rc <= 0) rc = cp_messenger_wait_many(ms, (int)n, ready, left);
     raise_wait(L, rc);
     lua_newtable(L);
     if (rc > 0) {
@@ -868,6 +1314,47 @@ static int l_wait(lua_State *L)
             if (ready[i - 1]) { lua_geti(L, 1, i); lua_rawseti(L, -2, ++k); }
     }
     return 1;
+}
+
+static int wait_k(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status; (void)ctx;
+    return wait_loop(L, !lua_toboolean(L, -1));
+}
+
+static int l_wait(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    double timeout = opt_timeout(L, 2);
+    lua_settop(L, 2);
+    if (timeout < 0) lua_pushnil(L);
+    else lua_pushnumber(L, cp_now() + timeout);
+    return wait_loop(L, 0);
+}
+
+/* core.messenger_pair(arrival_order) -> a, b: two connected messengers of
+ * this process (Messenger.new_pair in Lua). */
+static int l_messenger_pair(lua_State *L)
+{
+    int arrival = lua_toboolean(L, 1);
+    l_messenger *a = cp_l_messenger_push(L);
+    l_messenger *b = cp_l_messenger_push(L);
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return cp_l_oserror(L, errno, "socketpair", "cannot make a messenger pair");
+    if (cp_messenger_open(&a->m, sv[0], arrival, NULL)) {
+        int e = errno;
+        close(sv[0]);
+        close(sv[1]);
+        return cp_l_oserror(L, e, "fcntl", "cannot make a messenger pair");
+    }
+    if (cp_messenger_open(&b->m, sv[1], arrival, NULL)) {
+        int e = errno;
+        close(sv[1]);
+        cp_messenger_close(&a->m);
+        return cp_l_oserror(L, e, "fcntl", "cannot make a messenger pair");
+    }
+    return 2;
 }
 
 static const luaL_Reg methods[] = {
@@ -879,10 +1366,15 @@ static const luaL_Reg methods[] = {
     {"send_close_request", l_send_close_request},
     {"send_error", l_send_error},
     {"receive_blocking", l_receive_blocking},
+    {"receive_message_blocking", l_receive_message_blocking},
+    {"try_receive", l_try_receive},
     {"receive_raw", l_receive_raw},
     {"receive_available", l_receive_available},
+    {"receive_available_messages", l_receive_available_messages},
     {"receive_remaining", l_receive_remaining},
+    {"receive_remaining_messages", l_receive_remaining_messages},
     {"available", l_available},
+    {"pending", l_pending},
     {"await_available", l_await_available},
     {"pipe_poll", l_pipe_poll},
     {"remaining", l_remaining},
@@ -895,6 +1387,9 @@ static const luaL_Reg methods[] = {
     {"messages_received", l_messages_received},
     {"flush", l_flush},
     {"fileno", l_fileno},
+    {"pollfd", l_fileno},
+    {"events", l_events},
+    {"timeout", l_timeout},
     {"close", l_close},
     {"is_closed", l_is_closed},
     {"is_connected", l_is_connected},
@@ -1023,4 +1518,8 @@ void cp_l_messenger_open(lua_State *L, int t)
     lua_pushcclosure(L, l_send_raw, 1);
     lua_setfield(L, -2, "send_raw");
     lua_pop(L, 1);
+    lua_pushcfunction(L, l_messenger_pair);
+    lua_setfield(L, t, "messenger_pair");
+    lua_pushcfunction(L, l_on_close);
+    lua_setfield(L, t, "on_close");
 }

@@ -59,7 +59,7 @@ static int l_sleep(lua_State *L)
     luaL_argcheck(L, s >= 0 && !isnan(s), 1, "seconds must be a non-negative number");
     cp_messenger_flush_all();
     cp_loop_mark();
-    if (cp_loop_wait(never, NULL, s) < 0) return cp_l_error(L, "Interrupted", "interrupted!");
+    if (cp_loop_wait(never, NULL, isinf(s) ? -1 : s) < 0) return cp_l_error(L, "Interrupted", "interrupted!");
     return 0;
 }
 

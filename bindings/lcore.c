@@ -34,19 +34,7 @@ static int plain_tostring(lua_State *L)
     return 1;
 }
 
-void cp_l_make_error(lua_State *L)
-{
-    if (lua_getfield(L, LUA_REGISTRYINDEX, CP_L_ERROR_FACTORY) == LUA_TFUNCTION) {
-        lua_pushvalue(L, -2);
-        if (lua_pcall(L, 1, 1, 0) == LUA_OK && !lua_isnil(L, -1)) {
-            lua_remove(L, -2);
-            return;
-        }
-    }
-    lua_pop(L, 1);
-}
-
-int cp_l_raise(lua_State *L)
+void cp_l_finish_error(lua_State *L)
 {
     /* Pass the plain table through the factory so it gets its class and
      * __tostring; without one (or if it fails) it still reads well. */
@@ -54,7 +42,7 @@ int cp_l_raise(lua_State *L)
         lua_pushvalue(L, -2);
         if (lua_pcall(L, 1, 1, 0) == LUA_OK && !lua_isnil(L, -1)) {
             lua_remove(L, -2);
-            return lua_error(L);
+            return;
         }
     }
     lua_pop(L, 1);
@@ -67,6 +55,11 @@ int cp_l_raise(lua_State *L)
     } else if (lua_type(L, -1) == LUA_TTABLE) {
         lua_pop(L, 1);
     }
+}
+
+int cp_l_raise(lua_State *L)
+{
+    cp_l_finish_error(L);
     return lua_error(L);
 }
 

@@ -18,6 +18,7 @@ void cp_l_system_open(lua_State *L, int t);
 void cp_l_clock_open(lua_State *L, int t);
 void cp_l_monitor_open(lua_State *L, int t);
 void cp_l_batch_open(lua_State *L, int t);
+void cp_l_waiter_open(lua_State *L, int t);
 
 /* [-0, +0, m] (core.c) package.preload["coproc.core"] = cp_core_open: a state that
  * has coproc built in (coproc-lua, a fresh worker) never loads a second
@@ -54,14 +55,14 @@ int  cp_l_closed(lua_State *L, const char *tname);
  * core.set_error_factory (lua/coproc/errors.lua); before that, a plain table
  * {class = cls, message = msg}. */
 void cp_l_pusherror(lua_State *L, const char *cls, const char *fmt, ...);
-/* [-1, +1, m] Turn the plain table {class = "Name", message = ..., fields}
- * on top into a coproc error object (through the factory), without raising. */
-void cp_l_make_error(lua_State *L);
 /* Push the error and raise it. Never returns. */
 int  cp_l_error(lua_State *L, const char *cls, const char *fmt, ...);
 /* Raise the error object on top of the stack, after it passed through the
  * factory (call after setting extra fields on a cp_l_pusherror table). */
 int  cp_l_raise(lua_State *L);
+/* [-1, +1, m] The same without raising: the finished error object replaces
+ * the table on top (for calls that return nil, err instead). */
+void cp_l_finish_error(lua_State *L);
 /* Raise an OSError {message = "<formatted>: strerror(err)", errno = err,
  * call = the system call or operation that failed}. Never returns. */
 int  cp_l_oserror(lua_State *L, int err, const char *call, const char *fmt, ...);

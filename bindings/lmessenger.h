@@ -17,5 +17,10 @@ typedef struct l_messenger {
 l_messenger *cp_l_messenger_push(lua_State *L);
 /* Flush m, waiting at most timeout seconds (worker exit path). */
 void cp_l_messenger_drain(l_messenger *lm, double timeout);
+/* The messenger at index i, closed or not (an argument error otherwise). */
+l_messenger *cp_l_messenger_at(lua_State *L, int i);
+/* The channel record of m for the channel value at index i (an argument
+ * error for a bad channel); created when create is set. */
+cp_chan *cp_l_messenger_chan(lua_State *L, cp_messenger *m, int i, int create);
 
 #endif

@@ -18,6 +18,7 @@
 
 static cp_messenger *g_all;   /* open messengers of this process */
 static pid_t g_all_pid;
+static uint64_t g_arrivals;   /* messages queued by any messenger of this process */
 
 static void link_in(cp_messenger *m)
 {
@@ -344,8 +345,11 @@ static int queue_frame(cp_messenger *m, const cp_frame *f, void *block)
     m->queued_bytes += msg_bytes(msg);
     if (c) c->bytes += msg_bytes(msg);
     m->messages_received++;
+    g_arrivals++;
     return 0;
 }
+
+uint64_t cp_messenger_arrivals(void) { return g_arrivals; }
 
 static void frame_error(cp_messenger *m, const char *err)
 {

@@ -199,6 +199,10 @@ int  cp_messenger_ready(const cp_messenger *m, const cp_chan *c);
 int  cp_messenger_ready_any(const cp_messenger *m);
 /* Flush every messenger of the process that has pending output. */
 void cp_messenger_flush_all(void);
+/* Messages queued so far by all messengers of the process together: a
+ * foreign loop's adapter compares it across calls to learn that some wait
+ * read messages into queues (their sockets are then quiet). */
+uint64_t cp_messenger_arrivals(void);
 
 /* Wait until cp_messenger_ready (c) — or, with c NULL and any set, any
  * channel. Flushes pending output first. Returns 1/0/-1 like cp_loop_wait. */

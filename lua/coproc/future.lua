@@ -160,11 +160,18 @@ local function pools_of(list)
   return pools
 end
 
--- One round over the pools of the unfinished futures (timeout as in wait).
+-- One round over the pools of the unfinished futures (timeout as in wait);
+-- in a task (coproc.async) it waits there until one of them is done.
 local function pump(list, timeout)
   local pools = pools_of(list)
   if #pools == 0 then return end
-  require("coproc.pool").pump_many(pools, timeout)
+  local pool = require("coproc.pool")
+  local function any_done()
+    for i = 1, #list do if list[i]._job.finished then return true end end
+    return false
+  end
+  if pool._yield_round(pools, any_done, timeout) then return end
+  pool.pump_many(pools, timeout)
 end
 
 local WAIT_OPTIONS = { return_when = { "all", "first", "first_error" }, timeout = "nonneg" }

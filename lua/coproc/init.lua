@@ -1,7 +1,9 @@
 --- coproc: stateful worker processes for Lua, with prioritised,
 -- multi-channel messaging both ways. See docs/api.md.
 local core = require "coproc.core"
+local async = require "coproc.async"
 local errors = require "coproc.errors"
+local options = require "coproc.options"
 local future = require "coproc.future"
 local iterable = require "coproc.iterable"
 local resource = require "coproc.resource"
@@ -43,14 +45,30 @@ local coproc = {
   cpu_count = core.cpu_count,
   getpid = core.getpid,
   now = core.now,
-  sleep = core.sleep,
   class = resource.class,
   BaseWorkerProcess = resource.class,
   WorkerResource = resource.WorkerResource,
   PriorityMessenger = resource.PriorityMessenger,
   MultiMessenger = resource.MultiMessenger,
   Messenger = core.Messenger,
+  async = async.async,
+  run_all = async.run_all,
+  sleep = async.sleep,
+  flush_all = core.flush_all,
 }
+
+--- Messenger.new_pair(opts) -> a, b: two connected messengers in this
+-- process (the seed's tests use them). opts.messenger_type as for
+-- WorkerResource.
+local PAIR_OPTIONS = { messenger_type = "any" }
+function core.Messenger.new_pair(opts)
+  opts = options.check(opts, PAIR_OPTIONS, "new_pair", 2)
+  local mtype = opts.messenger_type
+  if mtype ~= nil and mtype ~= resource.PriorityMessenger and mtype ~= resource.MultiMessenger then
+    error("bad option 'messenger_type' to 'new_pair' (coproc.PriorityMessenger or coproc.MultiMessenger expected)", 2)
+  end
+  return core.messenger_pair(mtype == resource.MultiMessenger)
+end
 
 for _, name in ipairs { "ResourceRequestedClose", "WorkerError", "WorkerDied", "Timeout",
     "EncodeError", "ProtocolError", "WorkerIsAlreadyAliveError", "WorkerIsAlreadyDeadError",

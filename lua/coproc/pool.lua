@@ -40,6 +40,7 @@ local resource = require "coproc.resource"
 local M = {}
 
 local floor, ceil, huge = math.floor, math.ceil, math.huge
+local isyieldable = coroutine.isyieldable
 local core = coproc.core
 local table_new, encode, wait_ready = core.table_new, core.encode, core.wait
 local clock = core.now
@@ -487,6 +488,7 @@ function Pool:_new_job(kind, fn, items, n, opts, star, what, level, src)
     self:_dispatch()
   end
   self:_run_callbacks()
+  if self._on_work then self._on_work(self) end   -- a loop that drives the pool (coproc.luv)
   return job
 end
 
@@ -1194,6 +1196,57 @@ end
 
 function Pool:_poll() self:_pump(0) end
 
+---------------------------------------------------------------- driven from outside
+
+-- The pool makes progress inside its own calls; these let a loop of the
+-- host's (coproc.async, coproc.luv, coproc.cqueues, a hand-rolled poll)
+-- drive it instead, so that futures complete while that loop runs
+-- (docs/eventloops.md).
+
+--- One round without waiting for anything in particular: send what fits,
+-- take the replies that have come (waiting up to timeout seconds, default
+-- 0), replace dead workers, run done callbacks. True when a worker had
+-- something. Raises a done callback's error (CallbackError) as the other
+-- pool calls do.
+function Pool:pump(timeout)
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout or timeout < 0) then
+    error(("bad argument #1 to 'pump' (non-negative number of seconds expected, got %s)"):format(tostring(timeout)), 2)
+  end
+  if self.state == "terminated" then return false end
+  self:_reap_abandoned()
+  local got = self:_pump(timeout or 0) == true
+  self:_raise_callback_error()
+  return got
+end
+
+--- The messengers of the current workers, to wait on for readability
+-- (they change when workers are replaced: ask again after each pump).
+function Pool:messengers()
+  local t = {}
+  for i, m in ipairs(self.mlist) do t[i] = m end
+  return t
+end
+
+--- Jobs submitted and not yet finished (map calls, futures, iterators).
+function Pool:unfinished()
+  return self.njobs
+end
+
+-- In a coroutine whose scheduler gave it a waiter (coproc.async,
+-- coproc.cqueues, ...): wait there until ready() holds or a worker of one
+-- of pools has something (at most timeout seconds; nil: no limit), then
+-- take what came without waiting. False when there is no such scheduler:
+-- the caller then waits itself, as before.
+function M._yield_round(pools, ready, timeout)
+  if timeout == 0 or not coroutine.isyieldable() then return false end
+  local waiter = core.waiter()
+  if not waiter then return false end
+  for _, p in ipairs(pools) do p:_dispatch() end
+  if not ready() and not waiter { pools = pools, ready = ready, timeout = timeout } then return false end
+  for _, p in ipairs(pools) do p:_pump(0) end
+  return true
+end
+
 -- Notice workers that died while idle (one poll, no sleeping) so new work
 -- does not go to them.
 function Pool:_check_deaths()
@@ -1232,7 +1285,7 @@ function Pool:_wait_until(done, timeout, what)
       end
       error("coproc pool: internal error: waiting on work that is neither queued nor running", 3)
     end
-    self:_pump(t)
+    if not (isyieldable() and M._yield_round({ self }, done, t)) then self:_pump(t) end
   end
 end
 

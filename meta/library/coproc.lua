@@ -133,6 +133,59 @@ function coproc.getpid() end
 ---@return number
 function coproc.now() end
 
+---Run `fn(...)` as a task of coproc's scheduler (docs/eventloops.md): inside it every
+---coproc call that would wait (a receive, `coproc.wait`, `flush`, a future's `result`,
+---`coproc.sleep`) yields to the scheduler, which waits for all its tasks at once. The task
+---runs from the next `coproc.run_all()` (or `task:result()` outside a task).
+---@param fn function
+---@param ... any its arguments
+---@return coproc.Task
+function coproc.async(fn, ...) end
+
+---Run the scheduler until every task has ended. A task's error that no `task:result()`
+---asked for is raised once no task can run. Raises Timeout after `timeout` seconds.
+---Inside a task: waits until every other task has ended.
+---@param timeout? number seconds; nil: no limit
+function coproc.run_all(timeout) end
+
+---Wait `seconds`: inside a task (or another scheduler's coroutine) it yields; elsewhere
+---it blocks while the messengers go on reading and writing (Ctrl-C interrupts).
+---@param seconds number
+function coproc.sleep(seconds) end
+
+---Write the output every messenger of this process holds back (corked bursts) as far as
+---the sockets take it: what a hand-rolled event loop calls before it sleeps.
+function coproc.flush_all() end
+
+---A task of coproc's scheduler (`coproc.async`).
+---@class coproc.Task
+---@field traceback? string The task's traceback, once it failed.
+local Task = {}
+
+---The task's results once it has ended; raises its error, or Cancelled. Inside a task
+---it waits there (the others run); outside it runs the scheduler until this task ends.
+---Raises Timeout after `timeout` seconds (the task goes on).
+---@param timeout? number
+---@return any ...
+function Task:result(timeout) end
+
+---True once the task returned, failed or was cancelled.
+---@return boolean
+function Task:done() end
+
+---Stop a task that has not ended (its coroutine is closed; result() raises Cancelled).
+---False when it had ended, or is the running task.
+---@return boolean
+function Task:cancel() end
+
+---What a message-level receive gives.
+---@class coproc.Message
+---@field data any The payload.
+---@field channel coproc.Channel The channel it came on.
+---@field is_request boolean Sent with send_request: it expects a reply.
+---@field is_reply boolean Sent with send_reply.
+---@field priority? number Its priority (math.huge when none was given); nil on a MultiMessenger.
+
 ---@class coproc.MessengerType
 ---@field name "PriorityMessenger"|"MultiMessenger"
 ---@field fifo boolean
@@ -243,10 +296,70 @@ function Messenger:flush(timeout) end
 
 ---The next message of `channel`; raises Timeout after `timeout` seconds, WorkerDied
 ---(host side) when the worker is gone, ResourceRequestedClose on a close request.
----@param channel? coproc.Channel
+---Also `m:receive_blocking{channel = 2, timeout = 5}`. In a task it yields.
+---@param channel? coproc.Channel|coproc.ReceiveOptions
 ---@param timeout? number seconds; nil: forever
 ---@return any
 function Messenger:receive_blocking(channel, timeout) end
+
+---`receive_blocking` as one options table: `m:receive_blocking{channel = 2, timeout = 5}`.
+---@class coproc.ReceiveOptions
+---@field channel? coproc.Channel
+---@field timeout? number seconds
+
+---The next message of `channel` as a message table (data, channel, is_request, is_reply,
+---priority); raises as receive_blocking does. Also `m:receive_message_blocking{channel =, timeout =}`.
+---@param channel? coproc.Channel|coproc.ReceiveOptions
+---@param timeout? number seconds; nil: forever
+---@return coproc.Message
+function Messenger:receive_message_blocking(channel, timeout) end
+
+---receive_blocking that returns its runtime failures instead of raising them: the value,
+---or `nil, err` (Timeout, WorkerDied, ResourceRequestedClose, WorkerError, QueueFull,
+---ProtocolError). Waits at most `timeout` seconds (default 0: only what has arrived).
+---Misuse and Ctrl-C still raise. Also `m:try_receive{channel =, timeout =}`.
+---@param channel? coproc.Channel|coproc.ReceiveOptions
+---@param timeout? number seconds; default 0
+---@return any value
+---@return coproc.Error? err
+function Messenger:try_receive(channel, timeout) end
+
+---Every message of `channel` there now, as message tables, with `.n`; never blocks.
+---@param channel? coproc.Channel
+---@return coproc.Message[]
+function Messenger:receive_available_messages(channel) end
+
+---Iterate the messages of `channel` (replies and any others) until `remaining(channel)` is 0:
+---`for msg, i in m:receive_remaining_messages(ch) do`.
+---@param channel? coproc.Channel
+---@return fun(): coproc.Message, integer
+function Messenger:receive_remaining_messages(channel) end
+
+---Two connected messengers in this process (as the seed's tests use).
+---@param opts? { messenger_type?: coproc.MessengerType }
+---@return coproc.Messenger a
+---@return coproc.Messenger b
+function Messenger.new_pair(opts) end
+
+---No argument: a message is queued (any channel) or output is still unsent (luasocket's
+---`dirty()`). With a channel: a receive on it would not wait (a message of it, a close
+---request or error, the connection down). Writes what the socket takes first.
+---@param channel? coproc.Channel
+---@return boolean
+function Messenger:pending(channel) end
+
+---cqueues' pollable protocol: the fd to poll (as fileno()).
+---@return integer
+function Messenger:pollfd() end
+
+---cqueues' pollable protocol: "r", or "rw" while output is unsent (after writing what the socket takes).
+---@return "r"|"rw"
+function Messenger:events() end
+
+---cqueues' pollable protocol: 0 while a message is queued or the connection is down (the
+---socket may be quiet then), else nil.
+---@return number?
+function Messenger:timeout() end
 
 ---`receive_blocking` without the decode: the payload's msgpack bytes (the pool's workers decode them item by item).
 ---@param channel? coproc.Channel
@@ -254,14 +367,15 @@ function Messenger:receive_blocking(channel, timeout) end
 ---@return string
 function Messenger:receive_raw(channel, timeout) end
 
----Every message of `channel` there now (maybe `{}`); never blocks.
+---Every message of `channel` there now, with `.n` (nil values are holes); never blocks.
 ---@param channel? coproc.Channel
 ---@return any[]
 function Messenger:receive_available(channel) end
 
----Iterate the replies of `channel` until `remaining(channel)` is 0: `for reply in m:receive_remaining(ch) do`.
+---Iterate the replies of `channel` until `remaining(channel)` is 0:
+---`for reply, i in m:receive_remaining(ch) do`; a nil reply comes as `coproc.null`.
 ---@param channel? coproc.Channel
----@return fun(): any
+---@return fun(): any, integer
 function Messenger:receive_remaining(channel) end
 
 ---A message of `channel` is there now.
@@ -444,6 +558,22 @@ function Messenger:trust() end
 ---@field now fun(): number
 ---@field table_new fun(narray: integer, nhash: integer): table A table with room reserved (lua_createtable).
 ---@field isatty fun(fd: integer): boolean
+---@field set_waiter fun(fn?: fun(request: coproc.WaitRequest): boolean, co?: thread): function? The waiter of coroutine `co` (nil: the default for all coroutines); returns the previous one (docs/eventloops.md).
+---@field waiter fun(): function? The waiter of the running coroutine, or nil.
+---@field flush_all fun() As coproc.flush_all.
+---@field on_close fun(m: coproc.Messenger, fn: fun(m: coproc.Messenger)) fn(m) runs once when m is closed, before its fd (close() or <close>).
+---@field arrivals fun(): integer Messages queued so far by all messengers of the process.
+
+---What a coproc call that has to wait tells a waiter (docs/eventloops.md).
+---@class coproc.WaitRequest
+---@field messenger? coproc.Messenger
+---@field channel? coproc.Channel with `messenger`: a message of this channel
+---@field any? boolean with `messenger`: anything queued on it
+---@field write? boolean with `messenger`: all its output written
+---@field messengers? coproc.Messenger[] any of them has something
+---@field pools? coproc.Pool[] a worker of one of them has something
+---@field ready? fun(): boolean true once the wait can end
+---@field timeout? number seconds at most
 
 ---The Python coproc's queues as plain data structures (coproc.queues).
 ---@class coproc.PriorityQueue

@@ -2,7 +2,8 @@
  * priorities across the wire, counters, large values both ways at once (no
  * deadlock), malformed input, EOF with queued messages kept; the limits:
  * room before a send, counting only written frames, large-frame buffers
- * that grow with what arrived, the bound on queued bytes, the exit drain. */
+ * that grow with what arrived, the bound on queued bytes, the exit drain;
+ * the process-wide arrivals count. */
 #include "check.h"
 #include "loop.h"
 #include "messenger.h"
@@ -96,6 +97,29 @@ static void test_priorities_and_counters(void)
     cp_messenger_close(&a);
     cp_messenger_close(&b);
     cp_messenger_close(&a); /* closing twice is harmless */
+}
+
+/* The process-wide count of queued messages grows with every message a
+ * wait queues, whichever messenger the wait was for: how a foreign loop's
+ * adapter learns that a socket it polls went quiet with a message queued. */
+static void test_arrivals(void)
+{
+    cp_messenger a, b, c, d;
+    pair(&a, &b);
+    pair(&c, &d);
+    uint64_t before = cp_messenger_arrivals();
+    send_bin(&a, INFINITY, 0, 1, 'x');
+    send_bin(&c, INFINITY, 0, 1, 'y');
+    cp_messenger_flush_all();
+    /* a wait for b reads d's message too */
+    wait_for(&b, nil_chan(&b), 1);
+    cp_messenger_wait(&b, nil_chan(&b), 0, 0);
+    CHECK(nil_chan(&d)->q.n == 1);
+    CHECK(cp_messenger_arrivals() - before == 2);
+    cp_messenger_close(&a);
+    cp_messenger_close(&b);
+    cp_messenger_close(&c);
+    cp_messenger_close(&d);
 }
 
 static void test_large_both_ways(void)
@@ -333,6 +357,7 @@ static void test_drain_discards_input(void)
 int main(void)
 {
     test_priorities_and_counters();
+    test_arrivals();
     test_large_both_ways();
     test_malformed_breaks_connection();
     test_oversized_and_eof();

@@ -184,11 +184,11 @@ local function run(m, kw)
   -- the worker must end.
   local function drain()
     repeat
-      local ok, msg = pcall(m.receive_blocking, m, nil, 0)
-      if not ok then
-        if coproc.is(msg, coproc.ResourceRequestedClose) then s:finish(); return true end
-        if coproc.is(msg, coproc.Timeout) then return false end -- a partial frame: more to come
-        error(msg, 0)
+      local msg, err = m:try_receive()
+      if err then
+        if coproc.is(err, coproc.ResourceRequestedClose) then s:finish(); return true end
+        if coproc.is(err, coproc.Timeout) then return false end -- a partial frame: more to come
+        error(err, 0)
       end
       if handle(msg) then return true end
     until not m:available()
@@ -203,9 +203,12 @@ local function run(m, kw)
     if wait > 0 then
       -- The messenger's socket is the sampling clock: a message before the
       -- next sample is served at once; a quiet wait means a sample is due.
-      -- A bare poll() per sample costs ~40% less CPU than a messenger
-      -- wait (receive_blocking with a timeout raises a Timeout object each
-      -- time), which matters at 10 ms. queue_size() first: the messenger
+      -- A bare poll() per sample, not m:try_receive(nil, wait): a timed
+      -- messenger wait goes through libev's epoll backend, whose timeouts
+      -- have a 1 ms resolution (a 0.2 ms try_receive takes 1.2 ms), so
+      -- every sample of a 10 ms clock would come up to 1 ms late; ppoll
+      -- keeps it to microseconds at the same CPU cost (bench/monitor_bench.lua,
+      -- docs/design-notes.md). queue_size() first: the messenger
       -- may have read a message into its queue already (while sending a
       -- reply), leaving the socket quiet; it makes no system call.
       if m:queue_size() > 0 or C.wait_readable(fd, wait) then

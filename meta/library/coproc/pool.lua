@@ -131,6 +131,23 @@ function Pool:join(timeout) end
 ---Unfinished work ends with coproc.Cancelled; workers get a close request, then SIGTERM, SIGKILL.
 function Pool:terminate() end
 
+---One round without a call waiting for anything in particular: send what fits, take the
+---replies that have come (waiting up to `timeout` seconds, default 0), replace dead workers,
+---run done callbacks. For a host loop that drives the pool (docs/eventloops.md). True when a
+---worker had something. Raises a done callback's error (CallbackError).
+---@param timeout? number
+---@return boolean
+function Pool:pump(timeout) end
+
+---The messengers of the current workers, to poll for readability (ask again after each pump:
+---dead workers are replaced).
+---@return coproc.Messenger[]
+function Pool:messengers() end
+
+---Jobs submitted and not yet finished.
+---@return integer
+function Pool:unfinished() end
+
 ---What Pool:submit returns (concurrent.futures style).
 ---@class coproc.AsyncOptions
 ---@field callback? fun(result: any) called in the host when the task succeeds
