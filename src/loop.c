@@ -1,5 +1,6 @@
 /* loop.c: see loop.h. */
 #include "loop.h"
+#include "source.h"
 
 #include <pthread.h>
 #include <time.h>
@@ -9,11 +10,17 @@ static struct ev_loop *g_loop;
 static pid_t g_loop_pid;
 static volatile sig_atomic_t g_interrupt;
 static ev_async g_wake;  /* lets a signal handler wake a blocked loop */
+static ev_timer g_tick;  /* bounds a block while fd-less sources are started */
 
 static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
 {
     (void)w; (void)revents;
     ev_break(loop, EVBREAK_ONE);
+}
+
+static void on_wake_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop; (void)w; (void)revents; /* being due ends the blocking round */
 }
 
 static pid_t g_self;
@@ -41,6 +48,7 @@ struct ev_loop *cp_loop(void)
     ev_async_init(&g_wake, on_wake);
     ev_async_start(g_loop, &g_wake);
     ev_unref(g_loop); /* the wake-up watcher alone keeps nothing running */
+    ev_timer_init(&g_tick, on_wake_timer, 0., 0.);
     return g_loop;
 }
 
@@ -95,6 +103,34 @@ static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     ev_break(loop, EVBREAK_ONE);
 }
 
+/* One round of a wait while fd-less sources are started (source.h): poll
+ * them, then let libev look at the fds for as long as the back-off allows.
+ * While the sources make progress, libev is asked only every few rounds
+ * (each ask is a system call), so a stream of messages over a source costs
+ * no system call per message and a socket still waits a few rounds at most. */
+static void run_with_sources(struct ev_loop *loop)
+{
+    static unsigned skipped;
+    if (cp_source_poll_all() && ++skipped < 8) return;
+    skipped = 0;
+    double d = cp_source_next_sleep();
+    if (d >= 1e-3) {
+        ev_timer_set(&g_tick, d, 0.);
+        ev_timer_start(loop, &g_tick);
+        ev_run(loop, EVRUN_ONCE);
+        ev_timer_stop(loop, &g_tick);
+    } else {
+        if (d > 0) {
+            /* Shorter than epoll's millisecond: a plain sleep (a signal cuts
+             * it short), the fds looked at right after. */
+            struct timespec ts = {0, (long)(d * 1e9)};
+            nanosleep(&ts, NULL);
+        }
+        ev_run(loop, EVRUN_NOWAIT);
+    }
+    cp_source_poll_all();
+}
+
 int cp_loop_wait(int (*ready)(void *ud), void *ud, double timeout)
 {
     if (ready(ud)) return 1;
@@ -102,6 +138,7 @@ int cp_loop_wait(int (*ready)(void *ud), void *ud, double timeout)
     cp_loop_mark();
     if (timeout == 0) {
         /* A zero timeout still takes in whatever has already arrived. */
+        if (cp_source_any()) cp_source_poll_all();
         ev_run(loop, EVRUN_NOWAIT);
         return ready(ud) ? 1 : 0;
     }
@@ -116,7 +153,8 @@ int cp_loop_wait(int (*ready)(void *ud), void *ud, double timeout)
     int rc;
     for (;;) {
         if (cp_loop_take_interrupt()) { rc = -1; break; }
-        ev_run(loop, EVRUN_ONCE);
+        if (cp_source_any()) run_with_sources(loop);
+        else ev_run(loop, EVRUN_ONCE);
         if (ready(ud)) { rc = 1; break; }
         if (expired) { rc = 0; break; }
     }

@@ -42,7 +42,8 @@ void cp_loop_mark(void);
 
 /* Run the loop until ready(ud) is true, timeout seconds pass (< 0: no
  * limit), or an interrupt arrives. Returns 1 ready, 0 timed out, -1
- * interrupted. ready() is checked before blocking. */
+ * interrupted. ready() is checked before blocking. Fd-less event sources
+ * (source.h) are polled in the same wait. */
 int cp_loop_wait(int (*ready)(void *ud), void *ud, double timeout);
 
 #endif
