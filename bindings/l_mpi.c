@@ -14,7 +14,8 @@
  *   finalize()                         MPI_Finalize (after quiesce)
  *   abort(code)                        MPI_Abort: ends the whole job
  *   catch_sigterm() / terminated()     the launcher's SIGTERM ends waits
- *   processor_name(), tag_ub(), links(), link_peer(m)
+ *   processor_name(), tag_ub(), links(), link_peer(m), pid_alive(pid)
+ *   msghandler                          the interpreter's: error + traceback(s)
  *   raw_pingpong(peer, iters, bytes, tag) -> seconds per round trip
  *                                      plain C MPI_Send/MPI_Recv (bench)
  *
@@ -25,6 +26,7 @@
 #include "lcore.h"
 #include "transport_mpi.h"
 
+#include <errno.h>
 #include <lauxlib.h>
 #include <signal.h>
 #include <stdint.h>
@@ -100,7 +102,7 @@ static int check_rank(lua_State *L, int i)
 static int check_tag(lua_State *L, int i)
 {
     lua_Integer t = luaL_checkinteger(L, i);
-    luaL_argcheck(L, t > CP_MPI_NOTICE_TAG && t <= INT32_MAX, i, "tag out of range");
+    luaL_argcheck(L, t > CP_MPI_NOTICE_TAG && t < INT32_MAX && t % 2 == 0, i, "even tag above 0 expected");
     return (int)t;
 }
 
@@ -221,9 +223,23 @@ static int l_abort(lua_State *L)
     _exit(code);
 }
 
+#define TERM_GRACE 5 /* seconds rank 0 may take to report, after SIGTERM */
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    static const char msg[] = "coproc.mpi: rank 0 did not finish within 5 s of SIGTERM; exiting\n";
+    if (write(2, msg, sizeof msg - 1) < 0) { /* nothing to do */ }
+    _exit(128 + SIGTERM);
+}
+
+/* The launcher ends the job (a rank died, or the job was cancelled): every
+ * wait ends (tick), the script's error reaches coproc.mpi.main, which says
+ * what was running; if rank 0 is stuck elsewhere, it exits anyway. */
 static void on_sigterm(int sig)
 {
     (void)sig;
+    if (!g_term) alarm(TERM_GRACE);
     g_term = 1;
     api->interrupt();
 }
@@ -236,6 +252,8 @@ static int l_catch_sigterm(lua_State *L)
     sa.sa_handler = on_sigterm;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = on_alarm;
+    sigaction(SIGALRM, &sa, NULL);
     return 0;
 }
 
@@ -267,6 +285,14 @@ static int l_tag_ub(lua_State *L)
 static int l_links(lua_State *L)
 {
     lua_pushinteger(L, cp_mpi_comm() == MPI_COMM_NULL ? 0 : cp_mpi_links());
+    return 1;
+}
+
+/* pid_alive(pid) -> bool: a process of this node with that pid exists. */
+static int l_pid_alive(lua_State *L)
+{
+    pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+    lua_pushboolean(L, pid > 0 && (kill(pid, 0) == 0 || errno == EPERM));
     return 1;
 }
 
@@ -326,6 +352,8 @@ __attribute__((visibility("default"))) int luaopen_coproc_mpi_core(lua_State *L)
         {"tag_ub", l_tag_ub},
         {"links", l_links},
         {"raw_pingpong", l_raw_pingpong},
+        {"pid_alive", l_pid_alive},
+        {"msghandler", cp_l_msghandler},
         {NULL, NULL}
     };
     luaL_newlib(L, fns);

@@ -105,14 +105,19 @@ static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* One round of a wait while fd-less sources are started (source.h): poll
  * them, then let libev look at the fds for as long as the back-off allows.
- * While the sources make progress, libev is asked only every few rounds
- * (each ask is a system call), so a stream of messages over a source costs
- * no system call per message and a socket still waits a few rounds at most. */
+ * Asking libev costs a system call, so while the sources make progress or
+ * spin it is asked only every few rounds (a stream of messages over a
+ * source then costs no system call per message; a socket waits a few
+ * microseconds at most); the caller checks its condition after each round. */
 static void run_with_sources(struct ev_loop *loop)
 {
-    static unsigned skipped;
-    if (cp_source_poll_all() && ++skipped < 8) return;
-    skipped = 0;
+    static unsigned rounds; /* since libev last looked at the fds */
+    if (cp_source_poll_all()) {
+        if (++rounds < 16) return;
+    } else if (++rounds < 64 && ((rounds & 15) || cp_source_spinning())) {
+        return;   /* spinning; the clock is read every 16th round */
+    }
+    rounds = 0;
     double d = cp_source_next_sleep();
     if (d >= 1e-3) {
         ev_timer_set(&g_tick, d, 0.);

@@ -52,6 +52,11 @@ int cp_source_poll_all(void)
     return progress;
 }
 
+int cp_source_spinning(void)
+{
+    return g_sleep == 0 && cp_now() - g_last_progress < CP_SOURCE_SPIN;
+}
+
 double cp_source_next_sleep(void)
 {
     if (g_sleep == 0) {

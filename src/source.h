@@ -46,6 +46,8 @@ int  cp_source_any(void);
 /* Poll every source of this process once; > 0 when one made progress
  * (which restarts the spin). */
 int  cp_source_poll_all(void);
+/* Still within CP_SOURCE_SPIN of the last progress. */
+int  cp_source_spinning(void);
 /* How long the next wait may block before the sources are polled again,
  * after a poll that made no progress: 0 (spin), or the next back-off step,
  * which this advances. */

@@ -22,12 +22,18 @@ typedef struct mpi_link {
     MPI_Request rreq;       /* an MPI_Imrecv into stage, or MPI_REQUEST_NULL */
     char  *stage;           /* a message bigger than the room it was read into */
     size_t stage_len, stage_off, stage_cap;
+    int    head;            /* bytes of the next message, known from MPI_Iprobe; -1 unknown */
     uint64_t rx;            /* bytes handed to the messenger (progress) */
+    uint64_t got_bytes, got_msgs;   /* received from MPI */
+    uint64_t conf_bytes, conf_msgs; /* confirmed to the peer so far */
+    MPI_Request creq;       /* the last confirmation sent, from cbuf */
+    int64_t cbuf[2];
     int    eof_seen, eof_sent;
     /* sending: slots[0..nsends), plus one kept for the EOF */
     send_slot sends[CP_MPI_SENDS + 1];
     int    nsends;
-    size_t inflight;
+    uint64_t sent_bytes, sent_msgs;   /* sent */
+    uint64_t acked_bytes, acked_msgs; /* confirmed by the peer */
     char   label[64];
 } mpi_link;
 
@@ -127,7 +133,8 @@ void *cp_mpi_link_new(int peer, int tag, int host_side)
     l->peer = peer;
     l->tag = tag;
     l->host_side = host_side;
-    l->rreq = MPI_REQUEST_NULL;
+    l->rreq = l->creq = MPI_REQUEST_NULL;
+    l->head = -1;
     snprintf(l->label, sizeof l->label, "rank %d", peer);
     if (!g_links) g_h->source_start(&g_src);
     l->next = g_links;
@@ -179,7 +186,6 @@ static int reap(mpi_link *l)
     for (int i = 0; i < l->nsends; i++) {
         send_slot s = l->sends[i];
         if (reqs[i] == MPI_REQUEST_NULL) {
-            l->inflight -= s.n;
             s.req = MPI_REQUEST_NULL;
             s.n = 0;
             done[nd++] = s;
@@ -204,11 +210,57 @@ static int issue(mpi_link *l, const char *p, size_t n)
         s->cap = cap;
     }
     if (n) memcpy(s->buf, p, n);
-    if (MPI_Issend(s->buf, (int)n, MPI_BYTE, l->peer, l->tag, g_comm, &s->req) != MPI_SUCCESS) return -1;
+    if (MPI_Isend(s->buf, (int)n, MPI_BYTE, l->peer, l->tag, g_comm, &s->req) != MPI_SUCCESS) return -1;
     s->n = n;
     l->nsends++;
-    l->inflight += n;
+    l->sent_bytes += n;
+    l->sent_msgs++;
     return 0;
+}
+
+/* ---- credit ---- */
+
+/* Take in the peer's confirmations. Returns 1 when the window moved. */
+static int take_credit(mpi_link *l)
+{
+    int moved = 0;
+    for (;;) {
+        int flag;
+        MPI_Message msg;
+        MPI_Improbe(l->peer, CP_MPI_CREDIT_TAG(l->tag), g_comm, &flag, &msg, MPI_STATUS_IGNORE);
+        if (!flag) return moved;
+        int64_t v[2] = {0, 0};
+        MPI_Mrecv(v, 2, MPI_INT64_T, &msg, MPI_STATUS_IGNORE);
+        if ((uint64_t)v[0] > l->acked_bytes) { l->acked_bytes = (uint64_t)v[0]; moved = 1; }
+        if ((uint64_t)v[1] > l->acked_msgs) { l->acked_msgs = (uint64_t)v[1]; moved = 1; }
+    }
+}
+
+static int window_full(const mpi_link *l)
+{
+    return l->sent_bytes - l->acked_bytes >= CP_MPI_WINDOW || l->sent_msgs - l->acked_msgs >= CP_MPI_WINDOW_MSGS;
+}
+
+/* A message of count bytes came in from MPI: confirm once a quarter of a
+ * window has (counts are cumulative, so a confirmation skipped while the
+ * last one is still on its way is made good by the next). */
+static void received(mpi_link *l, size_t count)
+{
+    l->got_bytes += count;
+    l->got_msgs++;
+    if (l->got_bytes - l->conf_bytes < CP_MPI_WINDOW / 4 && l->got_msgs - l->conf_msgs < CP_MPI_WINDOW_MSGS / 4)
+        return;
+    if (l->creq != MPI_REQUEST_NULL) {
+        int done;
+        MPI_Test(&l->creq, &done, MPI_STATUS_IGNORE);
+        if (!done) return;
+    }
+    l->cbuf[0] = (int64_t)l->got_bytes;
+    l->cbuf[1] = (int64_t)l->got_msgs;
+    if (MPI_Isend(l->cbuf, 2, MPI_INT64_T, l->peer, CP_MPI_CREDIT_TAG(l->tag), g_comm, &l->creq) == MPI_SUCCESS) {
+        l->conf_bytes = l->got_bytes;
+        l->conf_msgs = l->got_msgs;
+    }
 }
 
 static void send_eof(mpi_link *l)
@@ -247,32 +299,46 @@ static ssize_t link_read(mpi_link *l, char *buf, size_t n)
         int done;
         MPI_Test(&l->rreq, &done, MPI_STATUS_IGNORE);
         if (!done) { errno = EAGAIN; return -1; }
+        received(l, l->stage_len);
         return (ssize_t)from_stage(l, buf, n);
     }
     if (l->eof_seen) return 0;
     int flag, count;
-    MPI_Message msg;
-    MPI_Status st;
-    MPI_Improbe(l->peer, l->tag, g_comm, &flag, &msg, &st);
-    if (!flag) { errno = EAGAIN; return -1; }
-    MPI_Get_count(&st, MPI_BYTE, &count);
+    MPI_Message msg = MPI_MESSAGE_NULL;
+    if (l->head >= 0) {
+        /* MPI_Iprobe just showed this message: a receive with its source
+         * and tag gets that very message (one thread receives here). */
+        count = l->head;
+        l->head = -1;
+    } else {
+        MPI_Status st;
+        MPI_Improbe(l->peer, l->tag, g_comm, &flag, &msg, &st);
+        if (!flag) { errno = EAGAIN; return -1; }
+        MPI_Get_count(&st, MPI_BYTE, &count);
+    }
     if (count <= 0) {
-        MPI_Mrecv(NULL, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+        if (msg != MPI_MESSAGE_NULL) MPI_Mrecv(NULL, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+        else MPI_Recv(NULL, 0, MPI_BYTE, l->peer, l->tag, g_comm, MPI_STATUS_IGNORE);
         peer_ended(l);
         return 0;
     }
     size_t c = (size_t)count;
     if (c <= CP_MPI_SMALL && c <= n && buf) {
-        MPI_Mrecv(buf, count, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+        /* Small: eager, so its bytes are here already. */
+        if (msg != MPI_MESSAGE_NULL) MPI_Mrecv(buf, count, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+        else MPI_Recv(buf, count, MPI_BYTE, l->peer, l->tag, g_comm, MPI_STATUS_IGNORE);
+        received(l, c);
         l->rx += c;
         return (ssize_t)c;
     }
     if (c > l->stage_cap) {
         char *b = realloc(l->stage, c);
         if (!b) {
-            /* The message is matched and must be received: drop it. */
-            char one;
-            MPI_Mrecv(&one, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+            /* The connection breaks; a matched message must still be taken. */
+            if (msg != MPI_MESSAGE_NULL) {
+                char one;
+                MPI_Mrecv(&one, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+            }
             errno = ENOMEM;
             return -1;
         }
@@ -282,13 +348,18 @@ static ssize_t link_read(mpi_link *l, char *buf, size_t n)
     l->stage_len = c;
     l->stage_off = 0;
     if (c <= CP_MPI_SMALL) {
-        MPI_Mrecv(l->stage, count, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+        if (msg != MPI_MESSAGE_NULL) MPI_Mrecv(l->stage, count, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+        else MPI_Recv(l->stage, count, MPI_BYTE, l->peer, l->tag, g_comm, MPI_STATUS_IGNORE);
+        received(l, c);
         return (ssize_t)from_stage(l, buf, n);
     }
-    MPI_Imrecv(l->stage, count, MPI_BYTE, &msg, &l->rreq);
+    /* Large: its transfer may need the sender's progress, so never block. */
+    if (msg != MPI_MESSAGE_NULL) MPI_Imrecv(l->stage, count, MPI_BYTE, &msg, &l->rreq);
+    else MPI_Irecv(l->stage, count, MPI_BYTE, l->peer, l->tag, g_comm, &l->rreq);
     int done;
     MPI_Test(&l->rreq, &done, MPI_STATUS_IGNORE);
     if (!done) { errno = EAGAIN; return -1; }
+    received(l, c);
     return (ssize_t)from_stage(l, buf, n);
 }
 
@@ -304,8 +375,9 @@ static ssize_t mpi_write(cp_messenger *m, const char *buf, size_t n)
 {
     mpi_link *l = m->tctx;
     if (!l || l->eof_seen || l->eof_sent) { errno = EPIPE; return -1; }
-    reap(l);
-    if (l->nsends >= CP_MPI_SENDS || l->inflight >= CP_MPI_WINDOW) { errno = EAGAIN; return -1; }
+    if (l->nsends) reap(l);
+    if (window_full(l)) take_credit(l);
+    if (l->nsends >= CP_MPI_SENDS || window_full(l)) { errno = EAGAIN; return -1; }
     size_t k = n < CP_MPI_MSG_MAX ? n : CP_MPI_MSG_MAX;
     if (issue(l, buf, k)) { errno = ENOMEM; return -1; }
     return (ssize_t)k;
@@ -342,9 +414,15 @@ static int mpi_poll(cp_messenger *m, double timeout)
 }
 
 /* A tombstone can go: its sends are done and nothing more will come. */
-static int retirable(const mpi_link *l)
+static int retirable(mpi_link *l)
 {
-    return !l->m && l->nsends == 0 && l->eof_seen && l->rreq == MPI_REQUEST_NULL;
+    if (l->m || l->nsends || !l->eof_seen || l->rreq != MPI_REQUEST_NULL) return 0;
+    if (l->creq != MPI_REQUEST_NULL) {
+        int done;
+        MPI_Test(&l->creq, &done, MPI_STATUS_IGNORE);
+        if (!done) return 0;
+    }
+    return 1;
 }
 
 static void mpi_close(cp_messenger *m, int owner)
@@ -383,7 +461,7 @@ const cp_transport cp_transport_mpi = {
 /* A tombstone takes in and drops what still arrives. */
 static int drain_tomb(mpi_link *l)
 {
-    int got = 0;
+    int got = take_credit(l);
     char scratch[CP_MPI_SMALL];
     for (int i = 0; i < 64; i++) {
         ssize_t n = link_read(l, scratch, sizeof scratch);
@@ -393,21 +471,76 @@ static int drain_tomb(mpi_link *l)
     return got;
 }
 
+/* The link (live or tombstone) a message of (source, tag) belongs to. */
+static mpi_link *find_link(int source, int tag)
+{
+    int data_tag = tag & ~1;
+    for (mpi_link *l = g_links; l; l = l->next)
+        if (l->peer == source && l->tag == data_tag) return l;
+    return NULL;
+}
+
+/* Take in the pending message MPI_Iprobe showed first in line: 1 when it
+ * was taken, 0 when it cannot be now (its link is held back, or not open
+ * yet). */
+static int take_head(const MPI_Status *st, int *progress)
+{
+    if (st->MPI_TAG == CP_MPI_NOTICE_TAG) {
+        if (g_rank != 0) return 0;
+        *progress |= take_notices();
+        return 1;
+    }
+    mpi_link *l = find_link(st->MPI_SOURCE, st->MPI_TAG);
+    if (!l) return 0;
+    if (st->MPI_TAG & 1) {
+        take_credit(l);
+        if (l->m && l->writing && l->nsends < CP_MPI_SENDS && !window_full(l)) g_h->flush_nb(l->m);
+        *progress = 1;
+        return 1;
+    }
+    if (!l->m) {
+        if (!drain_tomb(l)) return 0;
+        *progress = 1;
+        return 1;
+    }
+    if (!l->reading || l->stage_len || l->rreq != MPI_REQUEST_NULL) return 0;
+    uint64_t before = l->rx;
+    int eof = l->eof_seen;
+    int count = 0;
+    MPI_Get_count(st, MPI_BYTE, &count);
+    l->head = count;
+    g_h->pump(l->m);
+    l->head = -1;   /* not taken (the messenger stopped reading): ask again */
+    if (l->rx == before && l->eof_seen == eof && l->rreq == MPI_REQUEST_NULL) return 0;
+    *progress = 1;
+    return 1;
+}
+
 static int src_poll(cp_source *s)
 {
     (void)s;
     int progress = 0, any = 0;
     if (g_h->tick) g_h->tick();
-    /* One question to MPI for every link: is anything waiting at all? */
-    MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, g_comm, &any, MPI_STATUS_IGNORE);
-    if (any && g_rank == 0) progress |= take_notices();
+    /* The message first in line says which link to pump: one question to
+     * MPI per message, whatever the number of links. */
+    MPI_Status st;
+    MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, g_comm, &any, &st);
+    if (any && take_head(&st, &progress)) any = 0;   /* the next poll comes soon */
     for (mpi_link *l = g_links, *next; l; l = next) {
         next = l->next;
-        if (l->nsends && reap(l) && l->m && l->writing) {
-            g_h->flush_nb(l->m);
-            progress = 1;
+        if (l->nsends) reap(l);
+        if (l->m && l->writing) {
+            /* Waiting for room: a send slot or the peer's confirmation. */
+            if (any && window_full(l)) take_credit(l);
+            if (l->nsends < CP_MPI_SENDS && !window_full(l)) {
+                g_h->flush_nb(l->m);
+                progress = 1;
+            }
         }
+        /* Still something in line (behind a link that is held back): ask
+         * each link; and a large receive in progress. */
         if (any || l->rreq != MPI_REQUEST_NULL) {
+            if (any && l->sent_msgs != l->acked_msgs) take_credit(l);
             if (l->m && l->reading) {
                 uint64_t before = l->rx;
                 int eof = l->eof_seen;
@@ -419,6 +552,7 @@ static int src_poll(cp_source *s)
         }
         if (retirable(l)) { unlink_link(l); free_link(l); }
     }
+    if (any && g_rank == 0) progress |= take_notices();
     return progress;
 }
 
@@ -448,6 +582,7 @@ void cp_mpi_shutdown(void)
             MPI_Cancel(&l->rreq);
             MPI_Request_free(&l->rreq);
         }
+        if (l->creq != MPI_REQUEST_NULL) MPI_Request_free(&l->creq);
         if (l->m) l->m->tctx = NULL;  /* an open messenger left: it keeps no link */
         free_link(l);
     }

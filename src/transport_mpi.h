@@ -6,12 +6,17 @@
  * (peer rank, tag) in a communicator of coproc's own (a dup of
  * MPI_COMM_WORLD). The byte stream goes out as messages of at most
  * CP_MPI_MSG_MAX bytes, each copied out of the messenger's buffer and sent
- * with MPI_Issend; MPI keeps their order (same source, tag, communicator).
- * A synchronous send completes only once the peer has taken the message in,
- * and a link keeps at most CP_MPI_SENDS messages / CP_MPI_WINDOW bytes in
- * flight: a peer that stops reading (its queues over max_queued) stops its
- * sender as a full socket does, and MPI never buffers more than a window
- * per link on the receiving side.
+ * with MPI_Isend (small ones eagerly: no handshake); MPI keeps their order
+ * (same source, tag, communicator).
+ *
+ * Flow control by credit: a sender keeps at most CP_MPI_WINDOW bytes and
+ * CP_MPI_WINDOW_MSGS messages that the peer has not confirmed; the peer
+ * confirms what it has received (cumulative counts, on tag + 1) each time
+ * a quarter of either has come in. A peer that stops reading (its queues
+ * over max_queued) stops confirming, and so stops its sender as a full
+ * socket does; MPI never buffers more than a window per link on the
+ * receiving side. (MPI_Issend would do the same with a handshake per
+ * message, several times the latency of an eager send.)
  *
  * Receiving: MPI_Improbe on (peer, tag) matches the next message; a small
  * one is received straight into the messenger's buffer (MPI_Mrecv, the
@@ -23,8 +28,8 @@
  * reads it as EOF and answers with its own (its later writes fail with
  * EPIPE, as on a socket whose peer closed). A closed link stays behind as a
  * *tombstone* until its sends are complete and the peer's EOF came, taking
- * in and dropping whatever still arrives, so neither side's synchronous
- * sends wait forever.
+ * in and dropping whatever still arrives, so that a large (rendezvous)
+ * send of the peer never waits forever.
  *
  * Progress: MPI has no descriptor to wait on, so the module is an event
  * source of the loop (source.h): each poll asks MPI once whether anything
@@ -46,10 +51,12 @@
 #include "transport.h"
 
 #define CP_MPI_MSG_MAX  (1u << 20)  /* bytes per MPI message */
-#define CP_MPI_SENDS    16          /* messages in flight per link */
-#define CP_MPI_WINDOW   (4u << 20)  /* bytes in flight per link */
+#define CP_MPI_SENDS    16          /* MPI send requests in progress per link */
+#define CP_MPI_WINDOW   (4u << 20)  /* bytes sent and not confirmed, per link */
+#define CP_MPI_WINDOW_MSGS 1024     /* messages sent and not confirmed, per link */
 #define CP_MPI_SMALL    4096        /* received with MPI_Mrecv straight into place */
-#define CP_MPI_NOTICE_TAG 0         /* tags of links start above it */
+#define CP_MPI_NOTICE_TAG 0         /* link tags are even and above it */
+#define CP_MPI_CREDIT_TAG(t) ((t) + 1) /* a link's confirmations */
 
 /* The messenger functions the transport calls back (the core's, reached
  * through its function table: lcapi.h). */
@@ -69,8 +76,9 @@ MPI_Comm cp_mpi_comm(void);
 int  cp_mpi_rank(void);
 int  cp_mpi_size(void);
 
-/* The transport state of a new link to rank peer on tag (> the notice
- * tag), for cp_messenger_open_transport with cp_transport_mpi. host_side:
+/* The transport state of a new link to rank peer on tag (even, > the
+ * notice tag; tag + 1 carries its confirmations), for
+ * cp_messenger_open_transport with cp_transport_mpi. host_side:
  * this end started the worker at the other end (error messages name it
  * "rank <peer>"). NULL on out of memory. */
 void *cp_mpi_link_new(int peer, int tag, int host_side);

@@ -61,6 +61,7 @@ end
 local lazy = {
   Pool = "coproc.pool", WorkerResourcePool = "coproc.pool", LazyPool = "coproc.pool",
   Monitor = "coproc.monitor",
+  mpi = "coproc.mpi",   -- loads no MPI: coproc.mpi_core comes with its main()
 }
 
 return setmetatable(coproc, {
