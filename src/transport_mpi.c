@@ -294,14 +294,14 @@ static size_t from_stage(mpi_link *l, char *buf, size_t n)
 /* Read into buf (NULL: drop). See cp_transport.read. */
 static ssize_t link_read(mpi_link *l, char *buf, size_t n)
 {
-    if (l->stage_off < l->stage_len) return (ssize_t)from_stage(l, buf, n);
     if (l->rreq != MPI_REQUEST_NULL) {
+        /* A large message on its way into stage: nothing before it is done. */
         int done;
         MPI_Test(&l->rreq, &done, MPI_STATUS_IGNORE);
         if (!done) { errno = EAGAIN; return -1; }
         received(l, l->stage_len);
-        return (ssize_t)from_stage(l, buf, n);
     }
+    if (l->stage_off < l->stage_len) return (ssize_t)from_stage(l, buf, n);
     if (l->eof_seen) return 0;
     int flag, count;
     MPI_Message msg = MPI_MESSAGE_NULL;
@@ -398,11 +398,12 @@ static int mpi_poll(cp_messenger *m, double timeout)
     if (!l) return 0;
     double end = timeout < 0 ? -1 : g_h->now() + timeout, d = 20e-6;
     for (;;) {
-        if (l->stage_off < l->stage_len || l->eof_seen) return 1;
         if (l->rreq != MPI_REQUEST_NULL) {
             int done;
             MPI_Test(&l->rreq, &done, MPI_STATUS_IGNORE);
             if (done) return 1;
+        } else if (l->stage_off < l->stage_len || l->eof_seen) {
+            return 1;
         } else {
             int flag;
             MPI_Iprobe(l->peer, l->tag, g_comm, &flag, MPI_STATUS_IGNORE);
@@ -554,6 +555,17 @@ static int src_poll(cp_source *s)
     }
     if (any && g_rank == 0) progress |= take_notices();
     return progress;
+}
+
+void cp_mpi_debug_dump(void);
+void cp_mpi_debug_dump(void)
+{
+    for (mpi_link *l = g_links; l; l = l->next)
+        fprintf(stderr, "rank %d link peer %d tag %d m %p r/w %d/%d nsends %d eof_seen %d eof_sent %d rreq %d creq %d stage %zu/%zu sent %llu acked %llu got %llu conf %llu\n",
+                g_rank, l->peer, l->tag, (void *)l->m, l->reading, l->writing, l->nsends, l->eof_seen, l->eof_sent,
+                l->rreq != MPI_REQUEST_NULL, l->creq != MPI_REQUEST_NULL, l->stage_off, l->stage_len,
+                (unsigned long long)l->sent_bytes, (unsigned long long)l->acked_bytes,
+                (unsigned long long)l->got_bytes, (unsigned long long)l->conf_bytes);
 }
 
 int cp_mpi_quiesce(double timeout)

@@ -1,0 +1,23 @@
+# MPI tests (COPROC_MPI): the transport's C unit and the coproc.mpi specs,
+# each run by mpirun on this one machine, over shared memory and once more
+# over TCP (--mca btl self,tcp) as between nodes. Included from tests.cmake.
+# As root, Open MPI wants OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM); set either way.
+
+add_executable(test_transport_mpi ${PROJECT_SOURCE_DIR}/tests/mpi/test_transport_mpi.c
+  ${PROJECT_SOURCE_DIR}/src/transport_mpi.c)
+target_link_libraries(test_transport_mpi PRIVATE coproc_c MPI::MPI_C)
+target_include_directories(test_transport_mpi PRIVATE ${PROJECT_SOURCE_DIR}/tests/c)
+
+set(CP_MPIRUN ${MPIEXEC_EXECUTABLE} --oversubscribe)
+set(CP_MPI_ENV "OMPI_ALLOW_RUN_AS_ROOT=1" "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"
+  # a VM's network may be down: keep Open MPI on loopback and quiet
+  "OMPI_MCA_btl_tcp_if_include=lo" "OMPI_MCA_oob_tcp_if_include=lo")
+foreach(btl shm tcp)
+  set(btl_args "")
+  if(btl STREQUAL "tcp")
+    set(btl_args --mca btl self,tcp)
+  endif()
+  add_test(NAME mpi/transport_${btl}
+    COMMAND ${CP_MPIRUN} ${btl_args} -n 2 $<TARGET_FILE:test_transport_mpi>)
+  set_tests_properties(mpi/transport_${btl} PROPERTIES TIMEOUT 120 ENVIRONMENT "${CP_MPI_ENV}")
+endforeach()
