@@ -158,6 +158,15 @@ static int raise_down(lua_State *L, cp_messenger *m)
         return cp_l_raise(L);
     }
     if (m->state == CP_M_CLOSED) return luaL_error(L, "attempt to use a closed messenger");
+    const char *label = cp_messenger_label(m);
+    if (!m->peer && label) {
+        /* A worker on another transport (an MPI rank): no process to ask. */
+        int unanswered = sum_remaining(m);
+        cp_l_pusherror(L, "WorkerDied", "%s closed its connection (%d request(s) unanswered)", label, unanswered);
+        lua_pushinteger(L, unanswered);
+        lua_setfield(L, -2, "unanswered");
+        return cp_l_raise(L);
+    }
     if (!m->peer) {
         /* Worker side: the host is gone or closed its end; end quietly. */
         cp_l_pusherror(L, "ResourceRequestedClose", "the host closed the connection");
@@ -276,7 +285,9 @@ static int raise_special(lua_State *L, cp_messenger *m, cp_msg *msg)
     } else if (ok && lua_isstring(L, -1)) {
         text = lua_tostring(L, -1);
     }
+    const char *label = cp_messenger_label(m);
     if (m->peer) cp_l_pusherror(L, "WorkerError", "worker %d: %s", (int)m->peer->pid, text);
+    else if (label) cp_l_pusherror(L, "WorkerError", "%s: %s", label, text);
     else cp_l_pusherror(L, "WorkerError", "host: %s", text);
     int e = lua_gettop(L);
     lua_pushstring(L, text);

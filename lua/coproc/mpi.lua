@@ -139,7 +139,7 @@ Res.__name = "coproc.mpi.WorkerResource"
 
 local RES_OPTIONS = {
   method = { "fresh" }, messenger_type = "any", trust = { "code", "data" },
-  _status = "any", _pick = "any",
+  _status = "any", _pick = "any", _pool = "any",
 }
 
 --- WorkerResource(target, opts): like coproc.WorkerResource, on a free rank
@@ -155,7 +155,7 @@ function M.WorkerResource(target, opts)
     error("bad option 'messenger_type' to 'WorkerResource' (coproc.PriorityMessenger or coproc.MultiMessenger expected)", 2)
   end
   return setmetatable({ target = target, arrival_order = mtype == coproc.MultiMessenger,
-    _pick = opts._pick }, Res)
+    _pick = opts._pick, _pool = opts._pool }, Res)
 end
 
 local function running(self)
@@ -188,6 +188,10 @@ function Res:start(kwargs)
   self.messenger, self._rank, self._tag, self._ended, self._local_pid = m, r, tag, nil, nil
   self._kwargs, self._owner = kwargs or {}, core.getpid()
   live[self] = true
+  if pick then
+    -- The rank forks a local worker: wait for its pid (names and pid()).
+    wait_until(r, function() return rawget(self, "_local_pid") ~= nil or rawget(self, "_ended") ~= nil end, 10)
+  end
   return self
 end
 
@@ -259,7 +263,8 @@ end
 local function shutdown(self, timeout)
   local r, m = rawget(self, "_rank"), rawget(self, "messenger")
   if not r or rawget(self, "_owner") ~= core.getpid() then return end
-  if done then
+  if done or mpi.terminated() then
+    -- (after SIGTERM it stays listed: the report says what it ran)
     if m then m:close() end
     return
   end
@@ -383,9 +388,9 @@ function M.Pool(n, opts)
       end
       error("coproc.mpi: no free local worker slot on the pool's ranks", level + 1)
     end
-    opts._resource = function(target) return M.WorkerResource(target, { _pick = pick }) end
+    opts._resource = function(target) return M.WorkerResource(target, { _pick = pick, _pool = true }) end
   else
-    opts._resource = function(target) return M.WorkerResource(target) end
+    opts._resource = function(target) return M.WorkerResource(target, { _pool = true }) end
   end
   opts._stop_all = function(rs, grace)
     stop_all(rs, grace)
@@ -399,6 +404,15 @@ function M.Pool(n, opts)
   local p = pool_mod.Pool(size, opts)
   p.mpi_ranks, p.per_rank = ni, per_rank
   pools[p] = true
+  -- The launcher's SIGTERM ends the pool's wait: say at once what each
+  -- rank was running, before the error unwinds (and closes) the pool.
+  local base_pump = p._pump
+  p._pump = function(self, timeout)
+    local ok, v = pcall(base_pump, self, timeout)
+    if ok then return v end
+    if mpi.terminated() then M._report_terminated() end
+    error(v, 0)
+  end
   return p
 end
 
@@ -446,7 +460,9 @@ local function sigterm_report(out)
   end
   for res in pairs(live) do
     local r = rawget(res, "_rank")
-    if r and not rawget(res, "_ended") and not busy[r] then busy[r] = { "a WorkerResource" } end
+    if r and not rawget(res, "_ended") and not busy[r] and not rawget(res, "_pool") then
+      busy[r] = { "a WorkerResource" }
+    end
   end
   local me = mpi.processor_name()
   for _, r in ipairs(h.ranks) do
@@ -460,7 +476,13 @@ local function sigterm_report(out)
   end
   out:flush()
 end
-M._sigterm_report = sigterm_report
+local reported = false
+--- (internal) Print the SIGTERM report once, to stderr.
+function M._report_terminated()
+  if reported or not host then return end
+  reported = true
+  sigterm_report(io.stderr)
+end
 
 -- Stop every worker and serving rank: MPI_Finalize when all stop within
 -- STOP_GRACE seconds, else (or when a rank died) MPI_Abort, which ends the
@@ -492,7 +514,7 @@ local function finish(status)
     mpi.finalize()
     return
   end
-  if #bad > 0 then
+  if #bad > 0 and ok_all then
     io.stderr:write("coproc.mpi: ending the job with MPI_Abort; ranks that did not stop: "
       .. table.concat(bad, "; ") .. "\n")
   end
@@ -527,7 +549,13 @@ end
 
 local function report(err)
   if mpi.terminated() then
-    sigterm_report(io.stderr)
+    M._report_terminated()
+    -- The script's error is the interruption itself: say what it was.
+    if tostring(err):find("^Interrupted") then
+      io.stderr:write("coproc.mpi: rank 0 stops: the launcher ends the job\n")
+      io.stderr:flush()
+      return
+    end
   end
   io.stderr:write("coproc-lua: ", tostring(err), "\n")
   io.stderr:flush()
