@@ -21,3 +21,31 @@ foreach(btl shm tcp)
     COMMAND ${CP_MPIRUN} ${btl_args} -n 2 $<TARGET_FILE:test_transport_mpi>)
   set_tests_properties(mpi/transport_${btl} PROPERTIES TIMEOUT 120 ENVIRONMENT "${CP_MPI_ENV}")
 endforeach()
+
+# The coproc.mpi specs: rank 0 runs busted (tests/mpi/*_spec.lua), the other
+# two ranks serve. faults_spec starts jobs of its own (each ends in a fault)
+# from a plain busted.
+file(GLOB CP_MPI_SPECS CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/mpi/*_spec.lua)
+foreach(spec ${CP_MPI_SPECS})
+  get_filename_component(name ${spec} NAME_WE)
+  foreach(btl shm tcp)
+    set(btl_args "")
+    set(btl_env "")
+    if(btl STREQUAL "tcp")
+      set(btl_args --mca btl self,tcp)
+      set(btl_env "CP_MPI_BTL=self,tcp")
+    endif()
+    if(name STREQUAL "faults_spec")
+      add_test(NAME mpi/${name}_${btl}
+        COMMAND ${PROJECT_SOURCE_DIR}/tests/run_lua.sh ${CP_SPEC_LUA} ${BUSTED_EXE} --ignore-lua -o utfTerminal ${spec}
+        WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+    else()
+      add_test(NAME mpi/${name}_${btl}
+        COMMAND ${CP_MPIRUN} ${btl_args} -n 3 $<TARGET_FILE:coproc-lua> -m coproc.mpi
+          ${BUSTED_EXE} --ignore-lua -o utfTerminal ${spec}
+        WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+    endif()
+    set_tests_properties(mpi/${name}_${btl} PROPERTIES TIMEOUT 120
+      ENVIRONMENT "${CP_TEST_ENV};${CP_MPI_ENV};CP_MPIRUN=${MPIEXEC_EXECUTABLE};${btl_env}")
+  endforeach()
+endforeach()
