@@ -28,7 +28,7 @@ local M = {}
 
 local mpi      -- coproc.mpi_core, loaded by main()
 local host     -- rank 0's bookkeeping, once main() has started the job
-local done     -- MPI is finalized (or aborting): resources only close their messengers
+local finished -- MPI is finalized (or aborting): resources only close their messengers
 
 local CTL_TAG = 2            -- links use even tags (tag + 1 carries their credit)
 local HELLO_TIMEOUT = 120  -- seconds for every serving rank to report
@@ -263,7 +263,7 @@ end
 local function shutdown(self, timeout)
   local r, m = rawget(self, "_rank"), rawget(self, "messenger")
   if not r or rawget(self, "_owner") ~= core.getpid() then return end
-  if done or mpi.terminated() then
+  if finished or mpi.terminated() then
     -- (after SIGTERM it stays listed: the report says what it ran)
     if m then m:close() end
     return
@@ -346,7 +346,7 @@ function M.Pool(n, opts)
   if type(n) == "table" and opts == nil then opts, n = n, n.n or n.processes end
   pool_mod = pool_mod or require "coproc.pool"
   local spec = {}
-  for k, v in pairs(pool_mod.POOL_OPTIONS) do spec[k] = v end
+  for k, v in pairs(pool_mod._POOL_OPTIONS) do spec[k] = v end
   spec.per_rank = "posint"
   opts = options.check(opts, spec, "Pool", 2)
   if opts.method == "inherit" or opts.functions then
@@ -489,13 +489,13 @@ end
 -- job with a non-zero status either way.
 local function finish(status)
   local h = host
-  if not h or done then return end
+  if not h or finished then return end
   local ok_all = not mpi.terminated()
   if ok_all then
     for p in pairs(pools) do pcall(p.terminate, p) end
     for res in pairs(live) do pcall(shutdown, res, CLOSE_TIMEOUT) end
   end
-  done = true
+  finished = true
   local bad = {}
   for _, r in ipairs(h.ranks) do
     pump_ctl(r)

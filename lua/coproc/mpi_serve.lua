@@ -27,6 +27,7 @@ local mpi = require "coproc.mpi_core"
 local M = {}
 
 M.CTL_TAG = 2
+local RELAY_UNSENT = 1 << 20   -- bytes a relay leaves unwritten on one side before it stops moving
 
 local function is_close(e)
   local mt = getmetatable(e)
@@ -102,16 +103,25 @@ end
 -- the local workers, move frames both ways, retire the slots that ended.
 -- Returns the control messages that arrived.
 local function relay_round(ctl, slots)
-  local ms = { ctl }
+  -- Wait for any messenger that has something to move; one whose far side
+  -- still holds RELAY_UNSENT bytes unwritten waits for that side instead,
+  -- which no messenger's readiness shows: then look again in a millisecond.
+  local ms, blocked = { ctl }, false
   for _, s in pairs(slots) do
-    ms[#ms + 1] = s.link
-    ms[#ms + 1] = s.m
+    for _, pair in ipairs { { s.link, s.m }, { s.m, s.link } } do
+      local src, dst = pair[1], pair[2]
+      if src:queue_size() > 0 and dst:is_connected() and dst:unsent() >= RELAY_UNSENT then
+        blocked = true
+      else
+        ms[#ms + 1] = src
+      end
+    end
   end
-  core.wait(ms)
+  core.wait(ms, blocked and 0.001 or nil)
   for tag, s in pairs(slots) do
-    if s.m:is_connected() or s.m:queue_size() > 0 then core.forward(s.link, s.m) end
+    if s.m:is_connected() or s.m:queue_size() > 0 then core.forward(s.link, s.m, RELAY_UNSENT) end
     if s.link:is_connected() or s.link:queue_size() > 0 then
-      if s.m:is_connected() then core.forward(s.m, s.link) end
+      if s.m:is_connected() then core.forward(s.m, s.link, RELAY_UNSENT) end
     end
     if not s.m:is_connected() and s.m:queue_size() == 0 then
       end_slot(ctl, slots, tag, s)

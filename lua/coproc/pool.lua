@@ -233,7 +233,7 @@ local POOL_OPTIONS = {
   timeout = "nonneg", star = "boolean", progress_stream = "any",
   _resource = "any", _stop_all = "any",
 }
-M.POOL_OPTIONS = POOL_OPTIONS   -- coproc.mpi.Pool takes the same options
+M._POOL_OPTIONS = POOL_OPTIONS  -- coproc.mpi.Pool takes the same options
 
 --- Pool(n, opts): n workers (default coproc.cpu_count()). See docs/pool.md
 -- for the options.
