@@ -34,7 +34,7 @@ static const cp_core_api g_api = {
     CP_CAPI_VERSION, sizeof(cp_core_api), sizeof(cp_messenger), CP_VERSION,
     cp_now, cp_loop_interrupt,
     cp_messenger_open_transport, cp_messenger_pump, cp_messenger_flush_nb, cp_messenger_drain,
-    cp_source_start, cp_source_stop, cp_loop_wait,
+    cp_source_start, cp_source_stop, cp_source_activity, cp_source_set_max_sleep, cp_loop_wait,
     cp_l_messenger_push, new_state,
 };
 

@@ -14,6 +14,7 @@
  *   finalize()                         MPI_Finalize (after quiesce)
  *   abort(code)                        MPI_Abort: ends the whole job
  *   catch_sigterm() / terminated()     the launcher's SIGTERM ends waits
+ *   set_max_sleep(seconds)             the longest back-off step (idle ranks)
  *   processor_name(), tag_ub(), links(), link_peer(m), pid_alive(pid)
  *   msghandler                          the interpreter's: error + traceback(s)
  *   raw_pingpong(peer, iters, bytes, tag) -> seconds per round trip
@@ -30,6 +31,7 @@
 #include <lauxlib.h>
 #include <signal.h>
 #include <stdint.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +81,10 @@ static int l_init(lua_State *L)
     g_hooks.source_stop = api->source_stop;
     g_hooks.now = api->now;
     g_hooks.tick = tick;
+    g_hooks.activity = api->source_activity;
+    /* The back-off sleeps tens of microseconds: without this, the kernel
+     * may stretch each by its default 50 us of timer slack. */
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
     int rc = cp_mpi_setup(&g_hooks, MPI_COMM_WORLD);
     if (rc != MPI_SUCCESS) return mpi_fail(L, rc, "MPI_Comm_dup");
     lua_pushinteger(L, cp_mpi_rank());
@@ -282,6 +288,16 @@ static int l_tag_ub(lua_State *L)
     return 1;
 }
 
+/* set_max_sleep(seconds): the longest back-off step of this process's waits
+ * (nil: the default, 1 ms). An idle serving rank sleeps longer. */
+static int l_set_max_sleep(lua_State *L)
+{
+    double s = luaL_optnumber(L, 1, CP_SOURCE_SLEEP_MAX);
+    luaL_argcheck(L, s > 0 && s <= 1.0, 1, "0 .. 1 s expected");
+    api->source_set_max_sleep(s);
+    return 0;
+}
+
 static int l_links(lua_State *L)
 {
     lua_pushinteger(L, cp_mpi_comm() == MPI_COMM_NULL ? 0 : cp_mpi_links());
@@ -351,6 +367,7 @@ __attribute__((visibility("default"))) int luaopen_coproc_mpi_core(lua_State *L)
         {"processor_name", l_processor_name},
         {"tag_ub", l_tag_ub},
         {"links", l_links},
+        {"set_max_sleep", l_set_max_sleep},
         {"raw_pingpong", l_raw_pingpong},
         {"pid_alive", l_pid_alive},
         {"msghandler", cp_l_msghandler},

@@ -34,6 +34,8 @@ typedef struct cp_core_api {
     int    (*messenger_drain)(cp_messenger *m, double timeout);
     void   (*source_start)(cp_source *s);
     void   (*source_stop)(cp_source *s);
+    void   (*source_activity)(void);
+    void   (*source_set_max_sleep)(double seconds);
     int    (*loop_wait)(int (*ready)(void *ud), void *ud, double timeout);
     /* bindings/ */
     l_messenger *(*messenger_push)(lua_State *L);        /* [-0, +1, m] a closed Messenger */

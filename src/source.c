@@ -5,6 +5,12 @@
 static cp_source *g_sources;
 static double g_last_progress; /* cp_now() of the last poll that made progress */
 static double g_sleep;         /* the current back-off step, 0 while spinning */
+static double g_max_sleep = CP_SOURCE_SLEEP_MAX;
+
+void cp_source_set_max_sleep(double seconds)
+{
+    g_max_sleep = seconds > CP_SOURCE_SLEEP_MIN ? seconds : CP_SOURCE_SLEEP_MIN;
+}
 
 void cp_source_start(cp_source *s)
 {
@@ -52,10 +58,18 @@ int cp_source_poll_all(void)
     return progress;
 }
 
+void cp_source_activity(void)
+{
+    g_sleep = 0;
+    g_last_progress = cp_now();
+}
+
 int cp_source_spinning(void)
 {
     return g_sleep == 0 && cp_now() - g_last_progress < CP_SOURCE_SPIN;
 }
+
+int cp_source_backing_off(void) { return g_sleep > 0; }
 
 double cp_source_next_sleep(void)
 {
@@ -64,6 +78,6 @@ double cp_source_next_sleep(void)
         return g_sleep = CP_SOURCE_SLEEP_MIN;
     }
     g_sleep *= 2;
-    if (g_sleep > CP_SOURCE_SLEEP_MAX) g_sleep = CP_SOURCE_SLEEP_MAX;
+    if (g_sleep > g_max_sleep) g_sleep = g_max_sleep;
     return g_sleep;
 }

@@ -15,7 +15,8 @@
  *            it; from 1 ms on, libev blocks in epoll with a timer, so a
  *            socket wakes the wait at once.
  *
- * Any progress (a source's poll returning > 0) starts the spin again. So a
+ * Any progress (a source's poll returning > 0), and any send through a
+ * source (cp_source_activity), starts the spin again. So a
  * ping-pong never sleeps, and a host that waits seconds for a slow task
  * wakes about a thousand times a second, for a few microseconds each.
  * Sources belong to the process that started them: a forked child never
@@ -43,11 +44,20 @@ void cp_source_stop(cp_source *s);
 
 /* Any source of this process is started. */
 int  cp_source_any(void);
+/* The longest back-off step (default CP_SOURCE_SLEEP_MAX): a process that
+ * only waits for rare work (an idle MPI rank) may wake less often. */
+void cp_source_set_max_sleep(double seconds);
 /* Poll every source of this process once; > 0 when one made progress
  * (which restarts the spin). */
 int  cp_source_poll_all(void);
+/* Something was sent through a source: an answer may follow soon, so
+ * spin again (a ping-pong whose peer takes longer than the spin to answer
+ * would otherwise back off at every message). */
+void cp_source_activity(void);
 /* Still within CP_SOURCE_SPIN of the last progress. */
 int  cp_source_spinning(void);
+/* Past the spin: every wait round sleeps (the next back-off step). */
+int  cp_source_backing_off(void);
 /* How long the next wait may block before the sources are polled again,
  * after a poll that made no progress: 0 (spin), or the next back-off step,
  * which this advances. */

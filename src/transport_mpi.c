@@ -380,6 +380,7 @@ static ssize_t mpi_write(cp_messenger *m, const char *buf, size_t n)
     if (l->nsends >= CP_MPI_SENDS || window_full(l)) { errno = EAGAIN; return -1; }
     size_t k = n < CP_MPI_MSG_MAX ? n : CP_MPI_MSG_MAX;
     if (issue(l, buf, k)) { errno = ENOMEM; return -1; }
+    if (g_h->activity) g_h->activity();
     return (ssize_t)k;
 }
 

@@ -50,10 +50,10 @@
 #include "source.h"
 #include "transport.h"
 
-#define CP_MPI_MSG_MAX  (1u << 20)  /* bytes per MPI message */
+#define CP_MPI_MSG_MAX  (256u << 10) /* bytes per MPI message */
 #define CP_MPI_SENDS    16          /* MPI send requests in progress per link */
-#define CP_MPI_WINDOW   (4u << 20)  /* bytes sent and not confirmed, per link */
-#define CP_MPI_WINDOW_MSGS 1024     /* messages sent and not confirmed, per link */
+#define CP_MPI_WINDOW   (512u << 10) /* bytes sent and not confirmed, per link */
+#define CP_MPI_WINDOW_MSGS 256      /* messages sent and not confirmed, per link */
 #define CP_MPI_SMALL    4096        /* received with MPI_Mrecv straight into place */
 #define CP_MPI_NOTICE_TAG 0         /* link tags are even and above it */
 #define CP_MPI_CREDIT_TAG(t) ((t) + 1) /* a link's confirmations */
@@ -67,6 +67,7 @@ typedef struct cp_mpi_hooks {
     void   (*source_stop)(cp_source *s);
     double (*now)(void);
     void   (*tick)(void);    /* called at every poll (may be NULL) */
+    void   (*activity)(void); /* something was sent (cp_source_activity; may be NULL) */
 } cp_mpi_hooks;
 
 /* After MPI_Init: the communicator of every link (a dup, freed by

@@ -44,8 +44,10 @@ static ssize_t sock_write(cp_messenger *m, const char *buf, size_t n)
 static void sock_watch(cp_messenger *m, int readable, int writable)
 {
     struct ev_loop *loop = cp_loop();
+    int before = ev_is_active(&m->rw) + ev_is_active(&m->ww);
     if (readable) ev_io_start(loop, &m->rw); else ev_io_stop(loop, &m->rw);
     if (writable) ev_io_start(loop, &m->ww); else ev_io_stop(loop, &m->ww);
+    cp_loop_count_fds(ev_is_active(&m->rw) + ev_is_active(&m->ww) - before);
 }
 
 static int sock_poll(cp_messenger *m, double timeout)

@@ -27,6 +27,7 @@ local mpi = require "coproc.mpi_core"
 local M = {}
 
 M.CTL_TAG = 2
+local IDLE_SLEEP = 0.01       -- seconds an idle rank sleeps between looks at MPI, at most
 local RELAY_UNSENT = 1 << 20   -- bytes a relay leaves unwritten on one side before it stops moving
 
 local function is_close(e)
@@ -148,7 +149,10 @@ function M.serve(rank)
   while true do
     local msgs
     if next(slots) == nil then
+      -- Idle: nothing but a start or the end can come; wake less often.
+      mpi.set_max_sleep(IDLE_SLEEP)
       local ok, msg = pcall(ctl.receive_blocking, ctl)
+      mpi.set_max_sleep()
       if not ok then
         if is_close(msg) then msgs = { { "exit" } } else error(msg, 0) end
       else

@@ -18,7 +18,7 @@
 static int rank;
 
 static const cp_mpi_hooks hooks = {
-    cp_messenger_pump, cp_messenger_flush_nb, cp_source_start, cp_source_stop, cp_now, NULL
+    cp_messenger_pump, cp_messenger_flush_nb, cp_source_start, cp_source_stop, cp_now, NULL, cp_source_activity
 };
 
 static void open_link(cp_messenger *m, int tag)
