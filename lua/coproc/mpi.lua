@@ -352,6 +352,11 @@ function M.Pool(n, opts)
   if opts.method == "inherit" or opts.functions then
     error("bad option 'method' to 'Pool' (ranks start \"fresh\": an MPI rank cannot inherit rank 0's state)", 2)
   end
+  if opts.maxtasksperchild then
+    -- A retiring worker's replacement is started before the old one ends:
+    -- on ranks there is no spare one to start it on.
+    error("bad option 'maxtasksperchild' to 'Pool' (not over MPI: a rank's worker lives as long as the pool)", 2)
+  end
   local h = need_host("Pool", 2)
   pump_all(h)
   local free = {}
