@@ -49,3 +49,11 @@ foreach(spec ${CP_MPI_SPECS})
       ENVIRONMENT "${CP_TEST_ENV};${CP_MPI_ENV};CP_MPIRUN=${MPIEXEC_EXECUTABLE};${btl_env}")
   endforeach()
 endforeach()
+
+# The example of docs/mpi.md, as written (it cannot run outside a job, so
+# the doc test skips it as a fragment).
+add_test(NAME mpi/example_tour
+  COMMAND ${CP_MPIRUN} -n 3 $<TARGET_FILE:coproc-lua> -m coproc.mpi ${PROJECT_SOURCE_DIR}/examples/mpi/tour.lua
+  WORKING_DIRECTORY ${PROJECT_BINARY_DIR})
+set_tests_properties(mpi/example_tour PROPERTIES TIMEOUT 60 ENVIRONMENT "${CP_TEST_ENV};${CP_MPI_ENV}"
+  PASS_REGULAR_EXPRESSION "10 20 30.*abab.*rank [12] [(]pid [0-9]+ on .*105")
