@@ -75,8 +75,11 @@ static int l_tostring(lua_State *L)
 {
     l_messenger *lm = check(L, 1);
     static const char *names[] = {"closed", "open", "peer gone", "broken"};
+    const char *label = cp_messenger_label(&lm->m);
     if (lm->m.peer)
         lua_pushfstring(L, "coproc.Messenger(%s, worker %d, %p)", names[lm->m.state], (int)lm->m.peer->pid, (void *)lm);
+    else if (label)
+        lua_pushfstring(L, "coproc.Messenger(%s, %s, %p)", names[lm->m.state], label, (void *)lm);
     else
         lua_pushfstring(L, "coproc.Messenger(%s, %p)", names[lm->m.state], (void *)lm);
     return 1;

@@ -154,6 +154,17 @@ describe("coproc.mpi.Pool", function()
     assert.equal(404, e.value.code)
   end)
 
+  it("wait_any, close and join, then the ranks are free again", function()
+    local futs = { pool:submit(function() return 1 end), pool:submit(function() return 2 end) }
+    local done = pool:wait_any(futs, 30)
+    assert.is_true(#done >= 1)
+    pool:close()
+    assert.has_error(function() pool:map(function(x) return x end, { 1 }) end)
+    pool:join(30)
+    for _, r in ipairs(coproc.mpi.ranks()) do assert.equal("free", r.state) end
+    pool = coproc.mpi.Pool()
+  end)
+
   it("rank 0 sleeps while it waits 2 s for a slow task", function()
     local f = pool:submit(function()
       local t = require("coproc.core").now() + 2

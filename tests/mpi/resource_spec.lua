@@ -25,6 +25,7 @@ describe("coproc.mpi.WorkerResource", function()
     local m = w.messenger
     assert.is_true(w:is_alive())
     assert.matches("^rank [12] %(pid %d+ on ", w:describe())
+    assert.matches("^coproc%.Messenger%(open, rank [12], ", tostring(m))
     assert.is_number(w:rank())
     m:send_norequest("hello", "log")
     m:send_request(5, "add")
