@@ -245,7 +245,14 @@ static void on_alarm(int sig)
 static void on_sigterm(int sig)
 {
     (void)sig;
-    if (!g_term) alarm(TERM_GRACE);
+    if (!g_term) {
+        /* Said at once: the launcher's SIGKILL follows within a second
+         * (odls_base_sigkill_timeout), maybe before the Lua report. */
+        static const char msg[] = "coproc.mpi: the MPI job is ending: rank 0 got SIGTERM from the launcher "
+                                  "(a rank died, or the job was cancelled)\n";
+        if (write(2, msg, sizeof msg - 1) < 0) { /* nothing to do */ }
+        alarm(TERM_GRACE);
+    }
     g_term = 1;
     api->interrupt();
 }
@@ -304,11 +311,25 @@ static int l_links(lua_State *L)
     return 1;
 }
 
-/* pid_alive(pid) -> bool: a process of this node with that pid exists. */
+/* pid_alive(pid) -> bool: a process of this node with that pid runs (a
+ * zombie, dead and not yet reaped by its launcher, does not). */
 static int l_pid_alive(lua_State *L)
 {
     pid_t pid = (pid_t)luaL_checkinteger(L, 1);
-    lua_pushboolean(L, pid > 0 && (kill(pid, 0) == 0 || errno == EPERM));
+    int alive = pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+    if (alive) {
+        char path[48], buf[256];
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+        FILE *f = fopen(path, "r");
+        if (f) {
+            size_t n = fread(buf, 1, sizeof buf - 1, f);
+            fclose(f);
+            buf[n] = 0;
+            const char *p = strrchr(buf, ')');
+            if (p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X')) alive = 0;
+        }
+    }
+    lua_pushboolean(L, alive);
     return 1;
 }
 

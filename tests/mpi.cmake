@@ -11,7 +11,10 @@ target_include_directories(test_transport_mpi PRIVATE ${PROJECT_SOURCE_DIR}/test
 set(CP_MPIRUN ${MPIEXEC_EXECUTABLE} --oversubscribe)
 set(CP_MPI_ENV "OMPI_ALLOW_RUN_AS_ROOT=1" "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"
   # a VM's network may be down: keep Open MPI on loopback and quiet
-  "OMPI_MCA_btl_tcp_if_include=lo" "OMPI_MCA_oob_tcp_if_include=lo")
+  "OMPI_MCA_btl_tcp_if_include=lo" "OMPI_MCA_oob_tcp_if_include=lo"
+  # rank 0 reports a dead rank between the launcher's SIGTERM and SIGKILL:
+  # on a loaded CI machine Open MPI's default 1 s is not always enough
+  "OMPI_MCA_odls_base_sigkill_timeout=5")
 if(COPROC_SANITIZE)
   # Open MPI leaks at MPI_Finalize (its components are unloaded by then, so
   # their frames cannot be suppressed by name); coproc's own allocations were

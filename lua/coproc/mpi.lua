@@ -411,6 +411,17 @@ function M.Pool(n, opts)
   pools[p] = true
   -- The launcher's SIGTERM ends the pool's wait: say at once what each
   -- rank was running, before the error unwinds (and closes) the pool.
+  -- A rank that ended (os.exit) ends the job within a second or so: say at
+  -- once which item it was running, before the launcher's SIGTERM.
+  local base_death = p._on_death
+  p._on_death = function(self, w, err)
+    base_death(self, w, err)
+    local r = w.res and rawget(w.res, "_rank")
+    if r and not rawget(w.res, "_pick") and mpi.notice(r.rank) and self.last_death then
+      io.stderr:write("coproc.mpi: ", tostring(self.last_death.message), "; with MPI this ends the whole job\n")
+      io.stderr:flush()
+    end
+  end
   local base_pump = p._pump
   p._pump = function(self, timeout)
     local ok, v = pcall(base_pump, self, timeout)
@@ -446,8 +457,7 @@ function M.size() return host and host.size end
 -- items; a rank of this node that is gone is the one that died.
 local function sigterm_report(out)
   local h = host
-  out:write("coproc.mpi: the MPI job is ending: rank 0 got SIGTERM from the launcher "
-    .. "(a rank died, or the job was cancelled)\n")
+  -- (its first line, that the job is ending, was written by the handler)
   local busy = {}
   for p in pairs(pools) do
     for _, w in ipairs(p.workers or {}) do
