@@ -21,6 +21,7 @@ files["tests/spec"] = {
   -- as uses of that local.
   ignore = { "211/_ENV" },
 }
+files["tests/mpi"] = files["tests/spec"]   -- the coproc.mpi specs (run under mpirun)
 
 -- LuaCATS definitions (---@meta): empty function bodies that only declare
 -- their parameters, class tables that only collect method stubs, and

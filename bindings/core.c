@@ -1,5 +1,6 @@
 /* core.c: builds the coproc.core module table. */
 #include "lcore.h"
+#include "lcapi.h"
 #include "coproc_core.h"
 
 #include <stdarg.h>
@@ -34,6 +35,8 @@ int cp_core_open(lua_State *L)
     cp_l_spawn_open(L, t);
     cp_l_batch_open(L, t);
     cp_l_monitor_open(L, t);
+    cp_l_forward_open(L, t);
+    cp_l_capi_open(L); /* for coproc.mpi_core */
     return 1;
 }
 

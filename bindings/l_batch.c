@@ -8,7 +8,9 @@
  *     (count < n) where the host took the rest back (see lbatch.h).
  *     Errors propagate: the caller runs it under xpcall and asks
  *     core.batch_item() which item raised.
- *   core.batch_item() -> j of the item last started (0 before any)
+ *   core.batch_item() -> j of the item last started (0 before any), and
+ *     the batch's bid (0 outside a batch): what a serving MPI rank reports
+ *     when it ends in the middle of a task (there is no shared slot there)
  *   core.batch_done()    the batch is over: the slot says "idle"
 
  * Before each call the worker's status slot (a word pair in memory shared
@@ -19,7 +21,7 @@
 #include "lbatch.h"
 
 static cp_status *g_slot; /* this worker's slot, NULL in a host */
-static lua_Integer g_item;
+static lua_Integer g_item, g_bid;
 
 /* A plain store on every machine coproc runs on; atomic so that the host,
  * another process, always reads a whole value. */
@@ -62,6 +64,7 @@ static int l_run_batch(lua_State *L)
     luaL_argcheck(L, t >= 0 && t <= CP_TICKETS, 9, "no such ticket");
     lua_settop(L, 9);
     if (g_slot) { put(&g_slot->bid, bid); put(&g_slot->item, 0); }
+    g_bid = bid;
     lua_Integer j;
     for (j = 1; j <= n; j++) {
         if (!claim((int)t, j)) break;
@@ -96,13 +99,14 @@ static int l_run_batch(lua_State *L)
 static int l_batch_item(lua_State *L)
 {
     lua_pushinteger(L, g_item);
-    return 1;
+    lua_pushinteger(L, g_item ? g_bid : 0);
+    return 2;
 }
 
 static int l_batch_done(lua_State *L)
 {
     (void)L;
-    g_item = 0;
+    g_item = g_bid = 0;
     if (g_slot) { put(&g_slot->bid, 0); put(&g_slot->item, 0); }
     return 0;
 }

@@ -120,8 +120,11 @@ static int l_tostring(lua_State *L)
 {
     l_messenger *lm = check(L, 1);
     static const char *names[] = {"closed", "open", "peer gone", "broken"};
+    const char *label = cp_messenger_label(&lm->m);
     if (lm->m.peer)
         lua_pushfstring(L, "coproc.Messenger(%s, worker %d, %p)", names[lm->m.state], (int)lm->m.peer->pid, (void *)lm);
+    else if (label)
+        lua_pushfstring(L, "coproc.Messenger(%s, %s, %p)", names[lm->m.state], label, (void *)lm);
     else
         lua_pushfstring(L, "coproc.Messenger(%s, %p)", names[lm->m.state], (void *)lm);
     return 1;
@@ -225,6 +228,16 @@ static void push_down(lua_State *L, cp_messenger *m)
         return;
     }
     if (m->state == CP_M_CLOSED) luaL_error(L, "attempt to use a closed messenger");
+    const char *label = cp_messenger_label(m);
+    if (!m->peer && label) {
+        /* A worker on another transport (an MPI rank): no process to ask. */
+        int unanswered = sum_remaining(m);
+        cp_l_pusherror(L, "WorkerDied", "%s closed its connection (%d request(s) unanswered)", label, unanswered);
+        lua_pushinteger(L, unanswered);
+        lua_setfield(L, -2, "unanswered");
+        cp_l_finish_error(L);
+        return;
+    }
     if (!m->peer) {
         /* Worker side (or a pair): the other end is gone or closed; end quietly. */
         cp_l_pusherror(L, "ResourceRequestedClose", "the host closed the connection");
@@ -374,7 +387,9 @@ static void push_special(lua_State *L, cp_messenger *m, cp_msg *msg)
         cls = lua_tostring(L, -1); /* stays on the stack until we raise */
         sep = ": ";
     }
+    const char *label = cp_messenger_label(m);
     if (m->peer) cp_l_pusherror(L, "WorkerError", "worker %d: %s%s%s", (int)m->peer->pid, cls, sep, text);
+    else if (label) cp_l_pusherror(L, "WorkerError", "%s: %s%s%s", label, cls, sep, text);
     else cp_l_pusherror(L, "WorkerError", "host: %s%s%s", cls, sep, text);
     int e = lua_gettop(L);
     lua_pushstring(L, text);

@@ -19,6 +19,7 @@ void cp_l_clock_open(lua_State *L, int t);
 void cp_l_monitor_open(lua_State *L, int t);
 void cp_l_batch_open(lua_State *L, int t);
 void cp_l_waiter_open(lua_State *L, int t);
+void cp_l_forward_open(lua_State *L, int t);
 
 /* [-0, +0, m] (core.c) package.preload["coproc.core"] = cp_core_open: a state that
  * has coproc built in (coproc-lua, a fresh worker) never loads a second

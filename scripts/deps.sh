@@ -3,7 +3,8 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config lua5.4 liblua5.4-dev libev-dev libmsgpack-dev
       libplplot-dev plplot-driver-cairo lua-busted lua-dkjson lua-argparse
-      luarocks lua-check libreadline-dev ccache lua-luv lua-cqueues)
+      luarocks lua-check libreadline-dev ccache lua-luv lua-cqueues
+      libopenmpi-dev openmpi-bin)   # coproc.mpi (COPROC_MPI, on when Open MPI is found)
 [ "${COPROC_WITH_VALGRIND:-0}" = 1 ] && pkgs+=(valgrind)
 # Only for scripts/fuzz.sh (libFuzzer needs clang); the default build uses gcc.
 [ "${COPROC_FUZZ:-0}" = 1 ] && pkgs+=(clang-14 libclang-rt-14-dev libfuzzer-14-dev)

@@ -40,9 +40,15 @@ void cp_loop_set_interrupt_check(void (*mark)(void), int (*changed)(void));
  * that takes interrupts, e.g. a process wait). */
 void cp_loop_mark(void);
 
+/* The fd watchers a transport keeps active in the loop, as they start
+ * (delta > 0) and stop: a wait that polls fd-less sources (source.h) asks
+ * epoll about fds only while there are some. */
+void cp_loop_count_fds(int delta);
+
 /* Run the loop until ready(ud) is true, timeout seconds pass (< 0: no
  * limit), or an interrupt arrives. Returns 1 ready, 0 timed out, -1
- * interrupted. ready() is checked before blocking. */
+ * interrupted. ready() is checked before blocking. Fd-less event sources
+ * (source.h) are polled in the same wait. */
 int cp_loop_wait(int (*ready)(void *ud), void *ud, double timeout);
 
 #endif

@@ -6,12 +6,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #define READ_CHUNK (64u << 10)
@@ -72,13 +70,20 @@ static void release(cp_messenger *m)
     m->queued_bytes = 0;
 }
 
+/* Tell the transport what to watch for, when that changes. */
+static inline void watch(cp_messenger *m, int readable, int writable)
+{
+    if (m->reading == readable && m->writing == writable) return;
+    m->reading = readable;
+    m->writing = writable;
+    m->tp->watch(m, readable, writable);
+}
+
 static void stop_watchers(cp_messenger *m)
 {
     if (m->owner != cp_self_pid()) return; /* the loop they sit in is not ours */
-    struct ev_loop *loop = cp_loop();
-    ev_io_stop(loop, &m->rw);
-    ev_io_stop(loop, &m->ww);
-    ev_io_stop(loop, &m->pw);
+    watch(m, 0, 0);
+    ev_io_stop(cp_loop(), &m->pw);
     if (m->pidfd >= 0) { close(m->pidfd); m->pidfd = -1; }
 }
 
@@ -92,43 +97,57 @@ static void set_down(cp_messenger *m, int state)
     m->out.start = m->out.len = 0;
 }
 
-static void on_readable(struct ev_loop *loop, ev_io *w, int revents);
-static void on_writable(struct ev_loop *loop, ev_io *w, int revents);
 static void on_peer_exit(struct ev_loop *loop, ev_io *w, int revents);
+
+/* The transport is set up (m->tp, and m->fd or m->tctx): start reading. */
+static void open_common(cp_messenger *m, int arrival_order, cp_proc *peer)
+{
+    m->arrival_order = arrival_order;
+    m->peer = peer;
+    m->state = CP_M_OPEN;
+    m->owner = cp_self_pid();
+    m->reading = m->writing = 0;
+    watch(m, 1, 0);
+    if (peer && peer->pidfd >= 0) m->pidfd = fcntl(peer->pidfd, F_DUPFD_CLOEXEC, 0);
+    if (m->pidfd >= 0) {
+        ev_io_init(&m->pw, on_peer_exit, m->pidfd, EV_READ);
+        m->pw.data = m;
+        ev_io_start(cp_loop(), &m->pw);
+    }
+    link_in(m);
+}
 
 int cp_messenger_open(cp_messenger *m, int fd, int arrival_order, cp_proc *peer)
 {
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -1;
     fcntl(fd, F_SETFD, FD_CLOEXEC);
-    m->fd = fd;
-    m->arrival_order = arrival_order;
-    m->peer = peer;
-    m->state = CP_M_OPEN;
-    m->owner = cp_self_pid();
-    struct ev_loop *loop = cp_loop();
-    ev_io_init(&m->rw, on_readable, fd, EV_READ);
-    ev_io_init(&m->ww, on_writable, fd, EV_WRITE);
-    m->rw.data = m->ww.data = m->pw.data = m;
-    ev_io_start(loop, &m->rw);
-    if (peer && peer->pidfd >= 0) m->pidfd = fcntl(peer->pidfd, F_DUPFD_CLOEXEC, 0);
-    if (m->pidfd >= 0) {
-        ev_io_init(&m->pw, on_peer_exit, m->pidfd, EV_READ);
-        m->pw.data = m;
-        ev_io_start(loop, &m->pw);
-    }
-    link_in(m);
+    cp_transport_socket_setup(m, fd);
+    open_common(m, arrival_order, peer);
+    return 0;
+}
+
+int cp_messenger_open_transport(cp_messenger *m, const cp_transport *tp, void *ctx, int arrival_order)
+{
+    m->tp = tp;
+    m->tctx = ctx;
+    m->fd = -1;
+    open_common(m, arrival_order, NULL);
     return 0;
 }
 
 void cp_messenger_close(cp_messenger *m)
 {
-    if (m->state == CP_M_CLOSED && m->fd < 0) return;
+    if (m->state == CP_M_CLOSED && !m->tp) return;
+    int mine = m->owner == cp_self_pid();
     if (m->state == CP_M_OPEN) stop_watchers(m);
-    if (m->owner == cp_self_pid()) link_out(m);
-    if (m->fd >= 0) close(m->fd);
-    if (m->pidfd >= 0 && m->owner == cp_self_pid()) close(m->pidfd);
+    if (mine) link_out(m);
+    if (m->tp) m->tp->close(m, mine);
+    if (m->pidfd >= 0 && mine) close(m->pidfd);
+    m->tp = NULL;
+    m->tctx = NULL;
     m->fd = m->pidfd = -1;
+    m->reading = m->writing = 0;
     m->state = CP_M_CLOSED;
     release(m);
 }
@@ -141,9 +160,12 @@ void cp_messenger_forget_all(void)
             next = m->next;
             /* The child's own connection kept its number, which none of
              * these has (proc.h): close them all. */
-            if (m->fd >= 0) close(m->fd);
+            if (m->tp) m->tp->close(m, 0);
             if (m->pidfd >= 0) close(m->pidfd);
+            m->tp = NULL;
+            m->tctx = NULL;
             m->fd = m->pidfd = -1;
+            m->reading = m->writing = 0;
             m->state = CP_M_CLOSED;
             m->prev = m->next = NULL;
             release(m);
@@ -184,12 +206,13 @@ long cp_messenger_flush_nb(cp_messenger *m)
 {
     if (m->state != CP_M_OPEN) return -1;
     m->last_write = cp_now();
+    const cp_transport *tp = m->tp;
     while (cp_buf_size(&m->out)) {
-        ssize_t n = send(m->fd, cp_buf_head(&m->out), cp_buf_size(&m->out), MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n = tp->write(m, cp_buf_head(&m->out), cp_buf_size(&m->out));
         if (n > 0) { cp_buf_consume(&m->out, (size_t)n); continue; }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!ev_is_active(&m->ww)) ev_io_start(cp_loop(), &m->ww);
+            if (!m->writing) watch(m, m->reading, 1);
             return (long)cp_buf_size(&m->out);
         }
         m->write_errno = n < 0 ? errno : EPIPE;
@@ -197,7 +220,7 @@ long cp_messenger_flush_nb(cp_messenger *m)
         set_down(m, CP_M_EOF);
         return -1;
     }
-    if (ev_is_active(&m->ww)) ev_io_stop(cp_loop(), &m->ww);
+    if (m->writing) watch(m, m->reading, 0);
     m->frames_pending = 0;
     return 0;
 }
@@ -214,7 +237,7 @@ int cp_messenger_room(cp_messenger *m, double timeout)
     if (cp_buf_size(&m->out) <= CP_HIGH_WATER) return 1;
     /* Past the high-water mark: wait (reading meanwhile) until half of it
      * has drained, so a sender cannot outrun its peer forever. */
-    if (!ev_is_active(&m->ww) && cp_messenger_flush_nb(m) < 0) return CP_WAIT_DOWN;
+    if (!m->writing && cp_messenger_flush_nb(m) < 0) return CP_WAIT_DOWN;
     if (cp_buf_size(&m->out) <= CP_HIGH_WATER) return 1;
     int rc = cp_loop_wait(room_or_held, m, timeout);
     if (m->state != CP_M_OPEN) return CP_WAIT_DOWN;
@@ -226,7 +249,7 @@ int cp_messenger_room(cp_messenger *m, double timeout)
 int cp_messenger_sent(cp_messenger *m, cp_chan *c, unsigned flags)
 {
     if (m->state != CP_M_OPEN) return -1;
-    if (!ev_is_active(&m->ww)) {
+    if (!m->writing) {
         /* (With the socket full, the loop drains it.) The clock is read for
          * a lone message (first in the buffer) and every 16th one of a
          * burst: cheap enough, and bursts still go out often. */
@@ -248,7 +271,7 @@ void cp_messenger_flush_all(void)
 {
     if (g_all_pid != cp_self_pid()) return;
     for (cp_messenger *m = g_all; m; m = m->next)
-        if (m->state == CP_M_OPEN && cp_buf_size(&m->out) && !ev_is_active(&m->ww))
+        if (m->state == CP_M_OPEN && cp_buf_size(&m->out) && !m->writing)
             cp_messenger_flush_nb(m);
 }
 
@@ -272,7 +295,7 @@ int cp_messenger_drain(cp_messenger *m, double timeout)
 {
     if (m->state != CP_M_OPEN) return CP_WAIT_DOWN;
     m->discard = 1;
-    if (!ev_is_active(&m->rw) && m->owner == cp_self_pid()) ev_io_start(cp_loop(), &m->rw);
+    if (!m->reading && m->owner == cp_self_pid()) watch(m, 1, m->writing);
     return cp_messenger_flush(m, timeout);
 }
 
@@ -286,7 +309,7 @@ static inline size_t msg_bytes(const cp_msg *msg) { return cp_msg_footprint(msg-
 /* Stop reading the socket: the peer's sends feel it. */
 static void hold(cp_messenger *m)
 {
-    if (ev_is_active(&m->rw)) ev_io_stop(cp_loop(), &m->rw);
+    if (m->reading) watch(m, 0, m->writing);
 }
 
 static void parse_frames(cp_messenger *m);
@@ -295,13 +318,13 @@ static void parse_frames(cp_messenger *m);
  * within its bound, queue the frames already read, then read again. */
 static void maybe_resume(cp_messenger *m)
 {
-    if (m->state != CP_M_OPEN || cp_messenger_held(m) || ev_is_active(&m->rw)) return;
+    if (m->state != CP_M_OPEN || cp_messenger_held(m) || m->reading) return;
     if (m->owner != cp_self_pid()) return;
     if (cp_buf_size(&m->in) && !m->big) {
         parse_frames(m);
         if (m->state != CP_M_OPEN || cp_messenger_held(m)) return;
     }
-    ev_io_start(cp_loop(), &m->rw);
+    watch(m, 1, m->writing);
     /* A peer that died while we held back: take the rest now, then end. */
     if (m->peer_exited) cp_messenger_pump(m);
 }
@@ -436,7 +459,7 @@ static ssize_t read_discard(cp_messenger *m)
     free(m->big);
     m->big = NULL;
     m->big_have = m->big_cap = m->big_total = 0;
-    return read(m->fd, scratch, sizeof scratch);
+    return m->tp->read(m, scratch, sizeof scratch);
 }
 
 void cp_messenger_pump(cp_messenger *m)
@@ -470,7 +493,7 @@ void cp_messenger_pump(cp_messenger *m)
             dst = m->in.data + m->in.len;
             room = m->in.cap - m->in.len;
         }
-        ssize_t n = read(m->fd, dst, room);
+        ssize_t n = m->tp->read(m, dst, room);
         if (n > 0) {
             if (m->big) {
                 m->big_have += (size_t)n;
@@ -493,18 +516,6 @@ drained:
     /* The peer is dead and everything it wrote is in (and queued): the
      * connection is over, even if a grandchild still holds the socket. */
     if (m->peer_exited && !cp_messenger_held(m)) set_down(m, CP_M_EOF);
-}
-
-static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)loop; (void)revents;
-    cp_messenger_pump(w->data);
-}
-
-static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)loop; (void)revents;
-    cp_messenger_flush_nb(w->data);
 }
 
 static void on_peer_exit(struct ev_loop *loop, ev_io *w, int revents)
@@ -531,7 +542,7 @@ cp_msg *cp_messenger_pop(cp_messenger *m, cp_chan *c)
     c->bytes -= msg_bytes(msg);
     if (msg->flags & CP_FLAG_REPLY) c->replies_received++;
     if (msg->flags & CP_FLAG_REQUEST) c->requests_received++;
-    if (!ev_is_active(&m->rw)) maybe_resume(m);
+    if (!m->reading) maybe_resume(m);
     return msg;
 }
 
@@ -541,7 +552,7 @@ cp_msg *cp_messenger_pop_special(cp_messenger *m)
     if (!msg) return NULL;
     m->queued--;
     m->queued_bytes -= msg_bytes(msg);
-    if (!ev_is_active(&m->rw)) maybe_resume(m);
+    if (!m->reading) maybe_resume(m);
     return msg;
 }
 
@@ -658,7 +669,7 @@ int cp_messenger_send_raw(cp_messenger *m, const char *bytes, size_t n)
 
 int cp_messenger_corked(const cp_messenger *m)
 {
-    return m->state == CP_M_OPEN && cp_buf_size(&m->out) && !ev_is_active(&m->ww);
+    return m->state == CP_M_OPEN && cp_buf_size(&m->out) && !m->writing;
 }
 
 uint64_t cp_messenger_remaining(const cp_messenger *m)
@@ -674,6 +685,5 @@ int cp_messenger_poll(cp_messenger *m, double timeout)
 {
     cp_messenger_flush_all();
     if (m->state != CP_M_OPEN) return 0;
-    struct pollfd pfd = {m->fd, POLLIN, 0};
-    return poll(&pfd, 1, timeout < 0 ? -1 : (int)(timeout * 1000)) > 0;
+    return m->tp->poll(m, timeout);
 }

@@ -17,7 +17,11 @@
  * is appended, never after, so a message is queued whole or not at all; the
  * bytes queued for reading are bounded by max_queued, past which the socket
  * is no longer read (back-pressure on the peer); a large frame's buffer grows
- * as its bytes arrive. No Lua here. */
+ * as its bytes arrive.
+ *
+ * The bytes travel over a transport (transport.h): a socketpair by default
+ * (cp_messenger_open), or any other (cp_messenger_open_transport: MPI); all
+ * of the above holds on every transport. No Lua here. */
 #ifndef CP_MESSENGER_H
 #define CP_MESSENGER_H
 
@@ -29,6 +33,7 @@
 #include "frame.h"
 #include "pqueue.h"
 #include "proc.h"
+#include "transport.h"
 
 #define CP_CHAN_BUCKETS 32
 #define CP_FLUSH_BYTES (64u << 10)
@@ -60,7 +65,10 @@ typedef struct cp_chan {
 } cp_chan;
 
 typedef struct cp_messenger {
-    int         fd;
+    const cp_transport *tp;   /* NULL while closed */
+    void       *tctx;         /* the transport's own state (not the socket's) */
+    int         reading, writing; /* what the transport is asked to watch */
+    int         fd;           /* the socket transport's descriptor, else -1 */
     int         state;        /* enum cp_mstate */
     int         arrival_order; /* MultiMessenger: priorities ignored, arrival order only */
     const char *error;        /* reason for CP_M_BROKEN (static string) */
@@ -82,7 +90,8 @@ typedef struct cp_messenger {
     uint64_t    messages_sent, messages_received;
     cp_proc    *peer;         /* the worker, on the host side; else NULL */
     pid_t       owner;        /* process that opened it */
-    ev_io       rw, ww, pw;   /* readable, writable, peer exit */
+    ev_io       rw, ww;       /* the socket transport's: readable, writable */
+    ev_io       pw;           /* peer exit */
     int         pidfd;        /* our own dup of the peer's pidfd, or -1: a
                                  watched fd must outlive its watcher */
     int         peer_exited;  /* the peer died while reading was held back:
@@ -97,6 +106,15 @@ void cp_messenger_init(cp_messenger *m);
 /* Takes fd (made non-blocking). arrival_order: queue by arrival only (a
  * MultiMessenger). peer may be NULL. Returns 0 or -1. */
 int  cp_messenger_open(cp_messenger *m, int fd, int arrival_order, cp_proc *peer);
+/* The same over transport tp with its state ctx (owned by the transport
+ * from now on: tp->close releases it, also when this fails). 0 or -1. */
+int  cp_messenger_open_transport(cp_messenger *m, const cp_transport *tp, void *ctx, int arrival_order);
+/* How the peer of a host-side end is named in messages ("rank 3"), or NULL
+ * (socket: a worker is named by its pid, m->peer). */
+static inline const char *cp_messenger_label(const cp_messenger *m)
+{
+    return m->tp && m->tp->label ? m->tp->label(m) : NULL;
+}
 /* Idempotent: flush nothing, drop queues, close the fd. */
 void cp_messenger_close(cp_messenger *m);
 /* In a forked child: close every inherited messenger without touching the
@@ -132,8 +150,8 @@ void cp_messenger_abort(cp_messenger *m, size_t mark);
 int  cp_messenger_sent(cp_messenger *m, cp_chan *c, unsigned flags);
 /* Append bytes as they are (tests that send malformed frames). 0 or -1. */
 int  cp_messenger_send_raw(cp_messenger *m, const char *bytes, size_t n);
-/* Output is pending and nothing drains it (the loop's write watcher is
- * off): someone must flush it later (see the cork policy above). */
+/* Output is pending and nothing drains it (the transport is not watching
+ * for room): someone must flush it later (see the cork policy above). */
 int  cp_messenger_corked(const cp_messenger *m);
 /* Write what the socket takes now. Returns bytes still pending, -1 if down. */
 long cp_messenger_flush_nb(cp_messenger *m);

@@ -53,6 +53,11 @@ foreach(src ${C_TESTS})
   set_tests_properties(c/${name} PROPERTIES TIMEOUT ${t})
 endforeach()
 
+# MPI: only when coproc.mpi is built (tests/mpi.cmake).
+if(COPROC_MPI)
+  include(${PROJECT_SOURCE_DIR}/tests/mpi.cmake)
+endif()
+
 # busted specs: one ctest per spec file, run by the stock lua5.4.
 file(GLOB SPECS CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/spec/*_spec.lua)
 foreach(spec ${SPECS})

@@ -81,6 +81,7 @@ local lazy = {
   Pool = "coproc.pool", WorkerResourcePool = "coproc.pool", LazyPool = "coproc.pool",
   Monitor = "coproc.monitor",
   PriorityQueue = "coproc.queues", MultiQueue = "coproc.queues", PriorityMultiQueue = "coproc.queues",
+  mpi = "coproc.mpi",   -- loads no MPI: coproc.mpi_core comes with its main()
 }
 
 return setmetatable(coproc, {

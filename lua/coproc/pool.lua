@@ -208,7 +208,9 @@ local POOL_OPTIONS = {
   max_restarts = "nonnegint", restart_window = "nonneg", buffersize = "posint", functions = "table",
   _target = "any", _max_auto = "posint", _max_batches = "posint", _lazy_fid = "any",
   timeout = "nonneg", star = "boolean", progress_stream = "any", trust = { "code", "data" },
+  _resource = "any", _stop_all = "any",
 }
+M._POOL_OPTIONS = POOL_OPTIONS  -- coproc.mpi.Pool takes the same options
 
 --- Pool(n, opts): n workers (default coproc.cpu_count()). See docs/pool.md
 -- for the options.
@@ -240,6 +242,10 @@ function M.Pool(n, opts)
     max_auto = opts._max_auto or MAX_AUTO,
     max_batches = opts._max_batches or MAX_BATCHES,
     target = opts._target or pool_target,
+    -- Where workers come from (coproc.mpi: ranks): a WorkerResource-like
+    -- constructor, and how to stop a list of them.
+    new_resource = opts._resource or coproc.WorkerResource,
+    stop_all = opts._stop_all or resource.stop_all,
     buffersize = opts.buffersize or BUFFERSIZE,
     kwargs = {
       path = package.path, cpath = package.cpath,
@@ -270,12 +276,15 @@ function M.Pool(n, opts)
 end
 
 function Pool:_spawn()
-  local res = coproc.WorkerResource(self.target, { method = self.method, _status = true, trust = self.trust })
+  local res = self.new_resource(self.target, { method = self.method, _status = true, trust = self.trust })
   res:start(self.kwargs)
+  -- Tickets need the page a worker shares with the host: a worker without
+  -- one (an MPI rank) gets batches with ticket 0, which it runs whole.
   local tickets = {}
-  for t = 64, 1, -1 do tickets[#tickets + 1] = t end
+  if res._proc then for t = 64, 1, -1 do tickets[#tickets + 1] = t end end
   local w = {
     res = res, m = res.messenger, pid = res:pid(), proc = res._proc,
+    name = res.describe and res:describe() or ("worker " .. tostring(res:pid())),
     tickets = tickets, -- free tickets (see _steal)
     inflight = {},     -- bid -> batch {job, lo, n, est, tries}
     batches = 0,       -- batches in flight
@@ -912,7 +921,7 @@ local function task_error(w, err, index)
     return new_error("ProtocolError", fields)
   end
   local what = err.class and (err.class .. ": " .. tostring(err.message)) or tostring(err.message)
-  fields.message = ("worker %d: %s (item %d)"):format(w.pid, what, index)
+  fields.message = ("%s: %s (item %d)"):format(w.name, what, index)
   return new_error("WorkerError", fields)
 end
 
@@ -1031,7 +1040,7 @@ function Pool:_on_death(w, err)
       -- it never ran. Only the culprit counts against retries.
       local culprit = b.lo + sitem - 1
       local e = new_error("WorkerDied", {
-        message = ("worker %d died (%s) while running item %d"):format(w.pid, cause, culprit),
+        message = ("%s died (%s) while running item %d"):format(w.name, cause, culprit),
         pid = w.pid, exitcode = exitcode, signal = signal, index = culprit, unanswered = b.n,
       })
       last = e
@@ -1046,7 +1055,7 @@ function Pool:_on_death(w, err)
       -- It died after its last item ran (sending the results) or before the
       -- first: the whole batch counts as a try.
       local e = new_error("WorkerDied", {
-        message = ("worker %d died (%s) %s items %d..%d"):format(w.pid, cause,
+        message = ("%s died (%s) %s items %d..%d"):format(w.name, cause,
           (sitem or 0) >= 1 and "while sending the results of" or "before running", b.lo, hi),
         pid = w.pid, exitcode = exitcode, signal = signal, index = b.lo, unanswered = b.n,
       })
@@ -1060,7 +1069,7 @@ function Pool:_on_death(w, err)
     ::next_batch::
   end
   last = last or new_error("WorkerDied", {
-    message = ("worker %d died (%s) while idle"):format(w.pid, cause),
+    message = ("%s died (%s) while idle"):format(w.name, cause),
     pid = w.pid, exitcode = exitcode, signal = signal })
   self.last_death = last
   if self.state == "terminated" then return end
@@ -1565,7 +1574,7 @@ function Pool:_stop_workers(grace)
   self.state = "terminated"
   local rs = {}
   for i, w in ipairs(ws) do rs[i] = w.res end
-  resource.stop_all(rs, grace)
+  self.stop_all(rs, grace)
 end
 
 --- Stop now: unfinished jobs end with coproc.Cancelled (their done

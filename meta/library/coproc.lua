@@ -42,6 +42,7 @@
 ---@field LazyPool fun(n?: integer, opts?: coproc.LazyPoolOptions): coproc.LazyPool Loaded on first use (coproc.pool).
 ---@field WorkerResourcePool fun(n: integer, WorkerClass: table|function, start_kwargs?: table, opts?: coproc.WorkerResourceOptions): coproc.WorkerResourcePool
 ---@field Monitor coproc.monitor Call it: `coproc.Monitor{...}` makes a coproc.Monitor (loaded on first use).
+---@field mpi coproc.mpi Pool and WorkerResource over MPI ranks (loaded on first use; MPI itself only by `-m coproc.mpi`).
 local coproc = {}
 
 ---Make `defaults` a worker class (`cls.__index = cls`) and return it. Fields are

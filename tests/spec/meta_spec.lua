@@ -10,6 +10,7 @@ local monitor = require "coproc.monitor"
 local resource = require "coproc.resource"
 local future = require "coproc.future"
 local has_plot, plot = pcall(require, "coproc.plot")
+local mpi = require "coproc.mpi"   -- loads no MPI (coproc.mpi_core comes with mpi.main)
 
 local LIB = "meta/library"
 
@@ -219,6 +220,7 @@ describe("meta/library, the LuaCATS definitions", function()
     check_module("coproc.monitor", names_of(monitor))
     check_module("coproc.errors", names_of(errors))
     if has_plot then check_module("coproc.plot", names_of(plot)) end
+    check_module("coproc.mpi", names_of(mpi))
     report()
   end)
 
@@ -231,6 +233,7 @@ describe("meta/library, the LuaCATS definitions", function()
       "coproc.WorkerResourcePool")
     check_methods("coproc.Future", getmetatable(future.new({}, {})), "coproc.Future")
     check_methods("coproc.Monitor", monitor.MonitorClass, "coproc.Monitor")
+    check_methods("coproc.mpi.WorkerResource", getmetatable(mpi.WorkerResource({})), "coproc.mpi.WorkerResource")
     check_methods("coproc.monitor.Stats", monitor.Stats, "coproc.monitor.Stats")
     if has_plot then
       check_methods("coproc.Plot", debug.getregistry()["coproc.Plot"].__index, "coproc.Plot")
@@ -264,6 +267,7 @@ describe("meta/library, the LuaCATS definitions", function()
     check_options("coproc.LazyPoolOptions", need_upvalue(pool.LazyPool, "LAZY_OPTIONS", "coproc.LazyPool"),
       "coproc.LazyPool")
     check_options("coproc.MonitorOptions", monitor.DEFAULTS, "coproc.Monitor")
+    check_options("coproc.mpi.PoolOptions", { per_rank = "posint" }, "coproc.mpi.Pool")
     check_options("coproc.PlotOptions", need_upvalue(monitor.Stats.plot_spec, "PLOT_OPTS", "Stats:plot_spec"),
       "Stats:save_memory_plot")
     report()
