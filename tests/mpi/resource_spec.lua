@@ -89,6 +89,27 @@ describe("coproc.mpi.WorkerResource", function()
     assert.equal(1, w:exitcode())
   end)
 
+  it("trust = 'data': the host refuses code from the rank, and the link goes on", function()
+    local Evil = coproc.class {}
+    function Evil:run()
+      local m = self.messenger
+      while true do
+        local what = m:receive_blocking("q")
+        if what == "code" then m:send_reply(function() return 1 end, "q") else m:send_reply({ n = 1 }, "q") end
+      end
+    end
+    local w <close> = coproc.mpi.WorkerResource(Evil, { trust = "data" }):start()
+    local m = w.messenger
+    m:send_request("code", "q")
+    local ok, e = pcall(m.receive_blocking, m, "q", 10)
+    assert.is_false(ok)
+    assert.is_true(coproc.is(e, coproc.ProtocolError), tostring(e))
+    assert.matches("trust mode 'data'", e.message)
+    m:send_request("data", "q")
+    assert.same({ n = 1 }, m:receive_blocking("q", 10))
+    assert.has_error(function() coproc.mpi.WorkerResource(Evil, { trust = "all" }) end)
+  end)
+
   it("terminate, restart, and the errors of a local WorkerResource", function()
     local w = coproc.mpi.WorkerResource(Acc)
     assert.has_error(function() w:join() end)
