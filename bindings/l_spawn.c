@@ -70,13 +70,12 @@ static int run_worker(lua_State *L, const char *fn, int nargs)
     return code;
 }
 
-/* The fresh worker's state: a new lua_State with the standard libraries and
- * coproc built in; runs coproc.worker.main_fresh on the payload. */
-static _Noreturn void run_fresh(int fd, int arrival_order, const char *payload, size_t plen, const char *path,
-                                const char *cpath)
+/* A new state with the standard libraries and coproc built in, on the
+ * host's package paths; NULL without memory. */
+static lua_State *new_state(const char *path, const char *cpath)
 {
     lua_State *W = luaL_newstate();
-    if (!W) _exit(71);
+    if (!W) return NULL;
     luaL_openlibs(W);
     cp_l_preload_core(W);
     lua_getglobal(W, "package");
@@ -85,9 +84,57 @@ static _Noreturn void run_fresh(int fd, int arrival_order, const char *payload, 
     lua_pushstring(W, cpath);
     lua_setfield(W, -2, "cpath");
     lua_pop(W, 1);
-    reseed(W);
     luaL_requiref(W, "coproc.core", cp_core_open, 0); /* registers the metatables */
     lua_pop(W, 1);
+    return W;
+}
+
+/* The fork server's prepared state (cp_fresh.prepare): a new state with the
+ * worker's modules loaded, made once in the server; every worker it forks
+ * on the same package paths starts from its copy instead of building and
+ * loading its own (parsing them is most of a fresh start's instructions,
+ * and the copy shares the pages until they are written). It never ran
+ * anything of the host. */
+static lua_State *g_zygote;
+static char *g_zpath, *g_zcpath;
+
+static int load_worker_modules(lua_State *W)
+{
+    static const char *const mods[] = {"coproc.worker", "coproc.pool_worker"};
+    for (size_t i = 0; i < sizeof mods / sizeof *mods; i++) {
+        lua_getglobal(W, "require");
+        lua_pushstring(W, mods[i]);
+        lua_call(W, 1, 0);
+    }
+    return 0;
+}
+
+static const char *get_str(const char **p, const char *end);
+
+static void prepare(const char *data, size_t len)
+{
+    if (len < 1) return;
+    const char *p = data + 1, *end = data + len;
+    const char *path = get_str(&p, end), *cpath = get_str(&p, end);
+    if (!path || !cpath) return;
+    lua_State *W = new_state(path, cpath);
+    if (!W) return;
+    lua_pushcfunction(W, load_worker_modules);
+    if (lua_pcall(W, 0, 0, 0) != LUA_OK) return; /* each worker loads its own (W is left) */
+    lua_gc(W, LUA_GCCOLLECT); /* compact, and a fresh GC cycle ahead */
+    g_zpath = strdup(path);
+    g_zcpath = strdup(cpath);
+    if (g_zpath && g_zcpath) g_zygote = W;
+}
+
+/* The fresh worker: runs coproc.worker.main_fresh on the payload. */
+static _Noreturn void run_fresh(int fd, int arrival_order, const char *payload, size_t plen, const char *path,
+                                const char *cpath)
+{
+    lua_State *W = g_zygote && strcmp(path, g_zpath) == 0 && strcmp(cpath, g_zcpath) == 0
+                       ? g_zygote : new_state(path, cpath);
+    if (!W) _exit(71);
+    reseed(W);
     l_messenger *lm = cp_l_messenger_push(W);
     if (cp_messenger_open(&lm->m, fd, arrival_order, NULL)) _exit(72);
     lua_pushlstring(W, payload, plen);
@@ -107,13 +154,14 @@ static int put_str(cp_buf *b, const char *s)
     return cp_buf_append(b, &n, sizeof n) || cp_buf_append(b, s, (size_t)n + 1);
 }
 
+/* The next string of the request, or NULL when it is malformed. */
 static const char *get_str(const char **p, const char *end)
 {
     uint32_t n;
-    if ((size_t)(end - *p) < sizeof n) _exit(73);
+    if (!*p || (size_t)(end - *p) < sizeof n) return NULL;
     memcpy(&n, *p, sizeof n);
     const char *s = *p + sizeof n;
-    if ((size_t)(end - s) < (size_t)n + 1 || s[n] != 0) _exit(73);
+    if ((size_t)(end - s) < (size_t)n + 1 || s[n] != 0) return NULL;
     *p = s + n + 1;
     return s;
 }
@@ -137,6 +185,7 @@ static void fresh_main(int fd, int status_fd, const char *data, size_t len)
     int arrival_order = *p++ != 0;
     const char *path = get_str(&p, end);
     const char *cpath = get_str(&p, end);
+    if (!path || !cpath) _exit(73);
     run_fresh(fd, arrival_order, p, (size_t)(end - p), path, cpath);
 }
 
@@ -146,7 +195,7 @@ static void forget_host(void)
     cp_messenger_forget_all();
 }
 
-static const cp_fresh fresh_how = {forget_host, fresh_main};
+static const cp_fresh fresh_how = {forget_host, prepare, fresh_main};
 
 /* The "inherit" child: runs target in its copy of the host's state. */
 static _Noreturn void inherit_main(lua_State *L, int fd, int arrival_order, l_process *lp)

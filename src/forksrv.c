@@ -480,6 +480,7 @@ static void reply(int sock, pid_t pid, int err, const char *call)
 
 static void serve_one(const cp_fresh *how, int sock, struct rlimit *cur)
 {
+    static int prepared;
     req_head h;
     int fd[K_MAX];
     int got = recv_head(sock, &h, fd);
@@ -495,6 +496,8 @@ static void serve_one(const cp_fresh *how, int sock, struct rlimit *cur)
         reply(sock, 0, EMFILE, "recvmsg");
         return;
     }
+    if (!prepared && how->prepare) how->prepare(buf + h.envlen, (size_t)h.len);
+    prepared = 1;
     /* The host's limits are the worker's (RLIMIT_NPROC counts at the clone). */
     for (int r = 0; r < NLIM; r++) {
         if (h.lim[r].rlim_cur == cur[r].rlim_cur && h.lim[r].rlim_max == cur[r].rlim_max) continue;
@@ -502,13 +505,13 @@ static void serve_one(const cp_fresh *how, int sock, struct rlimit *cur)
     }
     pid_t pid = (pid_t)syscall(SYS_clone, (unsigned long)(CLONE_PARENT | SIGCHLD), 0UL, 0UL, 0UL, 0UL);
     if (pid == 0) child(how, &h, fd, buf);
-    int e = errno;
+    /* Answer first: the host goes on while we tidy up. */
+    if (pid > 0) reply(sock, pid, 0, NULL);
+    else reply(sock, 0, errno, is_resource_error(errno) ? "fork" : "clone");
     for (int k = 0; k < K_MAX; k++) {
         if (fd[k] >= 0) close(fd[k]);
     }
     free(buf);
-    if (pid > 0) reply(sock, pid, 0, NULL);
-    else reply(sock, 0, e, is_resource_error(e) ? "fork" : "clone");
 }
 
 static _Noreturn void serve(const cp_fresh *how, int sock, pid_t host)

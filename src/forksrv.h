@@ -50,6 +50,10 @@ typedef struct cp_fresh {
     /* In a process forked from the host (the server, or a worker forked
      * directly): drop what was inherited (messengers, ...). May be NULL. */
     void (*forget)(void);
+    /* In the server, once, before its first worker, with that worker's
+     * data: make what every worker would otherwise make for itself (the
+     * copy-on-write clone shares it). May be NULL. */
+    void (*prepare)(const char *data, size_t len);
     /* The worker's first code: fd is its connection, extra_fd the fd passed
      * with it (-1: none), data/len the request's bytes. Never returns. */
     void (*main)(int fd, int extra_fd, const char *data, size_t len);
