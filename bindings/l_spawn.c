@@ -14,6 +14,7 @@
  * it (whatever number the socketpair got, never a fixed one). status asks
  * for the page a pool worker shares with its host (lbatch.h). A system call
  * that fails on the way raises OSError {errno =, call =}. */
+#define _GNU_SOURCE /* dladdr */
 #include "lcore.h"
 #include "lmessenger.h"
 #include "lprocess.h"
@@ -21,8 +22,10 @@
 #include "loop.h"
 #include "proc.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <stdio.h>
@@ -195,7 +198,53 @@ static void forget_host(void)
     cp_messenger_forget_all();
 }
 
-static const cp_fresh fresh_how = {forget_host, prepare, fresh_main};
+/* cp_fresh.exec_path: coproc-lua, the interpreter with coproc built in:
+ * this executable when it is one, else the one installed or built next to
+ * coproc/core.so. */
+static const char *exec_path(void)
+{
+    static char path[PATH_MAX];
+    static int done;
+    if (done) return path[0] ? path : NULL;
+    done = 1;
+    Dl_info di;
+    char self[PATH_MAX], obj[PATH_MAX];
+    if (!dladdr((void *)exec_path, &di) || !di.dli_fname || !realpath(di.dli_fname, obj)) return NULL;
+    if (realpath("/proc/self/exe", self) && strcmp(self, obj) == 0) {
+        memcpy(path, self, sizeof path);
+        return path;
+    }
+    /* obj is <cmod>/coproc/core.so: the build tree has coproc-lua in
+     * <cmod>, an installed tree in <cmod>/CP_REL_BIN_FROM_CMOD. */
+    char *slash = strrchr(obj, '/');
+    if (!slash) return NULL;
+    *slash = 0;
+    slash = strrchr(obj, '/');
+    if (!slash) return NULL;
+    *slash = 0;
+    static const char *const rel[] = {"", "/" CP_REL_BIN_FROM_CMOD};
+    for (size_t i = 0; i < sizeof rel / sizeof *rel; i++) {
+        char c[PATH_MAX];
+        if (snprintf(c, sizeof c, "%s%s/coproc-lua", obj, rel[i]) >= (int)sizeof c) continue;
+        if (access(c, X_OK) == 0 && realpath(c, path)) return path;
+    }
+    path[0] = 0;
+    return NULL;
+}
+
+/* The build a server must be (forksrv.h): coproc's version and Lua's. */
+#define FRESH_VERSION CP_VERSION "/" LUA_VERSION_MAJOR LUA_VERSION_MINOR LUA_VERSION_RELEASE
+
+static const cp_fresh fresh_how = {forget_host, prepare, fresh_main, exec_path, FRESH_VERSION};
+
+/* core._forkserver(host): become the fork server of host (started by it
+ * with posix_spawn, the socket on fd 3; forksrv.h). Never returns. */
+static int l_forkserver(lua_State *L)
+{
+    lua_Integer host = luaL_checkinteger(L, 1);
+    cp_forksrv_serve(&fresh_how, 3, (pid_t)host);
+    return 0;
+}
 
 /* The "inherit" child: runs target in its copy of the host's state. */
 static _Noreturn void inherit_main(lua_State *L, int fd, int arrival_order, l_process *lp)
@@ -344,4 +393,6 @@ void cp_l_spawn_open(lua_State *L, int t)
     t = lua_absindex(L, t);
     lua_pushcfunction(L, l_spawn);
     lua_setfield(L, t, "spawn");
+    lua_pushcfunction(L, l_forkserver);
+    lua_setfield(L, t, "_forkserver");
 }

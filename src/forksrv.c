@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
+#include <spawn.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -151,19 +152,50 @@ void cp_forksrv_enable(int on)
 }
 
 static _Noreturn void serve(const cp_fresh *how, int fd, pid_t host);
+static int recv_reply(int fd, struct rep *r, double deadline);
 
-static int srv_start(const cp_fresh *how)
+/* This process's resident size in bytes (0 when unknown). */
+static unsigned long long rss_bytes(void)
+{
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char buf[128];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    unsigned long long size = 0, rss = 0;
+    if (sscanf(buf, "%llu %llu", &size, &rss) != 2) return 0;
+    return rss * (unsigned long long)sysconf(_SC_PAGESIZE);
+}
+
+/* The two ends of a server's socket, ours non-blocking. */
+static int srv_pair(int sv[2])
+{
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return -1;
+    int fl = fcntl(sv[0], F_GETFL);
+    fcntl(sv[0], F_SETFL, fl | O_NONBLOCK);
+    return 0;
+}
+
+static void close_pair_keep_errno(int sv[2])
+{
+    int e = errno;
+    close(sv[0]);
+    close(sv[1]);
+    errno = e;
+}
+
+/* A server forked from this (small) process. */
+static int srv_fork(const cp_fresh *how)
 {
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return -1;
+    if (srv_pair(sv)) return -1;
     fflush(NULL);
     pid_t host = getpid();
     pid_t pid = fork();
     if (pid < 0) {
-        int e = errno;
-        close(sv[0]);
-        close(sv[1]);
-        errno = e;
+        close_pair_keep_errno(sv);
         return -1;
     }
     if (pid == 0) {
@@ -171,10 +203,72 @@ static int srv_start(const cp_fresh *how)
         serve(how, sv[1], host);
     }
     close(sv[1]);
-    int fl = fcntl(sv[0], F_GETFL);
-    fcntl(sv[0], F_SETFL, fl | O_NONBLOCK);
     g.pid = pid;
     g.fd = sv[0];
+    return 0;
+}
+
+/* A server started fresh by posix_spawn: nothing of this process is copied
+ * (the child shares our memory until its exec), whatever our size. */
+static int srv_exec(const cp_fresh *how)
+{
+    const char *exe = how->exec_path ? how->exec_path() : NULL;
+    if (!exe) { errno = ENOENT; return -1; }
+    int sv[2];
+    if (srv_pair(sv)) return -1;
+    if (sv[1] == 3) { /* dup2(3, 3) would keep close-on-exec */
+        int t = fcntl(3, F_DUPFD_CLOEXEC, 4);
+        if (t < 0) { close_pair_keep_errno(sv); return -1; }
+        close(3);
+        sv[1] = t;
+    }
+    char code[96];
+    snprintf(code, sizeof code, "require('coproc.core')._forkserver(%d)", (int)getpid());
+    char *argv[] = {(char *)exe, "-E", "-e", code, NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&at);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDWR, 0);
+    posix_spawn_file_actions_adddup2(&fa, 0, 1);
+    posix_spawn_file_actions_adddup2(&fa, 0, 2);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
+    sigset_t def, none;
+    sigfillset(&def);
+    sigdelset(&def, SIGKILL);
+    sigdelset(&def, SIGSTOP);
+    sigemptyset(&none);
+    posix_spawnattr_setsigdefault(&at, &def);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    pid_t pid;
+    int r = posix_spawn(&pid, exe, &fa, &at, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    close(sv[1]);
+    if (r) {
+        close(sv[0]);
+        errno = r;
+        return -1;
+    }
+    g.pid = pid;
+    g.fd = sv[0];
+    return 0;
+}
+
+/* Start a server (forked while we are small, else exec'd) and wait for its
+ * hello: its pid and its build, which must be ours. */
+static int srv_start(const cp_fresh *how)
+{
+    int r = rss_bytes() <= CP_FORKSRV_MAX_HOST ? srv_fork(how) : srv_exec(how);
+    if (r) return -1;
+    rep hello;
+    if (recv_reply(g.fd, &hello, cp_now() + CP_FORKSRV_TIMEOUT) || hello.pid != g.pid
+        || strncmp(hello.call, how->version ? how->version : "", sizeof hello.call) != 0) {
+        srv_drop();
+        errno = EPROTO;
+        return -1;
+    }
     return 0;
 }
 
@@ -231,7 +325,7 @@ static int send_request(int fd, struct iovec *iov, int niov, const int *fds, int
     return 0;
 }
 
-static int recv_reply(int fd, rep *r, double deadline)
+static int recv_reply(int fd, struct rep *r, double deadline)
 {
     size_t got = 0;
     while (got < sizeof *r) {
@@ -269,7 +363,7 @@ static int is_resource_error(int e)
     return e == EAGAIN || e == ENOMEM || e == EMFILE || e == ENFILE;
 }
 
-pid_t cp_forksrv_spawn(const cp_fresh *how, int conn, int extra_fd, const char *data, size_t len,
+pid_t cp_forksrv_spawn(const cp_fresh *how, int alive, int conn, int extra_fd, const char *data, size_t len,
                        const char **call)
 {
     mine();
@@ -279,6 +373,9 @@ pid_t cp_forksrv_spawn(const cp_fresh *how, int conn, int extra_fd, const char *
         if (v && strcmp(v, "0") == 0) g.off = 1;
     }
     if (g.off) return 0;
+    /* A small host forks its first worker itself (and so has no server
+     * while it has no worker); a large one never forks. */
+    if (!g.pid && !alive && rss_bytes() <= CP_FORKSRV_MAX_HOST) return 0;
 
     req_head h;
     memset(&h, 0, sizeof h);
@@ -514,6 +611,11 @@ static void serve_one(const cp_fresh *how, int sock, struct rlimit *cur)
     free(buf);
 }
 
+void cp_forksrv_serve(const cp_fresh *how, int sock, pid_t host)
+{
+    serve(how, sock, host);
+}
+
 static _Noreturn void serve(const cp_fresh *how, int sock, pid_t host)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -545,5 +647,6 @@ static _Noreturn void serve(const cp_fresh *how, int sock, pid_t host)
     for (int r = 0; r < NLIM; r++) {
         if (getrlimit((__rlimit_resource_t)r, &cur[r])) cur[r].rlim_cur = cur[r].rlim_max = RLIM_INFINITY;
     }
+    reply(sock, getpid(), 0, how->version); /* hello */
     for (;;) serve_one(how, sock, cur);
 }

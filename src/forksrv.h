@@ -11,9 +11,15 @@
  * grows with the number of workers, nor with the host's growth after that.
  *
  * Lifetime. The server lives as long as the fresh workers do: a fresh start
- * with none running forks from the host (proc.c), and the server is stopped
+ * with none running forks from a small host, and the server is stopped
  * when the last fresh worker is reaped, so a process without workers has no
- * extra child.
+ * extra child. A server is forked from a host of at most
+ * CP_FORKSRV_MAX_HOST resident bytes; one forked from a larger host would
+ * be as large, and would share the host's pages (each page the host writes
+ * afterwards would be copied), so a larger host starts a new one with
+ * posix_spawn (no copy of the host at all) of an executable that serves
+ * (cp_fresh.exec_path: coproc-lua), and forks its workers itself when
+ * there is none.
  *
  * Who is the parent. The server makes each worker with clone(CLONE_PARENT),
  * so the worker's parent is the host, exactly as if the host had forked it:
@@ -44,6 +50,7 @@
 
 #define CP_FORKSRV_NAME "coproc-forksrv" /* its comm (/proc/<pid>/stat) */
 #define CP_FORKSRV_TIMEOUT 5.0            /* seconds for one answer */
+#define CP_FORKSRV_MAX_HOST (64ull << 20) /* no server forked from a larger host */
 
 /* What a fresh worker runs (see cp_proc_spawn_fresh). */
 typedef struct cp_fresh {
@@ -57,15 +64,29 @@ typedef struct cp_fresh {
     /* The worker's first code: fd is its connection, extra_fd the fd passed
      * with it (-1: none), data/len the request's bytes. Never returns. */
     void (*main)(int fd, int extra_fd, const char *data, size_t len);
+    /* For a host too large to fork a server from: an executable that runs
+     * as a server when started as
+     *     <path> -E -e "require('coproc.core')._forkserver(<host pid>)"
+     * (its socket on fd 3, see cp_forksrv_serve); NULL when there is none. */
+    const char *(*exec_path)(void);
+    /* Names this build (at most 15 bytes): a server answers with its own
+     * and is used only when they are equal. */
+    const char *version;
 } cp_fresh;
 
-/* Start a fresh worker through this process's server (started on first
- * use). conn is the worker's end of its connection, extra_fd an fd to hand
- * it (-1: none); the caller keeps and closes its copies. Returns the pid
- * (> 0), 0 when the server cannot serve (the caller forks itself), or -1
- * with errno set and *call naming what failed. */
-pid_t cp_forksrv_spawn(const cp_fresh *how, int conn, int extra_fd, const char *data, size_t len,
+/* Start a fresh worker through this process's server (started when
+ * needed). alive: fresh workers of this process are running (without any,
+ * a host of at most CP_FORKSRV_MAX_HOST bytes forks the worker itself).
+ * conn is the worker's end of its connection, extra_fd an fd to hand it
+ * (-1: none); the caller keeps and closes its copies. Returns the pid
+ * (> 0), 0 when the server cannot or need not serve (the caller forks
+ * itself), or -1 with errno set and *call naming what failed. */
+pid_t cp_forksrv_spawn(const cp_fresh *how, int alive, int conn, int extra_fd, const char *data, size_t len,
                        const char **call);
+
+/* The loop of a server started by exec (exec_path): serve the host
+ * through sock. Never returns. */
+void  cp_forksrv_serve(const cp_fresh *how, int sock, pid_t host);
 
 /* The pid of this process's server, 0 when there is none. */
 pid_t cp_forksrv_pid(void);

@@ -235,10 +235,9 @@ pid_t cp_proc_spawn_fresh(cp_proc *p, int *fd_out, const cp_fresh *how, int extr
     int sv[2];
     if (open_pair(p, sv)) return -1;
     const char *call = "fork";
-    /* The first fresh worker is forked from here; while one runs, the
-     * others come from the fork server (forksrv.h). */
+    /* From the fork server, or forked from here (forksrv.h says when). */
     int alive = g_procs_pid == cp_self_pid() && g_nfresh > 0;
-    pid_t pid = alive ? cp_forksrv_spawn(how, sv[1], extra_fd, data, len, &call) : 0;
+    pid_t pid = cp_forksrv_spawn(how, alive, sv[1], extra_fd, data, len, &call);
     if (pid == 0) {
         /* No server to ask: fork from here, as cp_proc_spawn. */
         fflush(NULL);
