@@ -237,6 +237,16 @@ static const char *exec_path(void)
 
 static const cp_fresh fresh_how = {forget_host, prepare, fresh_main, exec_path, FRESH_VERSION};
 
+/* core._forkserver_pid() -> the pid of this process's fork server, or nil
+ * (for tests). */
+static int l_forkserver_pid(lua_State *L)
+{
+    pid_t pid = cp_forksrv_pid();
+    if (pid > 0) lua_pushinteger(L, pid);
+    else lua_pushnil(L);
+    return 1;
+}
+
 /* core._forkserver(host): become the fork server of host (started by it
  * with posix_spawn, the socket on fd 3; forksrv.h). Never returns. */
 static int l_forkserver(lua_State *L)
@@ -395,4 +405,6 @@ void cp_l_spawn_open(lua_State *L, int t)
     lua_setfield(L, t, "spawn");
     lua_pushcfunction(L, l_forkserver);
     lua_setfield(L, t, "_forkserver");
+    lua_pushcfunction(L, l_forkserver_pid);
+    lua_setfield(L, t, "_forkserver_pid");
 }

@@ -88,7 +88,13 @@ static struct {
     int   off;    /* 1: turned off; 2: clone(CLONE_PARENT) refused here */
     int   exec;   /* start servers by exec even when small (COPROC_FORK_SERVER=exec) */
     int   env_read;
-} g = {0, 0, -1, 0, 0, 0};
+    double timeout;
+} g = {0, 0, -1, 0, 0, 0, CP_FORKSRV_TIMEOUT};
+
+void cp_forksrv_set_timeout(double seconds)
+{
+    g.timeout = seconds > 0 ? seconds : CP_FORKSRV_TIMEOUT;
+}
 
 /* The state is this process's (a forked child that never called
  * cp_forksrv_forget starts over without touching the inherited fd number). */
@@ -286,7 +292,7 @@ static int srv_start(const cp_fresh *how)
     int r = !g.exec && rss_bytes() <= CP_FORKSRV_MAX_HOST ? srv_fork(how) : srv_exec(how);
     if (r) return -1;
     rep hello;
-    if (recv_reply(g.fd, &hello, cp_now() + CP_FORKSRV_TIMEOUT) || hello.pid != g.pid
+    if (recv_reply(g.fd, &hello, cp_now() + g.timeout) || hello.pid != g.pid
         || strncmp(hello.call, how->version ? how->version : "", sizeof hello.call) != 0) {
         srv_drop();
         errno = EPROTO;
@@ -438,7 +444,7 @@ pid_t cp_forksrv_spawn(const cp_fresh *how, int alive, int conn, int extra_fd, c
     pid_t pid = 0;
     for (int attempt = 0; attempt < 2 && pid == 0; attempt++) {
         if (!g.pid && srv_start(how)) break; /* no server: fork directly */
-        double deadline = cp_now() + CP_FORKSRV_TIMEOUT;
+        double deadline = cp_now() + g.timeout;
         struct iovec iov[3] = {{&h, sizeof h}, {env, envlen}, {(void *)data, len}};
         rep r;
         memset(&r, 0, sizeof r);

@@ -13,13 +13,17 @@
  * Lifetime. The server lives as long as the fresh workers do: a fresh start
  * with none running forks from a small host, and the server is stopped
  * when the last fresh worker is reaped, so a process without workers has no
- * extra child. A server is forked from a host of at most
- * CP_FORKSRV_MAX_HOST resident bytes; one forked from a larger host would
- * be as large, and would share the host's pages (each page the host writes
- * afterwards would be copied), so a larger host starts a new one with
- * posix_spawn (no copy of the host at all) of an executable that serves
- * (cp_fresh.exec_path: coproc-lua), and forks its workers itself when
- * there is none.
+ * extra child.
+ *
+ * Large hosts. A host of at most CP_FORKSRV_MAX_HOST resident bytes forks
+ * the server (and its first worker) itself: cheap, and the workers share
+ * the host's pages as forks do. Past that size a fork costs more than
+ * starting a process afresh (the page tables alone), and a server forked
+ * from the host would be as large and keep the host's pages shared (each
+ * page the host writes afterwards would be copied once): a larger host
+ * starts its server with posix_spawn (nothing of the host is copied) of an
+ * executable that serves (cp_fresh.exec_path: coproc-lua), and takes every
+ * fresh worker from it; without one it forks them itself.
  *
  * Who is the parent. The server makes each worker with clone(CLONE_PARENT),
  * so the worker's parent is the host, exactly as if the host had forked it:
@@ -50,7 +54,7 @@
 
 #define CP_FORKSRV_NAME "coproc-forksrv" /* its comm (/proc/<pid>/stat) */
 #define CP_FORKSRV_TIMEOUT 5.0            /* seconds for one answer */
-#define CP_FORKSRV_MAX_HOST (64ull << 20) /* no server forked from a larger host */
+#define CP_FORKSRV_MAX_HOST (256ull << 20) /* no fork of a larger host */
 
 /* What a fresh worker runs (see cp_proc_spawn_fresh). */
 typedef struct cp_fresh {
@@ -100,6 +104,10 @@ void  cp_forksrv_stop(void);
 /* In a forked child: forget the parent's server (close the inherited
  * socket; the server is not ours). Idempotent. */
 void  cp_forksrv_forget(void);
+
+/* The bound on one answer of the server (<= 0: CP_FORKSRV_TIMEOUT); for
+ * tests. */
+void  cp_forksrv_set_timeout(double seconds);
 
 /* Run the pthread_atfork child handlers that coproc's own code registered
  * (the link wraps pthread_atfork: -Wl,--wrap=pthread_atfork), as fork()
