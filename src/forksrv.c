@@ -162,9 +162,17 @@ void cp_forksrv_enable(int on)
 static _Noreturn void serve(const cp_fresh *how, int fd, pid_t host);
 static int recv_reply(int fd, struct rep *r, double deadline);
 
-/* This process's resident size in bytes (0 when unknown). */
-static unsigned long long rss_bytes(void)
+/* How large this host is, for the choice between forking and starting
+ * afresh: the bytes of malloc's heap (its arena: where a Lua state's many
+ * small objects live, the pages a fork must copy and the collector keeps
+ * rewriting); big blocks mapped on their own are left out. Without glibc,
+ * the resident size. */
+static unsigned long long host_bytes(void)
 {
+#ifdef __GLIBC__
+    struct mallinfo2 mi = mallinfo2();
+    return (unsigned long long)mi.arena;
+#else
     int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 0;
     char buf[128];
@@ -175,6 +183,7 @@ static unsigned long long rss_bytes(void)
     unsigned long long size = 0, rss = 0;
     if (sscanf(buf, "%llu %llu", &size, &rss) != 2) return 0;
     return rss * (unsigned long long)sysconf(_SC_PAGESIZE);
+#endif
 }
 
 /* The two ends of a server's socket, ours non-blocking. */
@@ -289,7 +298,7 @@ static int srv_exec(const cp_fresh *how)
  * hello: its pid and its build, which must be ours. */
 static int srv_start(const cp_fresh *how)
 {
-    int r = !g.exec && rss_bytes() <= CP_FORKSRV_MAX_HOST ? srv_fork(how) : srv_exec(how);
+    int r = !g.exec && host_bytes() <= CP_FORKSRV_MAX_HOST ? srv_fork(how) : srv_exec(how);
     if (r) return -1;
     rep hello;
     if (recv_reply(g.fd, &hello, cp_now() + g.timeout) || hello.pid != g.pid
@@ -405,7 +414,7 @@ pid_t cp_forksrv_spawn(const cp_fresh *how, int alive, int conn, int extra_fd, c
     if (g.off) return 0;
     /* A small host forks its first worker itself (and so has no server
      * while it has no worker); a large one never forks. */
-    if (!g.pid && !alive && !g.exec && rss_bytes() <= CP_FORKSRV_MAX_HOST) return 0;
+    if (!g.pid && !alive && !g.exec && host_bytes() <= CP_FORKSRV_MAX_HOST) return 0;
 
     req_head h;
     memset(&h, 0, sizeof h);

@@ -15,9 +15,11 @@
  * when the last fresh worker is reaped, so a process without workers has no
  * extra child.
  *
- * Large hosts. A host of at most CP_FORKSRV_MAX_HOST resident bytes forks
- * the server (and its first worker) itself: cheap, and the workers share
- * the host's pages as forks do. Past that size a fork costs more than
+ * Large hosts. A host whose malloc heap (its arena: a Lua state's small
+ * objects; big blocks mapped on their own do not count) holds at most
+ * CP_FORKSRV_MAX_HOST bytes forks the server (and its first worker) itself:
+ * cheap, and the workers share the host's pages as forks do. Past that size
+ * a fork costs more than
  * starting a process afresh (the page tables alone), and a server forked
  * from the host would be as large and keep the host's pages shared (each
  * page the host writes afterwards would be copied once): a larger host
@@ -54,7 +56,7 @@
 
 #define CP_FORKSRV_NAME "coproc-forksrv" /* its comm (/proc/<pid>/stat) */
 #define CP_FORKSRV_TIMEOUT 5.0            /* seconds for one answer */
-#define CP_FORKSRV_MAX_HOST (256ull << 20) /* no fork of a larger host */
+#define CP_FORKSRV_MAX_HOST (256ull << 20) /* no fork of a larger heap */
 
 /* What a fresh worker runs (see cp_proc_spawn_fresh). */
 typedef struct cp_fresh {
