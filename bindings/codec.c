@@ -1353,8 +1353,15 @@ static int into_pass(dec *d, const unsigned char *data, size_t len, cp_codec_int
     hdr h;
     in->bad = 0;
     in->count = in->stored = 0;
-    if (read_hdr(d, &p, end, &h)) return -1;
-    if (h.t != H_ARRAY) return dec_fail(d, data, "not an array");
+    /* The array header alone (as dec_pass): a count past the bytes left is
+     * found at the element that is missing. */
+    unsigned c = *p;
+    if (!((c >= 0x90 && c <= 0x9f) || c == 0xdc || c == 0xdd)) return dec_fail(d, data, "not an array");
+    p++;
+    int lb = c == 0xdc ? 2 : c == 0xdd ? 4 : 0;
+    if ((size_t)(end - p) < (size_t)lb) return dec_fail(d, data, "truncated value");
+    h.n = lb ? (uint32_t)get_be(p, lb) : c & 0x0f;
+    p += lb;
     in->count = (lua_Integer)h.n;
     if (d->refs) { /* the array itself is object 0: nothing can refer to it here */
         lua_newtable(L);
