@@ -624,13 +624,16 @@ static void drain_heap(void)
 {
 #ifdef __GLIBC__
     static const size_t sizes[] = {16384, 4096, 1024, 256, 64, 24};
+    size_t taken = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
-        for (int n = 0; n < 1 << 16; n++) {
-            struct mallinfo2 mi = mallinfo2();
-            char *top = (char *)sbrk(0) - mi.keepcost;
+        /* The top chunk ends at the break: a block at or past its start
+         * came from it (no hole of this size is left). */
+        char *top = (char *)sbrk(0) - mallinfo2().keepcost;
+        /* Bounded: a large heap full of holes is not worth emptying. */
+        while (taken < (8u << 20)) {
             char *p = malloc(sizes[i]);
-            /* the block came from the top: no hole of this size is left */
             if (!p || p >= top) break;
+            taken += sizes[i];
         }
     }
 #endif

@@ -35,7 +35,8 @@ static int count_fds(void)
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (e->d_name[0] != '.') n++;
+        /* (valgrind keeps fds of its own near the limit, out of our reach) */
+        if (e->d_name[0] != '.' && atoi(e->d_name) < 1024) n++;
     }
     closedir(d);
     return n - 1; /* the directory's own fd */
@@ -185,7 +186,10 @@ static void test_served_workers(void)
         CHECK(strcmp(all[i]->name, me) == 0);    /* the host's name */
     }
     CHECK(strcmp(b.in.out, "b") == 0);
-    CHECK(b.p.pgid == b.p.pid && b.p.pidfd >= 0);
+    CHECK(b.p.pgid == b.p.pid);
+    int pfd = cp_pidfd_open(getpid()); /* none under valgrind */
+    CHECK(b.p.pidfd >= 0 || pfd < 0);
+    if (pfd >= 0) close(pfd);
     finish(&b, 7);
     CHECK(cp_proc_exitcode(&b.p) == 7);         /* waitpid by the host */
     finish(&c, 0);
@@ -258,7 +262,7 @@ static void test_host_state(void)
  * killed after the timeout and replaced; a worker is started either way. */
 static void test_server_failures(void)
 {
-    w a, b, c, d;
+    w a, b, c, d, e;
     CHECK(start(&a, "a", -1) == 0);
     CHECK(start(&b, "b", -1) == 0);
     pid_t s1 = cp_forksrv_pid();
@@ -275,10 +279,14 @@ static void test_server_failures(void)
     double dt = cp_now() - t0;
     CHECK(dt >= 0.3 && dt < 10);
     cp_forksrv_set_timeout(0);
-    pid_t s3 = cp_forksrv_pid();
-    CHECK(s3 > 0 && s3 != s2);
     CHECK(waitpid(s2, NULL, WNOHANG) < 0 && errno == ECHILD); /* killed and reaped */
     CHECK(d.in.ppid == (int)getpid());
+    /* (d came from a new server, or from here if that one was slower than
+     * the short timeout: valgrind) */
+    CHECK(start(&e, "e", -1) == 0);
+    pid_t s3 = cp_forksrv_pid();
+    CHECK(s3 > 0 && s3 != s2);
+    finish(&e, 0);
     finish(&d, 0);
     finish(&c, 0);
     finish(&b, 0);
