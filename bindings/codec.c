@@ -500,10 +500,18 @@ static int enc_function(enc *e, int idx, int depth)
     return 0;
 }
 
+static int enc_typed(enc *e, int idx, int depth, int type);
+
 static int enc_value(enc *e, int idx, int depth)
 {
+    return enc_typed(e, idx, depth, lua_type(e->L, idx));
+}
+
+/* enc_value for a value whose type the caller knows already. */
+static int enc_typed(enc *e, int idx, int depth, int type)
+{
     lua_State *L = e->L;
-    switch (lua_type(L, idx)) {
+    switch (type) {
     case LUA_TNIL:
         return msgpack_pack_nil(&e->pk) ? enc_oom(e) : 0;
     case LUA_TBOOLEAN:
@@ -511,7 +519,7 @@ static int enc_value(enc *e, int idx, int depth)
     case LUA_TNUMBER: {
         /* Scalars are written in place: the packer's callback per piece
          * costs more than the bytes (this is the hot path of every send). */
-        if (cp_buf_reserve(e->b, 9)) return enc_oom(e);
+        if (e->b->cap - e->b->len < 9 && cp_buf_reserve(e->b, 9)) return enc_oom(e);
         unsigned char *o = (unsigned char *)e->b->data + e->b->len;
         if (lua_isinteger(L, idx)) {
             lua_Integer v = lua_tointeger(L, idx);
@@ -718,11 +726,11 @@ static int enc_top(enc *e, const enc_what *w)
     if (msgpack_pack_array(&e->pk, (size_t)n)) return enc_oom(e);
     /* The decoder numbers this array as object 0, as it would a table. */
     e->nobj++;
+    int top = lua_gettop(L) + 1;
     for (lua_Integer i = 1; i <= n; i++) {
-        if (i <= nh) lua_rawgeti(L, w->idx, i);
-        else lua_rawgeti(L, w->list, w->lo + (i - nh) - 1);
+        int t = i <= nh ? lua_rawgeti(L, w->idx, i) : lua_rawgeti(L, w->list, w->lo + (i - nh) - 1);
         e->path[1] = (pathc){PC_INDEX, 0, i, NULL};
-        if (enc_value(e, lua_gettop(L), 1)) return -1;
+        if (enc_typed(e, top, 1, t)) return -1;
         lua_pop(L, 1);
     }
     return 0;
@@ -1115,6 +1123,36 @@ static int dec_value(dec *d, const unsigned char **pp, const unsigned char *end,
 {
     lua_State *L = d->L;
     const unsigned char *at = *pp;
+    /* The scalars most messages are made of, without the general header
+     * reader (a pool reply is thousands of them). */
+    if (at < end) {
+        unsigned c = *at;
+        size_t left = (size_t)(end - at);
+        if (c <= 0x7f) { lua_pushinteger(L, (lua_Integer)c); *pp = at + 1; return 0; }
+        if (c >= 0xe0) { lua_pushinteger(L, (lua_Integer)(int8_t)c); *pp = at + 1; return 0; }
+        switch (c) {
+        case 0xc0: lua_pushnil(L); *pp = at + 1; return 0;
+        case 0xc2: lua_pushboolean(L, 0); *pp = at + 1; return 0;
+        case 0xc3: lua_pushboolean(L, 1); *pp = at + 1; return 0;
+        case 0xcc: if (left >= 2) { lua_pushinteger(L, at[1]); *pp = at + 2; return 0; } break;
+        case 0xcd: if (left >= 3) { lua_pushinteger(L, (lua_Integer)cp_get_be(at + 1, 2)); *pp = at + 3; return 0; } break;
+        case 0xce: if (left >= 5) { lua_pushinteger(L, (lua_Integer)cp_get_be32(at + 1)); *pp = at + 5; return 0; } break;
+        case 0xd0: if (left >= 2) { lua_pushinteger(L, (int8_t)at[1]); *pp = at + 2; return 0; } break;
+        case 0xd1: if (left >= 3) { lua_pushinteger(L, (int16_t)cp_get_be(at + 1, 2)); *pp = at + 3; return 0; } break;
+        case 0xd2: if (left >= 5) { lua_pushinteger(L, (int32_t)cp_get_be32(at + 1)); *pp = at + 5; return 0; } break;
+        case 0xcb:
+            if (left >= 9) {
+                uint64_t u = cp_get_be(at + 1, 8);
+                double f;
+                memcpy(&f, &u, 8);
+                lua_pushnumber(L, (lua_Number)f);
+                *pp = at + 9;
+                return 0;
+            }
+            break;
+        default: break;
+        }
+    }
     hdr h;
     if (read_hdr(d, pp, end, &h)) return -1;
     switch (h.t) {
@@ -1288,6 +1326,76 @@ int cp_codec_decode_prefix(lua_State *L, const char *data, size_t len, cp_trust 
     *bad = 1;
     lua_pushnil(L);
     return -1;
+}
+
+/* ---------------------------------------------------------------------
+ * Decoding an array's tail straight into a table (cp_codec_decode_into) */
+
+static int into_pass(dec *d, const unsigned char *data, size_t len, cp_codec_into *in)
+{
+    const unsigned char *p = data, *end = data + len;
+    lua_State *L = d->L;
+    hdr h;
+    in->bad = 0;
+    in->count = in->stored = 0;
+    /* The array header alone (as dec_pass): a count past the bytes left is
+     * found at the element that is missing. */
+    unsigned c = *p;
+    if (!((c >= 0x90 && c <= 0x9f) || c == 0xdc || c == 0xdd)) return dec_fail(d, data, "not an array");
+    p++;
+    int lb = c == 0xdc ? 2 : c == 0xdd ? 4 : 0;
+    if ((size_t)(end - p) < (size_t)lb) return dec_fail(d, data, "truncated value");
+    h.n = lb ? (uint32_t)cp_get_be(p, lb) : c & 0x0f;
+    p += lb;
+    in->count = (lua_Integer)h.n;
+    if (d->refs) { /* the array itself is object 0: nothing can refer to it here */
+        lua_newtable(L);
+        dec_register(d, lua_gettop(L));
+        lua_pop(L, 1);
+    }
+    lua_Integer n = (lua_Integer)h.n, i;
+    for (i = 1; i <= n; i++) {
+        if (i >= in->first && (!in->t || i - in->first >= in->limit)) break;
+        if (dec_value(d, &p, end, 1)) {
+            in->bad = i;
+            return -1;
+        }
+        if (i >= in->first) {
+            lua_rawseti(L, in->t, in->base + i);
+            in->stored++;
+        }
+    }
+    if (i > n && p != end) {
+        in->bad = n + 1;
+        return dec_fail(d, p, "%zu trailing bytes after the value", (size_t)(end - p));
+    }
+    for (; i < in->first; i++) lua_pushnil(L); /* a short array: the head is padded */
+    return 0;
+}
+
+int cp_codec_decode_into(lua_State *L, const char *data, size_t len, cp_trust trust, cp_codec_into *in,
+                         char *err, size_t errlen)
+{
+    int top = lua_gettop(L);
+    dec d = {L, (const unsigned char *)data, 0, 0, 0, (int)trust, err, errlen};
+    if (errlen) err[0] = 0;
+    in->bad = 0;
+    if (in->first < 1 || in->first > 250) return dec_fail(&d, NULL, "bad head size %d", in->first);
+    if (len == 0) return dec_fail(&d, NULL, "empty input");
+    if (!lua_checkstack(L, in->first + 16)) return dec_fail(&d, NULL, "Lua stack overflow while decoding");
+    int rc = into_pass(&d, d.start, len, in);
+    if (rc && d.restart) {
+        /* Shared objects: decode again, numbering every object this time
+         * (the elements stored so far are stored again). */
+        lua_settop(L, top);
+        lua_newtable(L);
+        d.refs = lua_gettop(L);
+        d.restart = 0;
+        rc = into_pass(&d, d.start, len, in);
+        if (rc == 0) lua_remove(L, d.refs);
+    }
+    if (rc) lua_settop(L, top);
+    return rc;
 }
 
 /* ---------------------------------------------------------------------

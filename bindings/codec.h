@@ -65,6 +65,26 @@ int cp_codec_decode_prefix(lua_State *L, const char *data, size_t len, cp_trust 
  * table at idx: 1 array, 0 map, -1 not marked. */
 int cp_codec_mark(lua_State *L, int idx);
 
+/* Decoding a msgpack array whose tail goes into an existing table (the
+ * pool's replies into a job's results, without a table per reply). */
+typedef struct cp_codec_into {
+    int first;           /* elements 1..first-1 are pushed (1..250) */
+    int t;               /* stack index of the table for the rest; 0: the head only */
+    lua_Integer base;    /* element i (>= first) becomes t[base + i] ... */
+    lua_Integer limit;   /* ... for at most limit elements */
+    lua_Integer count;   /* out: the array's element count */
+    lua_Integer stored;  /* out: the elements stored into t */
+    lua_Integer bad;     /* out: the element that failed (0: the array itself) */
+} cp_codec_into;
+
+/* [-0, +(first-1), m] Decode the array in data: push its elements 1..first-1
+ * (nil where the array is shorter), then store elements first..first+limit-1
+ * into in->t (the rest is not decoded). Returns 0; -1 on a failure, with
+ * nothing pushed, in->bad and err set, and the elements before in->bad
+ * stored (those of the head are not). */
+int cp_codec_decode_into(lua_State *L, const char *data, size_t len, cp_trust trust, cp_codec_into *in,
+                         char *err, size_t errlen);
+
 /* [-0, +0, v] The trust mode named by the value at i ("code", "data"; nil
  * is "code"); raises "unknown trust mode 'x' (expected 'code' or 'data')".
  * (l_codec.c, for every binding that takes a trust option.) */

@@ -77,6 +77,41 @@ static int l_decode_prefix(lua_State *L)
     return 3;
 }
 
+/* core.decode_into(s, t, base, first [, limit [, opts]]) -> v1..v_(first-1), count
+ * | nil, bad_index, message. s is a msgpack array: its elements 1..first-1
+ * are returned, and elements i = first, first+1, ... (at most limit, all by
+ * default) are decoded straight into t[base + i]. With t nil only the head
+ * is decoded. count is the array's element count. On a failure the
+ * elements stored before bad_index stay in t. opts as decode's (trust). */
+static int l_decode_into(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    cp_codec_into in;
+    in.t = 0;
+    if (!lua_isnil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        in.t = 2;
+    }
+    in.base = luaL_checkinteger(L, 3);
+    lua_Integer first = luaL_checkinteger(L, 4);
+    luaL_argcheck(L, first >= 1 && first <= 250, 4, "head size out of range (1..250)");
+    in.first = (int)first;
+    in.limit = luaL_optinteger(L, 5, LUA_MAXINTEGER);
+    luaL_argcheck(L, in.limit >= 0, 5, "negative limit");
+    cp_trust trust = opt_trust(L, 6);
+    lua_settop(L, 2);
+    char err[CP_CODEC_ERRLEN];
+    if (cp_codec_decode_into(L, s, len, trust, &in, err, sizeof err) == 0) {
+        lua_pushinteger(L, in.count);
+        return in.first;
+    }
+    lua_pushnil(L);
+    lua_pushinteger(L, in.bad);
+    lua_pushstring(L, err);
+    return 3;
+}
+
 cp_trust cp_l_checktrust(lua_State *L, int i)
 {
     if (lua_isnoneornil(L, i)) return CP_TRUST_CODE;
@@ -110,4 +145,6 @@ void cp_l_codec_open(lua_State *L, int t)
     lua_setfield(L, t, "decode");
     lua_pushcfunction(L, l_decode_prefix);
     lua_setfield(L, t, "decode_prefix");
+    lua_pushcfunction(L, l_decode_into);
+    lua_setfield(L, t, "decode_into");
 }

@@ -553,8 +553,10 @@ static int l_send_request_multiple(lua_State *L)
 
 /* send_request_slice(head, list, lo, hi, channel, priority): one request
  * whose data is the array head[1..#head], list[lo..hi], encoded straight from
- * the two tables (a pool batch without building a table per batch). */
-static int l_send_request_slice(lua_State *L)
+ * the two tables (a pool batch without building a table per batch; nil
+ * elements of the slice stay in place). send_reply_slice: the same as a
+ * reply (a pool worker's results, with no walk to tell an array). */
+static int slice_with(lua_State *L, unsigned flags)
 {
     cp_messenger *m = self_open(L);
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -567,9 +569,12 @@ static int l_send_request_slice(lua_State *L)
     if (isnan(prio)) luaL_argerror(L, 7, "priority is NaN");
     cp_chan *c = cp_messenger_chan(m, k.b, k.n, 1);
     if (!c) return luaL_error(L, "out of memory");
-    send_frame(L, m, CP_KIND_DATA, 2, &sl, c, &k, prio, CP_FLAG_REQUEST, 1);
+    send_frame(L, m, CP_KIND_DATA, 2, &sl, c, &k, prio, flags, 1);
     return 0;
 }
+
+static int l_send_request_slice(lua_State *L) { return slice_with(L, CP_FLAG_REQUEST); }
+static int l_send_reply_slice(lua_State *L) { return slice_with(L, CP_FLAG_REPLY); }
 
 static int l_send_close_request(lua_State *L)
 {
@@ -1378,6 +1383,7 @@ static const luaL_Reg methods[] = {
     {"send_norequest", l_send_norequest},
     {"send_request_multiple", l_send_request_multiple},
     {"send_request_slice", l_send_request_slice},
+    {"send_reply_slice", l_send_reply_slice},
     {"send_close_request", l_send_close_request},
     {"send_error", l_send_error},
     {"receive_blocking", l_receive_blocking},

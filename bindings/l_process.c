@@ -6,11 +6,13 @@
  * close() (also __close and __gc) terminates the child if it still runs
  * (SIGTERM, then SIGKILL after 0.5 s), reaps it and releases its pidfd; only
  * in the process that started it (a forked child's copy owns nothing). */
+#define _GNU_SOURCE /* memfd_create */
 #include "lcore.h"
 #include "lprocess.h"
 #include "lmessenger.h"
 #include "loop.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <string.h>
@@ -24,16 +26,39 @@ l_process *cp_l_process_push(lua_State *L)
     l_process *lp = lua_newuserdatauv(L, sizeof *lp, 0);
     memset(lp, 0, sizeof *lp);
     lp->p.pidfd = -1;
+    lp->status_fd = -1;
     luaL_setmetatable(L, CP_PROCESS_MT);
     return lp;
 }
 
-int cp_l_process_add_status(l_process *lp)
+int cp_l_process_add_status(l_process *lp, const char **call)
 {
-    void *p = mmap(NULL, sizeof(cp_status), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return -1;
+    int fd = memfd_create("coproc-status", MFD_CLOEXEC);
+    if (fd < 0) { *call = "memfd_create"; return -1; }
+    if (ftruncate(fd, sizeof(cp_status))) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        *call = "ftruncate";
+        return -1;
+    }
+    void *p = mmap(NULL, sizeof(cp_status), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        *call = "mmap";
+        return -1;
+    }
     lp->status = p;
+    lp->status_fd = fd;
     return 0;
+}
+
+void cp_l_process_spawned(l_process *lp)
+{
+    if (lp->status_fd >= 0) close(lp->status_fd);
+    lp->status_fd = -1;
 }
 
 static void release(l_process *lp)

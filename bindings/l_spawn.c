@@ -14,6 +14,7 @@
  * it (whatever number the socketpair got, never a fixed one). status asks
  * for the page a pool worker shares with its host (lbatch.h). A system call
  * that fails on the way raises OSError {errno =, call =}. */
+#define _GNU_SOURCE /* dladdr */
 #include "lcore.h"
 #include "lmessenger.h"
 #include "lprocess.h"
@@ -21,8 +22,12 @@
 #include "loop.h"
 #include "proc.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,43 +73,204 @@ static int run_worker(lua_State *L, const char *fn, int nargs)
     return code;
 }
 
-static _Noreturn void child_main(lua_State *L, int fd, int fresh, int arrival_order, const char *payload, size_t plen,
-                                 const char *path, const char *cpath, cp_status *status)
+/* A new state with the standard libraries and coproc built in, on the
+ * host's package paths; NULL without memory. */
+static lua_State *new_state(const char *path, const char *cpath)
+{
+    lua_State *W = luaL_newstate();
+    if (!W) return NULL;
+    luaL_openlibs(W);
+    cp_l_preload_core(W);
+    lua_getglobal(W, "package");
+    lua_pushstring(W, path);
+    lua_setfield(W, -2, "path");
+    lua_pushstring(W, cpath);
+    lua_setfield(W, -2, "cpath");
+    lua_pop(W, 1);
+    luaL_requiref(W, "coproc.core", cp_core_open, 0); /* registers the metatables */
+    lua_pop(W, 1);
+    return W;
+}
+
+/* The fork server's prepared state (cp_fresh.prepare): a new state with the
+ * worker's modules loaded, made once in the server; every worker it forks
+ * on the same package paths starts from its copy instead of building and
+ * loading its own (parsing them is most of a fresh start's instructions,
+ * and the copy shares the pages until they are written). It never ran
+ * anything of the host. */
+static lua_State *g_zygote;
+static char *g_zpath, *g_zcpath;
+
+static int load_worker_modules(lua_State *W)
+{
+    static const char *const mods[] = {"coproc.worker", "coproc.pool_worker"};
+    for (size_t i = 0; i < sizeof mods / sizeof *mods; i++) {
+        lua_getglobal(W, "require");
+        lua_pushstring(W, mods[i]);
+        lua_call(W, 1, 0);
+    }
+    return 0;
+}
+
+static const char *get_str(const char **p, const char *end);
+
+static void prepare(const char *data, size_t len)
+{
+    if (len < 1) return;
+    const char *p = data + 1, *end = data + len;
+    const char *path = get_str(&p, end), *cpath = get_str(&p, end);
+    if (!path || !cpath) return;
+    lua_State *W = new_state(path, cpath);
+    if (!W) return;
+    lua_pushcfunction(W, load_worker_modules);
+    if (lua_pcall(W, 0, 0, 0) != LUA_OK) return; /* each worker loads its own (W is left) */
+    lua_gc(W, LUA_GCCOLLECT); /* compact, and a fresh GC cycle ahead */
+    g_zpath = strdup(path);
+    g_zcpath = strdup(cpath);
+    if (g_zpath && g_zcpath) g_zygote = W;
+}
+
+/* The fresh worker: runs coproc.worker.main_fresh on the payload. */
+static _Noreturn void run_fresh(int fd, int arrival_order, const char *payload, size_t plen, const char *path,
+                                const char *cpath)
+{
+    lua_State *W = g_zygote && strcmp(path, g_zpath) == 0 && strcmp(cpath, g_zcpath) == 0
+                       ? g_zygote : new_state(path, cpath);
+    if (!W) _exit(71);
+    reseed(W);
+    l_messenger *lm = cp_l_messenger_push(W);
+    if (cp_messenger_open(&lm->m, fd, arrival_order, NULL)) _exit(72);
+    lua_pushlstring(W, payload, plen);
+    int code = run_worker(W, "main_fresh", 1);
+    cp_l_messenger_drain(lm, 10.0);
+    /* W is not closed: __gc work of a half-finished worker must not run. */
+    fflush(NULL);
+    _exit(code & 0xff);
+}
+
+/* The request of a fresh start (made in the host, read in the child):
+ * arrival_order (1 byte), path and cpath (each a 4-byte length, the bytes
+ * and a NUL), then the encoded {target, kwargs}. */
+static int put_str(cp_buf *b, const char *s)
+{
+    uint32_t n = (uint32_t)strlen(s);
+    return cp_buf_append(b, &n, sizeof n) || cp_buf_append(b, s, (size_t)n + 1);
+}
+
+/* The next string of the request, or NULL when it is malformed. */
+static const char *get_str(const char **p, const char *end)
+{
+    uint32_t n;
+    if (!*p || (size_t)(end - *p) < sizeof n) return NULL;
+    memcpy(&n, *p, sizeof n);
+    const char *s = *p + sizeof n;
+    if ((size_t)(end - s) < (size_t)n + 1 || s[n] != 0) return NULL;
+    *p = s + n + 1;
+    return s;
+}
+
+/* cp_fresh.main: in the new worker (forked by the fork server or by us). */
+static void fresh_main(int fd, int status_fd, const char *data, size_t len)
+{
+    cp_messenger_forget_all();
+    cp_proc_forget_all();
+    cp_proc_keep_stdio();
+    cp_status *status = NULL;
+    if (status_fd >= 0) {
+        void *m = mmap(NULL, sizeof(cp_status), PROT_READ | PROT_WRITE, MAP_SHARED, status_fd, 0);
+        if (m == MAP_FAILED) _exit(74);
+        close(status_fd);
+        status = m;
+    }
+    cp_l_batch_set_slot(status);
+    const char *p = data, *end = data + len;
+    if (len < 1) _exit(73);
+    int arrival_order = *p++ != 0;
+    const char *path = get_str(&p, end);
+    const char *cpath = get_str(&p, end);
+    if (!path || !cpath) _exit(73);
+    run_fresh(fd, arrival_order, p, (size_t)(end - p), path, cpath);
+}
+
+/* cp_fresh.forget: what a process forked from the host drops first. */
+static void forget_host(void)
+{
+    cp_messenger_forget_all();
+}
+
+/* cp_fresh.exec_path: coproc-lua, the interpreter with coproc built in:
+ * this executable when it is one, else the one installed or built next to
+ * coproc/core.so. */
+static const char *exec_path(void)
+{
+    static char path[PATH_MAX];
+    static int done;
+    if (done) return path[0] ? path : NULL;
+    done = 1;
+    Dl_info di;
+    char self[PATH_MAX], obj[PATH_MAX];
+    if (!dladdr((void *)exec_path, &di) || !di.dli_fname || !realpath(di.dli_fname, obj)) return NULL;
+    if (realpath("/proc/self/exe", self) && strcmp(self, obj) == 0) {
+        memcpy(path, self, sizeof path);
+        return path;
+    }
+    /* obj is <cmod>/coproc/core.so: the build tree has coproc-lua in
+     * <cmod>, an installed tree in <cmod>/CP_REL_BIN_FROM_CMOD. */
+    char *slash = strrchr(obj, '/');
+    if (!slash) return NULL;
+    *slash = 0;
+    slash = strrchr(obj, '/');
+    if (!slash) return NULL;
+    *slash = 0;
+    static const char *const rel[] = {"", "/" CP_REL_BIN_FROM_CMOD};
+    for (size_t i = 0; i < sizeof rel / sizeof *rel; i++) {
+        char c[PATH_MAX];
+        if (snprintf(c, sizeof c, "%s%s/coproc-lua", obj, rel[i]) >= (int)sizeof c) continue;
+        if (access(c, X_OK) == 0 && realpath(c, path)) return path;
+    }
+    path[0] = 0;
+    return NULL;
+}
+
+/* The build a server must be (forksrv.h): coproc's version and Lua's. */
+#define FRESH_VERSION CP_VERSION "/" LUA_VERSION_MAJOR LUA_VERSION_MINOR LUA_VERSION_RELEASE
+
+static const cp_fresh fresh_how = {forget_host, prepare, fresh_main, exec_path, FRESH_VERSION};
+
+/* core._forkserver_pid() -> the pid of this process's fork server, or nil
+ * (for tests). */
+static int l_forkserver_pid(lua_State *L)
+{
+    pid_t pid = cp_forksrv_pid();
+    if (pid > 0) lua_pushinteger(L, pid);
+    else lua_pushnil(L);
+    return 1;
+}
+
+/* core._forkserver(host): become the fork server of host (started by it
+ * with posix_spawn, the socket on fd 3; forksrv.h). Never returns. */
+static int l_forkserver(lua_State *L)
+{
+    lua_Integer host = luaL_checkinteger(L, 1);
+    cp_forksrv_serve(&fresh_how, 3, (pid_t)host);
+    return 0;
+}
+
+/* The "inherit" child: runs target in its copy of the host's state. */
+static _Noreturn void inherit_main(lua_State *L, int fd, int arrival_order, l_process *lp)
 {
     cp_messenger_forget_all();
     cp_proc_forget_all();
     cp_proc_keep_stdio(); /* an inherited messenger may have sat on 0-2 */
-    cp_l_batch_set_slot(status);
-    int code;
-    if (fresh) {
-        lua_State *W = luaL_newstate();
-        if (!W) _exit(71);
-        luaL_openlibs(W);
-        cp_l_preload_core(W);
-        lua_getglobal(W, "package");
-        lua_pushstring(W, path);
-        lua_setfield(W, -2, "path");
-        lua_pushstring(W, cpath);
-        lua_setfield(W, -2, "cpath");
-        lua_pop(W, 1);
-        reseed(W);
-        luaL_requiref(W, "coproc.core", cp_core_open, 0); /* registers the metatables */
-        lua_pop(W, 1);
-        l_messenger *lm = cp_l_messenger_push(W);
-        if (cp_messenger_open(&lm->m, fd, arrival_order, NULL)) _exit(72);
-        lua_pushlstring(W, payload, plen);
-        code = run_worker(W, "main_fresh", 1);
-        cp_l_messenger_drain(lm, 10.0);
-        /* W is not closed: __gc work of a half-finished worker must not run. */
-    } else {
-        reseed(L);
-        l_messenger *lm = cp_l_messenger_push(L);
-        if (cp_messenger_open(&lm->m, fd, arrival_order, NULL)) _exit(72);
-        lua_pushvalue(L, 1);
-        lua_pushvalue(L, 2);
-        code = run_worker(L, "run", 2);
-        cp_l_messenger_drain(lm, 10.0);
-    }
+    if (lp->status_fd >= 0) close(lp->status_fd); /* the mapping stays */
+    cp_l_batch_set_slot(lp->status);
+    reseed(L);
+    l_messenger *lm = cp_l_messenger_push(L);
+    if (cp_messenger_open(&lm->m, fd, arrival_order, NULL)) _exit(72);
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
+    int code = run_worker(L, "run", 2);
+    cp_l_messenger_drain(lm, 10.0);
     fflush(NULL);
     _exit(code & 0xff);
 }
@@ -150,20 +316,9 @@ static int l_spawn(lua_State *L)
         lua_pop(L, 3);
     }
     /* Everything that can fail or allocate happens before the fork. */
-    cp_buf payload = CP_BUF_INIT;
-    const char *path = "", *cpath = "";
+    cp_buf req = CP_BUF_INIT;
     if (fresh) {
-        lua_createtable(L, 2, 0);
-        lua_pushvalue(L, 1);
-        lua_rawseti(L, -2, 1);
-        lua_pushvalue(L, 2);
-        lua_rawseti(L, -2, 2);
-        char err[CP_CODEC_ERRLEN];
-        if (cp_codec_encode(L, lua_gettop(L), &payload, err, sizeof err)) {
-            cp_buf_free(&payload);
-            return cp_l_error(L, "EncodeError", "cannot send the worker to a fresh process: %s", err);
-        }
-        lua_pop(L, 1);
+        const char *path = "", *cpath = "";
         lua_getglobal(L, "package");
         if (lua_istable(L, -1)) {
             lua_getfield(L, -1, "path");
@@ -171,13 +326,28 @@ static int l_spawn(lua_State *L)
             lua_getfield(L, -2, "cpath");
             if (lua_isstring(L, -1)) cpath = lua_tostring(L, -1);
         }
-        /* path/cpath stay anchored on the stack until we return. */
+        char ao = (char)arrival_order;
+        if (cp_buf_append(&req, &ao, 1) || put_str(&req, path) || put_str(&req, cpath)) {
+            cp_buf_free(&req);
+            return luaL_error(L, "not enough memory");
+        }
+        lua_createtable(L, 2, 0);
+        lua_pushvalue(L, 1);
+        lua_rawseti(L, -2, 1);
+        lua_pushvalue(L, 2);
+        lua_rawseti(L, -2, 2);
+        char err[CP_CODEC_ERRLEN];
+        if (cp_codec_encode(L, lua_gettop(L), &req, err, sizeof err)) {
+            cp_buf_free(&req);
+            return cp_l_error(L, "EncodeError", "cannot send the worker to a fresh process: %s", err);
+        }
+        lua_settop(L, 3);
     }
     /* The loop is made on first use, taking two fds (epoll, eventfd), and
      * libev aborts when it cannot get them: make it now, if there is room. */
     if (!fds_left(2)) {
         int e = errno;
-        cp_buf_free(&payload);
+        cp_buf_free(&req);
         return os_error(L, "dup", e);
     }
     cp_loop();
@@ -186,22 +356,22 @@ static int l_spawn(lua_State *L)
     int mi = lua_gettop(L);
     l_process *lp = cp_l_process_push(L);
     int pi = lua_gettop(L);
-    if (want_status && cp_l_process_add_status(lp)) {
+    const char *call = NULL;
+    if (want_status && cp_l_process_add_status(lp, &call)) {
         int e = errno;
-        cp_buf_free(&payload);
-        return os_error(L, "mmap", e);
+        cp_buf_free(&req);
+        return os_error(L, call, e);
     }
 
     int fd = -1;
-    pid_t pid = cp_proc_spawn(&lp->p, &fd, fresh);
-    if (pid < 0) {
-        int e = errno;
-        cp_buf_free(&payload);
-        return os_error(L, lp->p.failed_call, e);
-    }
-    if (pid == 0) child_main(L, fd, fresh, arrival_order, payload.data ? cp_buf_head(&payload) : "", cp_buf_size(&payload), path, cpath,
-                             lp->status);
-    cp_buf_free(&payload);
+    pid_t pid;
+    if (fresh) pid = cp_proc_spawn_fresh(&lp->p, &fd, &fresh_how, lp->status_fd, cp_buf_head(&req), cp_buf_size(&req));
+    else pid = cp_proc_spawn(&lp->p, &fd, 0);
+    cp_buf_free(&req);
+    if (pid == 0) inherit_main(L, fd, arrival_order, lp);
+    int e = errno;
+    cp_l_process_spawned(lp);
+    if (pid < 0) return os_error(L, lp->p.failed_call, e);
     lp->started = 1;
     int opened = cp_messenger_open(&lm->m, fd, arrival_order, &lp->p) == 0;
     if (!opened || (lp->p.pidfd >= 0 && lm->m.pidfd < 0)) {
@@ -228,4 +398,8 @@ void cp_l_spawn_open(lua_State *L, int t)
     t = lua_absindex(L, t);
     lua_pushcfunction(L, l_spawn);
     lua_setfield(L, t, "spawn");
+    lua_pushcfunction(L, l_forkserver);
+    lua_setfield(L, t, "_forkserver");
+    lua_pushcfunction(L, l_forkserver_pid);
+    lua_setfield(L, t, "_forkserver_pid");
 }

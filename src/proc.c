@@ -1,7 +1,9 @@
 /* proc.c: see proc.h. */
 #define _GNU_SOURCE /* pipe2 */
 #include "proc.h"
+#include "forksrv.h"
 #include "loop.h"
+#include "proc_child.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,10 +24,12 @@
 
 static cp_proc *g_procs;   /* live workers of process g_procs_pid */
 static pid_t g_procs_pid;
+static int g_nfresh;       /* how many of them are fresh (cp_proc_spawn_fresh) */
 
 static void reg_add(cp_proc *p)
 {
-    if (g_procs_pid != cp_self_pid()) { g_procs = NULL; g_procs_pid = cp_self_pid(); }
+    if (g_procs_pid != cp_self_pid()) { g_procs = NULL; g_nfresh = 0; g_procs_pid = cp_self_pid(); }
+    if (p->fresh) g_nfresh++;
     p->prev = NULL;
     p->next = g_procs;
     if (g_procs) g_procs->prev = p;
@@ -36,10 +40,13 @@ static void reg_add(cp_proc *p)
 static void reg_remove(cp_proc *p)
 {
     if (g_procs_pid != cp_self_pid()) return;
+    int listed = p->prev || g_procs == p;
     if (p->prev) p->prev->next = p->next;
     else if (g_procs == p) g_procs = p->next;
     if (p->next) p->next->prev = p->prev;
     p->prev = p->next = NULL;
+    /* The fork server lives as long as fresh workers do (forksrv.h). */
+    if (listed && p->fresh && --g_nfresh == 0) cp_forksrv_stop();
 }
 
 /* ---------------------------------------------------------------- fds */
@@ -87,7 +94,7 @@ static void close_fds_in(unsigned lo, unsigned hi)
 
 /* ---------------------------------------------------------------- children */
 
-static void reset_signals(void)
+void cp_child_reset_signals(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -101,9 +108,18 @@ static void reset_signals(void)
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
+void cp_child_close_fds(int keep_a, int keep_b)
+{
+    if (keep_a > keep_b) { int t = keep_a; keep_a = keep_b; keep_b = t; }
+    unsigned lo = 3;
+    if (keep_a >= 3) { close_fds_in(lo, (unsigned)keep_a - 1); lo = (unsigned)keep_a + 1; }
+    if (keep_b >= 3) { close_fds_in(lo, (unsigned)keep_b - 1); lo = (unsigned)keep_b + 1; }
+    close_fds_in(lo, ~0u);
+}
+
 /* Everything a new worker needs before running any Lua. Returns the fd of
- * its connection. */
-static int child_setup(pid_t parent, int fd, int close_fds)
+ * its connection. keep is one more fd to keep open (-1: none). */
+static int child_setup(pid_t parent, int fd, int keep, int close_fds)
 {
     /* Die with the host; and if the host already went, go now. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -111,7 +127,7 @@ static int child_setup(pid_t parent, int fd, int close_fds)
     /* Its own group, so terminate() reaches what it starts (see proc.h). */
     setpgid(0, 0);
 
-    reset_signals();
+    cp_child_reset_signals();
     /* Ctrl-C is the host's to handle: it decides what happens to workers. */
     signal(SIGINT, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
@@ -124,10 +140,7 @@ static int child_setup(pid_t parent, int fd, int close_fds)
         close(fd);
         fd = nfd;
     }
-    if (close_fds) {
-        close_fds_in(3, (unsigned)fd - 1);
-        close_fds_in((unsigned)fd + 1, ~0u);
-    }
+    if (close_fds) cp_child_close_fds(fd, keep);
     cp_proc_keep_stdio();
     return fd;
 }
@@ -151,12 +164,12 @@ static void reap_now(pid_t pid)
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
 }
 
-pid_t cp_proc_spawn(cp_proc *p, int *fd_out, int close_fds)
+/* A worker's connection: a socketpair, close-on-exec, clear of 0-2. */
+static int open_pair(cp_proc *p, int sv[2])
 {
     memset(p, 0, sizeof *p);
     p->pidfd = -1;
     cp_proc_keep_stdio(); /* the socket must not land on 0-2 */
-    int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return failed(p, "socketpair");
     /* Large socket buffers: fewer wake-ups for big values. */
     int sz = 4 << 20;
@@ -164,6 +177,41 @@ pid_t cp_proc_spawn(cp_proc *p, int *fd_out, int close_fds)
         setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
         setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
     }
+    return 0;
+}
+
+/* In the parent, once child pid exists (whoever forked it): its group, its
+ * pidfd, the registry. sv0 is our end of its connection. */
+static pid_t adopt(cp_proc *p, pid_t pid, int sv0, int *fd_out)
+{
+    /* The child does the same: whichever runs first, the group exists
+     * before either goes on (fails harmlessly once the child did it). */
+    setpgid(pid, pid);
+    p->pid = pid;
+    p->owner = cp_self_pid();
+    p->pgid = pid;
+    p->pidfd = cp_pidfd_open(pid);
+    if (p->pidfd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOMEM)) {
+        /* Out of fds: say so now rather than run a worker whose exit
+         * cannot be watched. */
+        int e = errno;
+        kill(pid, SIGKILL);
+        reap_now(pid);
+        close(sv0);
+        memset(p, 0, sizeof *p);
+        p->pidfd = -1;
+        errno = e;
+        return failed(p, "pidfd_open");
+    }
+    *fd_out = sv0;
+    reg_add(p);
+    return pid;
+}
+
+pid_t cp_proc_spawn(cp_proc *p, int *fd_out, int close_fds)
+{
+    int sv[2];
+    if (open_pair(p, sv)) return -1;
     fflush(NULL);
     pid_t parent = cp_self_pid();
     pid_t pid = fork();
@@ -175,32 +223,44 @@ pid_t cp_proc_spawn(cp_proc *p, int *fd_out, int close_fds)
         cp_loop_after_fork();
         cp_proc_forget_all();
         close(sv[0]);
-        *fd_out = child_setup(parent, sv[1], close_fds);
+        *fd_out = child_setup(parent, sv[1], -1, close_fds);
         return 0;
     }
     close(sv[1]);
-    /* The child does the same: whichever runs first, the group exists
-     * before either goes on (fails harmlessly once the child did it). */
-    setpgid(pid, pid);
-    p->pid = pid;
-    p->owner = parent;
-    p->pgid = pid;
-    p->pidfd = cp_pidfd_open(pid);
-    if (p->pidfd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOMEM)) {
-        /* Out of fds: say so now rather than run a worker whose exit
-         * cannot be watched. */
-        int e = errno;
-        kill(pid, SIGKILL);
-        reap_now(pid);
-        close(sv[0]);
-        memset(p, 0, sizeof *p);
-        p->pidfd = -1;
-        errno = e;
-        return failed(p, "pidfd_open");
+    return adopt(p, pid, sv[0], fd_out);
+}
+
+pid_t cp_proc_spawn_fresh(cp_proc *p, int *fd_out, const cp_fresh *how, int extra_fd, const char *data, size_t len)
+{
+    int sv[2];
+    if (open_pair(p, sv)) return -1;
+    const char *call = "fork";
+    /* From the fork server, or forked from here (forksrv.h says when). */
+    int alive = g_procs_pid == cp_self_pid() && g_nfresh > 0;
+    pid_t pid = cp_forksrv_spawn(how, alive, sv[1], extra_fd, data, len, &call);
+    if (pid == 0) {
+        /* No server to ask: fork from here, as cp_proc_spawn. */
+        fflush(NULL);
+        pid_t parent = cp_self_pid();
+        pid = fork();
+        if (pid == 0) {
+            cp_loop_after_fork();
+            if (how->forget) how->forget();
+            cp_proc_forget_all();
+            close(sv[0]);
+            int fd = child_setup(parent, sv[1], extra_fd, 1);
+            how->main(fd, extra_fd, data, len);
+            _exit(70);
+        }
+        call = "fork";
     }
-    *fd_out = sv[0];
-    reg_add(p);
-    return pid;
+    if (pid < 0) {
+        close_keep_errno(sv[0], sv[1]);
+        return failed(p, call);
+    }
+    close(sv[1]);
+    p->fresh = 1; /* counted when registered */
+    return adopt(p, pid, sv[0], fd_out);
 }
 
 int cp_proc_spawn_exec(cp_proc *p, char *const argv[])
@@ -221,7 +281,7 @@ int cp_proc_spawn_exec(cp_proc *p, char *const argv[])
     if (pid == 0) {
         close(ep[0]);
         /* Exec keeps ignored signals ignored and the mask: reset both. */
-        reset_signals();
+        cp_child_reset_signals();
         cp_proc_keep_stdio();
         execvp(argv[0], argv);
         int e = errno;
@@ -374,6 +434,7 @@ void cp_proc_terminate_all(double grace)
 
 void cp_proc_forget_all(void)
 {
+    cp_forksrv_forget();
     if (g_procs_pid == cp_self_pid()) return;
     for (cp_proc *p = g_procs, *next; p; p = next) {
         next = p->next;
@@ -384,6 +445,7 @@ void cp_proc_forget_all(void)
         p->prev = p->next = NULL;
     }
     g_procs = NULL;
+    g_nfresh = 0;
     g_procs_pid = cp_self_pid();
 }
 

@@ -2,6 +2,9 @@
  *
  *   workers   fork + socketpair (cp_proc_spawn), each in its own process
  *             group, registered so that exit and Ctrl-C terminate them;
+ *             fresh workers (cp_proc_spawn_fresh) are forked by the fork
+ *             server (forksrv.h) but are this process's children all the
+ *             same;
  *   commands  fork + execvp (cp_proc_spawn_exec), the monitor's CLI; they
  *             stay in the caller's process group and are not registered.
  *
@@ -28,7 +31,10 @@
 #ifndef CP_PROC_H
 #define CP_PROC_H
 
+#include <stddef.h>
 #include <sys/types.h>
+
+#include "forksrv.h"
 
 typedef struct cp_proc {
     pid_t pid;
@@ -37,6 +43,7 @@ typedef struct cp_proc {
     int   status;      /* raw waitpid status */
     pid_t owner;       /* pid of the process that forked it */
     pid_t pgid;        /* a worker's own process group; 0 for commands */
+    int   fresh;       /* started by cp_proc_spawn_fresh */
     const char *failed_call; /* after a failed spawn: "socketpair", "fork", ... */
     struct cp_proc *prev, *next; /* registry of live workers of this process */
 } cp_proc;
@@ -52,6 +59,16 @@ typedef struct cp_proc {
  * 0-2). On failure returns -1 with errno set and p->failed_call naming the
  * system call. */
 pid_t cp_proc_spawn(cp_proc *p, int *fd_out, int close_fds);
+
+/* Start a fresh worker: one that runs how->main(fd, extra_fd, data, len)
+ * in a process that inherits nothing of this one but fds 0-2 and extra_fd
+ * (and the attributes forksrv.h lists). It is made by the fork server, else
+ * forked from here; either way it is this process's child, set up as
+ * cp_proc_spawn's children (close_fds on, extra_fd kept), and p, *fd_out
+ * and the return value are as there. Never returns in the child. On failure
+ * -1 with errno and p->failed_call ("fork" when out of processes). */
+pid_t cp_proc_spawn_fresh(cp_proc *p, int *fd_out, const cp_fresh *how, int extra_fd, const char *data,
+                          size_t len);
 
 /* fork() and execvp(argv[0], argv) (argv NULL-terminated) with signal
  * dispositions and mask reset. Returns 0, or -1 with errno set and

@@ -1,5 +1,6 @@
 /* proctrack.c: see proctrack.h. */
 #include "proctrack.h"
+#include "forksrv.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -42,6 +43,8 @@ static int restat(cp_proctrack *t, cp_proctrack_entry *e, cp_procsample *s)
     close(fd);
     /* (pid, start) names the process: a reused pid has a later start. */
     if (n <= 0 || cp_procstat_parse_stat(t->buf, (size_t)n, s) || s->start != e->start) return -1;
+    /* A fork server found in the instant before it took its name. */
+    if (strcmp(s->name, CP_FORKSRV_NAME) == 0) return -1;
     e->threads = s->threads;
     e->state = s->state;
     e->ppid = s->ppid;
@@ -118,6 +121,12 @@ static int add(cp_proctrack *t, pid_t pid)
     long nm = n > 0 && cp_procstat_parse_stat(t->buf, (size_t)n, &s) == 0
                   ? cp_procstat_pread(mfd, t->buf, sizeof t->buf) : -1;
     if (nm <= 0 || cp_procstat_parse_statm(t->buf, (size_t)nm, &vms, &rss, &code)) {
+        close(mfd);
+        return 1;
+    }
+    /* coproc's own fork server is machinery, not one of the processes
+     * (forksrv.h): left out like the monitor itself. */
+    if (strcmp(s.name, CP_FORKSRV_NAME) == 0) {
         close(mfd);
         return 1;
     }

@@ -43,6 +43,7 @@ local floor, ceil, huge = math.floor, math.ceil, math.huge
 local isyieldable = coroutine.isyieldable
 local core = coproc.core
 local table_new, encode, wait_ready = core.table_new, core.encode, core.wait
+local decode_into = core.decode_into
 local clock = core.now
 M._clock = clock
 
@@ -925,7 +926,9 @@ local function task_error(w, err, index)
   return new_error("WorkerError", fields)
 end
 
-function Pool:_on_reply(w, r)
+-- r = {bid, seconds, nok, err, r1..r_nok}; stored: the results are already
+-- in the job's results table (_on_raw).
+function Pool:_on_reply(w, r, stored)
   local bid = r[1]
   local b = w.inflight[bid]
   if not b then return end
@@ -944,8 +947,10 @@ function Pool:_on_reply(w, r)
   if job.err_at and b.lo >= job.err_at then return end   -- past its error
   if job.err_at and b.lo + nok > job.err_at then nok = job.err_at - b.lo; err = false end
   if nok > 0 then
-    local results, base = job.results, b.lo - 5
-    for j = 5, 4 + nok do results[base + j] = r[j] end
+    if not stored then
+      local results, base = job.results, b.lo - 5
+      for j = 5, 4 + nok do results[base + j] = r[j] end
+    end
     job.pending = job.pending - nok
     local src = job.src
     if src then
@@ -1120,44 +1125,62 @@ function Pool:_retire()
   end
 end
 
--- trust = "data": the replies are decoded here, so that a reply refused
--- (it carries a function, a metatable or a name) fails the item it was for
--- with a ProtocolError instead of hiding which batch it answered.
-function Pool:_drain_data(w)
+-- A reply from its msgpack bytes ({bid, seconds, nok, err, r1..r_nok}, see
+-- pool_worker): the head is decoded first, then the results straight into
+-- the job's results table (core.decode_into: no table per reply, no Lua
+-- loop per item), and only those _on_reply would keep. A reply that does
+-- not decode: with trust = "data" a refused value fails the item it was for
+-- (a ProtocolError; the items before it are kept), otherwise the worker is
+-- treated as broken.
+local TRUST_DATA = { trust = "data" }
+function Pool:_on_raw(w, raw)
+  local opts = self.trust == "data" and TRUST_DATA or nil
+  local bid, secs, nok, err = decode_into(raw, nil, 0, 5, nil, opts)
+  if bid == nil then
+    -- the head itself is bad (secs is the element, nok the message)
+    local why = nok
+    if not opts then
+      return self:_on_death(w, new_error("ProtocolError", { message = "coproc pool: bad reply: " .. tostring(why) }))
+    end
+    bid = decode_into(raw, nil, 0, 2, nil, opts)
+    if bid ~= nil and w.inflight[bid] then
+      self:_on_reply(w, { bid, 0, 0, { kind = "decode", message = "the worker's reply was refused: " .. tostring(why) } }, true)
+    end
+    return
+  end
+  local b = w.inflight[bid]
+  if not b or math.type(nok) ~= "integer" or nok < 0 or nok > b.n then
+    return self:_on_reply(w, { bid, secs, nok, err })   -- ignored or checked there
+  end
+  local job = b.job
+  local keep = nok
+  if job.finished or (job.err_at and b.lo >= job.err_at) then keep = 0
+  elseif job.err_at and b.lo + keep > job.err_at then keep = job.err_at - b.lo end
+  if keep > 0 then
+    local ok, bad, why = decode_into(raw, job.results, b.lo - 5, 5, keep, opts)
+    if ok == nil then
+      -- elements 5 .. bad-1 are stored; the item at bad fails
+      local good = bad > 5 and bad - 5 or 0
+      if good > nok then good = nok end
+      return self:_on_reply(w, { bid, secs, good,
+        { kind = "decode", message = "the worker's reply was refused: " .. tostring(why) } }, true)
+    end
+  end
+  return self:_on_reply(w, { bid, secs, nok, err }, true)
+end
+
+function Pool:_drain(w)
   local m = w.m
-  local decode_prefix = core.decode_prefix
   while true do
     local ok, has = pcall(m.available, m)
     if not ok then return self:_on_death(w, has) end
     if not has then break end
     local rok, raw = pcall(m.receive_raw, m, nil, 0)
     if not rok then return self:_on_death(w, raw) end
-    local vals, bad, err = decode_prefix(raw, { trust = "data" })
-    if not bad then
-      self:_on_reply(w, vals)
-    else
-      local b = vals[1] ~= nil and w.inflight[vals[1]]
-      if b then
-        -- keep what came before the refused value; fail the item it belongs to
-        local nok = math.max(0, math.min(b.n, (bad > 5 and bad - 5 or 0)))
-        local r = { vals[1], 0, nok, { kind = "decode", message = "the worker's reply was refused: " .. tostring(err) } }
-        for j = 1, nok do r[4 + j] = vals[4 + j] end
-        self:_on_reply(w, r)
-      end
-    end
+    self:_on_raw(w, raw)
+    if w.dead then return end
   end
   if not w.dead and not m:is_connected() and m:queue_size() == 0 then self:_on_death(w, nil) end
-end
-
-function Pool:_drain(w)
-  if self.trust == "data" then return self:_drain_data(w) end
-  local m = w.m
-  local ok, msgs = pcall(m.receive_available, m)
-  if not ok then return self:_on_death(w, msgs) end
-  for i = 1, #msgs do self:_on_reply(w, msgs[i]) end
-  if #msgs == 0 and not w.dead and not m:is_connected() then
-    self:_on_death(w, nil)
-  end
 end
 
 --- One round: send what fits, sleep until a worker has replies or died (up

@@ -201,10 +201,18 @@ function M.run(m, kw, lazy)
     return f
   end
 
+  -- The reply goes as its head and a slice of itself: the results are
+  -- encoded in place, nils included, with no walk to tell an array.
+  local send_slice = m.send_reply_slice
+  local function send(reply)
+    local nok = reply[3]
+    return pcall(send_slice, m, { reply[1], reply[2], nok, reply[4] }, reply, 5, 4 + nok)
+  end
+
   -- Send the reply; a result that cannot be sent becomes an EncodeError for
   -- its item (the items before it are still delivered).
   local function reply_with(reply)
-    local ok, e = pcall(m.send_reply, m, reply)
+    local ok, e = send(reply)
     if ok then return true end
     local cls = is_coproc_error(e) and rawget(e, "class")
     if not (cls and cls.name == "EncodeError") then return false, e end
@@ -217,7 +225,7 @@ function M.run(m, kw, lazy)
     if bad == nil and reply[4] then
       -- The error description itself (its value) is what could not go.
       reply[4].value = nil
-      if pcall(m.send_reply, m, reply) then return true end
+      if send(reply) then return true end
       bad = nok + 1
     end
     bad = bad or 1
@@ -225,14 +233,14 @@ function M.run(m, kw, lazy)
     reply[3] = bad - 1
     why = why:gsub("^EncodeError: ", ""):gsub("^cannot send: ", "")
     reply[4] = failure("encode", "the result cannot be sent to the host: " .. why)
-    ok, e = pcall(m.send_reply, m, reply)
+    ok, e = send(reply)
     if ok then return true end
     -- Even that failed (a frame-size limit on the whole batch): report at
     -- the first item of the batch.
     for j = 5, 4 + reply[3] do reply[j] = nil end
     reply[3] = 0
     reply[4] = failure("encode", "the results cannot be sent to the host: " .. message_of(e))
-    return pcall(m.send_reply, m, reply)
+    return send(reply)
   end
 
   -- Run a batch and reply {bid, seconds, nok, err, results...}. nok is less

@@ -283,6 +283,15 @@ function Messenger:send_request_multiple(list, channel, priority) end
 ---@param priority? number
 function Messenger:send_request_slice(head, list, lo, hi, channel, priority) end
 
+---One reply whose data is the array `head[1..#head], list[lo..hi]` (nils kept), encoded straight from the two tables.
+---@param head any[]
+---@param list any[]
+---@param lo integer
+---@param hi integer
+---@param channel? coproc.Channel
+---@param priority? number
+function Messenger:send_reply_slice(head, list, lo, hi, channel, priority) end
+
 ---The other side's next receive raises ResourceRequestedClose.
 function Messenger:send_close_request() end
 
@@ -553,6 +562,7 @@ function Messenger:trust() end
 ---@field map fun(t: table): table
 ---@field encode fun(v: any): string
 ---@field decode fun(s: string): any
+---@field decode_into fun(s: string, t: table?, base: integer, first: integer, limit?: integer, opts?: table): ... Decode an array: elements 1..first-1 returned (then the count), the others stored at t[base + i]; nil, bad_index, message on failure.
 ---@field wait fun(messengers: coproc.Messenger[], timeout?: number): coproc.Messenger[]
 ---@field cpu_count fun(): integer
 ---@field getpid fun(): integer

@@ -1,0 +1,719 @@
+/* forksrv.c: see forksrv.h.
+ *
+ * The protocol, over a stream socketpair (host end non-blocking, server end
+ * blocking): the host sends a req_head with the fds attached (SCM_RIGHTS),
+ * then the environment block and the caller's data; the server answers
+ * with one struct rep. One request at a time. */
+#define _GNU_SOURCE
+#include "forksrv.h"
+#include "loop.h"
+#include "proc.h"
+#include "proc_child.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <poll.h>
+#include <sched.h>
+#include <spawn.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* ---------------------------------------------------------------- atfork */
+
+#define MAX_ATFORK 8
+static void (*g_atfork_child[MAX_ATFORK])(void);
+static int g_natfork;
+
+int __real_pthread_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void));
+
+/* Every pthread_atfork call of coproc's code lands here (the link wraps the
+ * name): the child handlers are kept for cp_forksrv_atfork_child. */
+int __wrap_pthread_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void))
+{
+    if (child && g_natfork < MAX_ATFORK) g_atfork_child[g_natfork++] = child;
+    return __real_pthread_atfork(prepare, parent, child);
+}
+
+void cp_forksrv_atfork_child(void)
+{
+    for (int i = 0; i < g_natfork; i++) g_atfork_child[i]();
+}
+
+/* ---------------------------------------------------------------- protocol */
+
+#define MAGIC 0x63707372u /* "cpsr" */
+#define NLIM 16           /* resource limits sent (RLIMIT_CPU .. RLIMIT_RTTIME) */
+
+/* The fds a request carries, in this order; bit i of req_head.fds says
+ * whether kind i is there. */
+enum { K_STDIN, K_STDOUT, K_STDERR, K_CONN, K_CWD, K_EXTRA, K_MAX };
+
+typedef struct req_head {
+    uint32_t magic;
+    uint32_t fds;       /* kinds attached */
+    uint64_t envlen;    /* bytes of environment (NUL-terminated strings) after the head */
+    uint64_t len;       /* then the caller's data */
+    int32_t  host;      /* the worker's parent-to-be */
+    uint32_t umask;
+    char     comm[16];  /* process name */
+    struct rlimit lim[NLIM];
+} req_head;
+
+typedef struct rep {
+    int32_t pid;        /* > 0: started */
+    int32_t err;        /* else the errno ... */
+    char    call[16];   /* ... of this call */
+} rep;
+
+/* ---------------------------------------------------------------- host side */
+
+static struct {
+    pid_t owner;  /* the process this state belongs to */
+    pid_t pid;    /* the server, 0: none */
+    int   fd;     /* our end of its socket, -1: none */
+    int   off;    /* 1: turned off; 2: clone(CLONE_PARENT) refused here */
+    int   exec;   /* start servers by exec even when small (COPROC_FORK_SERVER=exec) */
+    int   env_read;
+    double timeout;
+} g = {0, 0, -1, 0, 0, 0, CP_FORKSRV_TIMEOUT};
+
+void cp_forksrv_set_timeout(double seconds)
+{
+    g.timeout = seconds > 0 ? seconds : CP_FORKSRV_TIMEOUT;
+}
+
+/* The state is this process's (a forked child that never called
+ * cp_forksrv_forget starts over without touching the inherited fd number). */
+static void mine(void)
+{
+    pid_t me = cp_self_pid();
+    if (g.owner == me) return;
+    g.owner = me;
+    g.pid = 0;
+    g.fd = -1;
+}
+
+void cp_forksrv_forget(void)
+{
+    if (g.owner == cp_self_pid()) return;
+    if (g.fd >= 0) close(g.fd);
+    g.owner = cp_self_pid();
+    g.pid = 0;
+    g.fd = -1;
+}
+
+pid_t cp_forksrv_pid(void)
+{
+    mine();
+    return g.pid;
+}
+
+/* Kill and reap the server; its pid is only signalled while it is still
+ * our unreaped child (then the number cannot be another process's). */
+static void srv_drop(void)
+{
+    if (g.fd >= 0) close(g.fd);
+    g.fd = -1;
+    if (g.pid > 0) {
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        int r;
+        do r = waitid(P_PID, (id_t)g.pid, &si, WEXITED | WNOHANG | WNOWAIT); while (r < 0 && errno == EINTR);
+        if (r == 0) {
+            if (si.si_pid == 0) kill(g.pid, SIGKILL);
+            while (waitpid(g.pid, NULL, 0) < 0 && errno == EINTR) {}
+        }
+    }
+    g.pid = 0;
+}
+
+void cp_forksrv_stop(void)
+{
+    mine();
+    srv_drop();
+}
+
+void cp_forksrv_enable(int on)
+{
+    mine();
+    g.env_read = 1;
+    if (on) {
+        if (g.off == 1) g.off = 0;
+    } else {
+        g.off = 1;
+        srv_drop();
+    }
+}
+
+static _Noreturn void serve(const cp_fresh *how, int fd, pid_t host);
+static int recv_reply(int fd, struct rep *r, double deadline);
+
+/* How large this host is, for the choice between forking and starting
+ * afresh: the bytes of malloc's heap (its arena: where a Lua state's many
+ * small objects live, the pages a fork must copy and the collector keeps
+ * rewriting); big blocks mapped on their own are left out. Without glibc,
+ * the resident size. */
+static unsigned long long host_bytes(void)
+{
+#ifdef __GLIBC__
+    struct mallinfo2 mi = mallinfo2();
+    return (unsigned long long)mi.arena;
+#else
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char buf[128];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    unsigned long long size = 0, rss = 0;
+    if (sscanf(buf, "%llu %llu", &size, &rss) != 2) return 0;
+    return rss * (unsigned long long)sysconf(_SC_PAGESIZE);
+#endif
+}
+
+/* The two ends of a server's socket, ours non-blocking. */
+static int srv_pair(int sv[2])
+{
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return -1;
+    int fl = fcntl(sv[0], F_GETFL);
+    fcntl(sv[0], F_SETFL, fl | O_NONBLOCK);
+    return 0;
+}
+
+static void close_pair_keep_errno(int sv[2])
+{
+    int e = errno;
+    close(sv[0]);
+    close(sv[1]);
+    errno = e;
+}
+
+/* A server forked from this (small) process. */
+static int srv_fork(const cp_fresh *how)
+{
+    int sv[2];
+    if (srv_pair(sv)) return -1;
+    fflush(NULL);
+    pid_t host = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        close_pair_keep_errno(sv);
+        return -1;
+    }
+    if (pid == 0) {
+        close(sv[0]);
+        serve(how, sv[1], host);
+    }
+    close(sv[1]);
+    g.pid = pid;
+    g.fd = sv[0];
+    return 0;
+}
+
+/* A server started fresh by posix_spawn: nothing of this process is copied
+ * (the child shares our memory until its exec), whatever our size. */
+static int srv_exec(const cp_fresh *how)
+{
+    const char *exe = how->exec_path ? how->exec_path() : NULL;
+    if (!exe) { errno = ENOENT; return -1; }
+    int sv[2];
+    if (srv_pair(sv)) return -1;
+    if (sv[1] == 3) { /* dup2(3, 3) would keep close-on-exec */
+        int t = fcntl(3, F_DUPFD_CLOEXEC, 4);
+        if (t < 0) { close_pair_keep_errno(sv); return -1; }
+        close(3);
+        sv[1] = t;
+    }
+    char code[96];
+    snprintf(code, sizeof code, "require('coproc.core')._forkserver(%d)", (int)getpid());
+    char *argv[] = {(char *)exe, "-E", "-e", code, NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&at);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDWR, 0);
+    posix_spawn_file_actions_adddup2(&fa, 0, 1);
+    posix_spawn_file_actions_adddup2(&fa, 0, 2);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
+    sigset_t def, none;
+    sigfillset(&def);
+    sigdelset(&def, SIGKILL);
+    sigdelset(&def, SIGSTOP);
+    sigemptyset(&none);
+    posix_spawnattr_setsigdefault(&at, &def);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    /* Its environment, plus LD_BIND_NOW: every symbol is bound once, in
+     * the server, not by each worker on its first call (a write to a page
+     * it would then have to copy). The workers take the host's environment
+     * (the request's). */
+    size_t ne = 0;
+    while (environ && environ[ne]) ne++;
+    char **env = malloc((ne + 2) * sizeof *env);
+    if (!env) {
+        posix_spawn_file_actions_destroy(&fa);
+        posix_spawnattr_destroy(&at);
+        close_pair_keep_errno(sv);
+        errno = ENOMEM;
+        return -1;
+    }
+    size_t k = 0;
+    env[k++] = "LD_BIND_NOW=1";
+    for (size_t i = 0; i < ne; i++) {
+        if (strncmp(environ[i], "LD_BIND_NOW=", 12) != 0) env[k++] = environ[i];
+    }
+    env[k] = NULL;
+    pid_t pid;
+    int r = posix_spawn(&pid, exe, &fa, &at, argv, env);
+    free(env);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    close(sv[1]);
+    if (r) {
+        close(sv[0]);
+        errno = r;
+        return -1;
+    }
+    g.pid = pid;
+    g.fd = sv[0];
+    return 0;
+}
+
+/* Start a server (forked while we are small, else exec'd) and wait for its
+ * hello: its pid and its build, which must be ours. */
+static int srv_start(const cp_fresh *how)
+{
+    int r = !g.exec && host_bytes() <= CP_FORKSRV_MAX_HOST ? srv_fork(how) : srv_exec(how);
+    if (r) return -1;
+    rep hello;
+    if (recv_reply(g.fd, &hello, cp_now() + g.timeout) || hello.pid != g.pid
+        || strncmp(hello.call, how->version ? how->version : "", sizeof hello.call) != 0) {
+        srv_drop();
+        errno = EPROTO;
+        return -1;
+    }
+    return 0;
+}
+
+/* Wait until fd is ready for ev or the deadline passes: 1 ready, 0 timed
+ * out (errno ETIMEDOUT). Signals are waited through. */
+static int wait_fd(int fd, short ev, double deadline)
+{
+    for (;;) {
+        double left = deadline - cp_now();
+        if (left <= 0) { errno = ETIMEDOUT; return 0; }
+        struct pollfd p = {fd, ev, 0};
+        int r = poll(&p, 1, (int)(left * 1000) + 1);
+        if (r > 0) return 1;
+        if (r < 0 && errno != EINTR) return 0;
+    }
+}
+
+/* Send the iovecs (the first sendmsg carries the fds). 0 sent, -1 errno. */
+static int send_request(int fd, struct iovec *iov, int niov, const int *fds, int nfds, double deadline)
+{
+    union { char buf[CMSG_SPACE(sizeof(int) * K_MAX)]; struct cmsghdr align; } cm;
+    struct msghdr mh;
+    memset(&mh, 0, sizeof mh);
+    memset(&cm, 0, sizeof cm);
+    mh.msg_iov = iov;
+    mh.msg_iovlen = (size_t)niov;
+    mh.msg_control = cm.buf;
+    mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    while (mh.msg_iovlen > 0) {
+        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN && wait_fd(fd, POLLOUT, deadline)) continue;
+            return -1;
+        }
+        mh.msg_control = NULL; /* the fds went with the first bytes */
+        mh.msg_controllen = 0;
+        size_t n = (size_t)w;
+        while (mh.msg_iovlen > 0 && n >= mh.msg_iov->iov_len) {
+            n -= mh.msg_iov->iov_len;
+            mh.msg_iov++;
+            mh.msg_iovlen--;
+        }
+        if (mh.msg_iovlen > 0) {
+            mh.msg_iov->iov_base = (char *)mh.msg_iov->iov_base + n;
+            mh.msg_iov->iov_len -= n;
+        }
+    }
+    return 0;
+}
+
+static int recv_reply(int fd, struct rep *r, double deadline)
+{
+    size_t got = 0;
+    while (got < sizeof *r) {
+        ssize_t n = recv(fd, (char *)r + got, sizeof *r - got, 0);
+        if (n > 0) { got += (size_t)n; continue; }
+        if (n == 0) { errno = ECONNRESET; return -1; }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN && wait_fd(fd, POLLIN, deadline)) continue;
+        return -1;
+    }
+    return 0;
+}
+
+/* The environment as one block of NUL-terminated strings (malloc'ed). */
+static char *env_block(size_t *n)
+{
+    size_t total = 0;
+    for (char **e = environ; e && *e; e++) total += strlen(*e) + 1;
+    char *b = malloc(total ? total : 1);
+    if (!b) return NULL;
+    size_t off = 0;
+    for (char **e = environ; e && *e; e++) {
+        size_t l = strlen(*e) + 1;
+        memcpy(b + off, *e, l);
+        off += l;
+    }
+    *n = total;
+    return b;
+}
+
+/* A fork error the caller reports (the system is out of something), as
+ * opposed to the server being unable to serve. */
+static int is_resource_error(int e)
+{
+    return e == EAGAIN || e == ENOMEM || e == EMFILE || e == ENFILE;
+}
+
+pid_t cp_forksrv_spawn(const cp_fresh *how, int alive, int conn, int extra_fd, const char *data, size_t len,
+                       const char **call)
+{
+    mine();
+    if (!g.env_read) {
+        g.env_read = 1;
+        const char *v = getenv("COPROC_FORK_SERVER");
+        if (v && strcmp(v, "0") == 0) g.off = 1;
+        if (v && strcmp(v, "exec") == 0) g.exec = 1;
+    }
+    if (g.off) return 0;
+    /* A small host forks its first worker itself (and so has no server
+     * while it has no worker); a large one never forks. */
+    if (!g.pid && !alive && !g.exec && host_bytes() <= CP_FORKSRV_MAX_HOST) return 0;
+
+    req_head h;
+    memset(&h, 0, sizeof h);
+    h.magic = MAGIC;
+    h.host = (int32_t)getpid();
+    mode_t um = umask(0);
+    umask(um);
+    h.umask = (uint32_t)um;
+    prctl(PR_GET_NAME, h.comm);
+    for (int r = 0; r < NLIM; r++) {
+        if (getrlimit((__rlimit_resource_t)r, &h.lim[r])) h.lim[r].rlim_cur = h.lim[r].rlim_max = RLIM_INFINITY;
+    }
+    int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (cwd < 0 && (errno == EMFILE || errno == ENFILE)) {
+        *call = "open";
+        return -1;
+    }
+    size_t envlen = 0;
+    char *env = env_block(&envlen);
+    if (!env) {
+        if (cwd >= 0) close(cwd);
+        *call = "malloc";
+        errno = ENOMEM;
+        return -1;
+    }
+    h.envlen = envlen;
+    h.len = len;
+    int fds[K_MAX], nfds = 0;
+    int have[K_MAX] = {0, 1, 2, conn, cwd, extra_fd};
+    for (int k = 0; k < K_MAX; k++) {
+        if (have[k] < 0) continue;
+        h.fds |= 1u << k;
+        fds[nfds++] = have[k];
+    }
+
+    pid_t pid = 0;
+    for (int attempt = 0; attempt < 2 && pid == 0; attempt++) {
+        if (!g.pid && srv_start(how)) break; /* no server: fork directly */
+        double deadline = cp_now() + g.timeout;
+        struct iovec iov[3] = {{&h, sizeof h}, {env, envlen}, {(void *)data, len}};
+        rep r;
+        memset(&r, 0, sizeof r);
+        if (send_request(g.fd, iov, 3, fds, nfds, deadline) || recv_reply(g.fd, &r, deadline)) {
+            srv_drop(); /* dead, or not answering: a new one */
+            continue;
+        }
+        if (r.pid > 0) {
+            pid = r.pid;
+        } else if (is_resource_error(r.err)) {
+            static char failed_call[sizeof r.call + 1];
+            memcpy(failed_call, r.call, sizeof r.call);
+            failed_call[sizeof r.call] = 0;
+            *call = failed_call;
+            pid = -1;
+            errno = r.err;
+        } else {
+            /* clone(CLONE_PARENT) refused (a sandbox, valgrind): from now
+             * on workers are forked from this process. */
+            g.off = 2;
+            srv_drop();
+            break;
+        }
+    }
+    int e = errno;
+    free(env);
+    if (cwd >= 0) close(cwd);
+    errno = e;
+    return pid;
+}
+
+/* ---------------------------------------------------------------- server side */
+
+static int read_full(int fd, void *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, (char *)buf + got, n - got);
+        if (r > 0) got += (size_t)r;
+        else if (r < 0 && errno == EINTR) continue;
+        else return -1;
+    }
+    return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t n)
+{
+    size_t put = 0;
+    while (put < n) {
+        ssize_t w = write(fd, (const char *)buf + put, n - put);
+        if (w > 0) put += (size_t)w;
+        else if (w < 0 && errno == EINTR) continue;
+        else return -1;
+    }
+    return 0;
+}
+
+/* The environment of the request, unless it is the one we have. */
+static void take_env(char *block, size_t n)
+{
+    if (n == 0 || block[n - 1] != 0) return;
+    size_t off = 0, count = 0;
+    int same = 1;
+    char **e = environ;
+    while (off < n) {
+        if (same && (!e || !*e || strcmp(*e, block + off) != 0)) same = 0;
+        if (same) e++;
+        off += strlen(block + off) + 1;
+        count++;
+    }
+    if (same && (!e || !*e)) return;
+    char **v = malloc((count + 1) * sizeof *v);
+    if (!v) return;
+    off = 0;
+    for (size_t i = 0; i < count; i++) {
+        v[i] = block + off;
+        off += strlen(block + off) + 1;
+    }
+    v[count] = NULL;
+    environ = v;
+}
+
+/* The new worker, in the clone: become the host's child in every way that
+ * matters, then run the caller's code. */
+static _Noreturn void child(const cp_fresh *how, const req_head *h, const int *fd, char *buf)
+{
+    cp_forksrv_atfork_child();
+    /* Die with the host; and if the host already went, go now. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != (pid_t)h->host) _exit(1);
+    setpgid(0, 0);
+    char comm[sizeof h->comm + 1];
+    memcpy(comm, h->comm, sizeof h->comm);
+    comm[sizeof h->comm] = 0;
+    prctl(PR_SET_NAME, comm);
+    /* The received fds are >= 3 (the server's 0-2 are /dev/null). */
+    for (int k = K_STDIN; k <= K_STDERR; k++) {
+        if (fd[k] >= 0) dup2(fd[k], k);
+    }
+    if (fd[K_CWD] >= 0 && fchdir(fd[K_CWD]) != 0) _exit(1);
+    umask((mode_t)h->umask);
+    take_env(buf, (size_t)h->envlen);
+    cp_child_close_fds(fd[K_CONN], fd[K_EXTRA]);
+    cp_proc_keep_stdio();
+    how->main(fd[K_CONN], fd[K_EXTRA], buf + h->envlen, (size_t)h->len);
+    _exit(70);
+}
+
+/* Receive a head and its fds: 1 got one, 0 end of file or a broken
+ * stream (the server then ends: the host starts another), -1 the fds did
+ * not fit (MSG_CTRUNC: out of fds here). */
+static int recv_head(int sock, req_head *h, int *fd)
+{
+    union { char buf[CMSG_SPACE(sizeof(int) * K_MAX)]; struct cmsghdr align; } cm;
+    struct iovec iov = {h, sizeof *h};
+    struct msghdr mh;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cm.buf;
+    mh.msg_controllen = sizeof cm.buf;
+    ssize_t n;
+    do n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
+    if (n <= 0) return 0;
+    int got[K_MAX], ngot = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int v;
+            memcpy(&v, CMSG_DATA(c) + i * sizeof(int), sizeof v);
+            if (ngot < K_MAX) got[ngot++] = v;
+            else close(v);
+        }
+    }
+    if ((size_t)n < sizeof *h && read_full(sock, (char *)h + n, sizeof *h - (size_t)n)) goto broken;
+    if (h->magic != MAGIC) goto broken;
+    int j = 0;
+    for (int k = 0; k < K_MAX; k++) fd[k] = (h->fds >> k & 1u) && j < ngot ? got[j++] : -1;
+    if (mh.msg_flags & MSG_CTRUNC || j != ngot || j != __builtin_popcount(h->fds)) {
+        for (int i = 0; i < ngot; i++) close(got[i]);
+        for (int k = 0; k < K_MAX; k++) fd[k] = -1;
+        return -1;
+    }
+    return 1;
+broken:
+    for (int i = 0; i < ngot; i++) close(got[i]);
+    return 0;
+}
+
+static void reply(int sock, pid_t pid, int err, const char *call)
+{
+    rep r;
+    memset(&r, 0, sizeof r);
+    r.pid = (int32_t)pid;
+    r.err = err;
+    if (call) strncpy(r.call, call, sizeof r.call - 1);
+    if (write_full(sock, &r, sizeof r)) _exit(0);
+}
+
+/* Take every free block of the heap out of malloc's hands (they stay
+ * allocated in the server). A worker cloned from the server then gets its
+ * memory from the top of the heap, a few contiguous new pages, instead of
+ * from holes spread over many pages of the server's heap, each of which it
+ * would have to copy on its first write (copy-on-write faults cost ~12 us
+ * apiece on some VMs). */
+static void drain_heap(void)
+{
+#ifdef __GLIBC__
+    static const size_t sizes[] = {16384, 4096, 1024, 256, 64, 24};
+    size_t taken = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        /* The top chunk ends at the break: a block at or past its start
+         * came from it (no hole of this size is left). */
+        char *top = (char *)sbrk(0) - mallinfo2().keepcost;
+        /* Bounded: a large heap full of holes is not worth emptying. */
+        while (taken < (8u << 20)) {
+            char *p = malloc(sizes[i]);
+            if (!p || p >= top) break;
+            taken += sizes[i];
+        }
+    }
+#endif
+}
+
+static void serve_one(const cp_fresh *how, int sock, struct rlimit *cur)
+{
+    static int prepared;
+    req_head h;
+    int fd[K_MAX];
+    int got = recv_head(sock, &h, fd);
+    if (got == 0) _exit(0);
+    /* The data comes whatever happens to the fds: read it (the stream
+     * stays in step). */
+    size_t total = (size_t)h.envlen + (size_t)h.len;
+    char *buf = malloc(total + 1);
+    if (!buf || read_full(sock, buf, total)) _exit(0);
+    buf[total] = 0;
+    if (got < 0) {
+        free(buf);
+        reply(sock, 0, EMFILE, "recvmsg");
+        return;
+    }
+    if (!prepared) {
+        if (how->prepare) how->prepare(buf + h.envlen, (size_t)h.len);
+        drain_heap();
+        prepared = 1;
+    }
+    /* The host's limits are the worker's (RLIMIT_NPROC counts at the clone). */
+    for (int r = 0; r < NLIM; r++) {
+        if (h.lim[r].rlim_cur == cur[r].rlim_cur && h.lim[r].rlim_max == cur[r].rlim_max) continue;
+        if (setrlimit((__rlimit_resource_t)r, &h.lim[r]) == 0) cur[r] = h.lim[r];
+    }
+    pid_t pid = (pid_t)syscall(SYS_clone, (unsigned long)(CLONE_PARENT | SIGCHLD), 0UL, 0UL, 0UL, 0UL);
+    if (pid == 0) child(how, &h, fd, buf);
+    /* Answer first: the host goes on while we tidy up. */
+    if (pid > 0) reply(sock, pid, 0, NULL);
+    else reply(sock, 0, errno, is_resource_error(errno) ? "fork" : "clone");
+    for (int k = 0; k < K_MAX; k++) {
+        if (fd[k] >= 0) close(fd[k]);
+    }
+    free(buf);
+}
+
+void cp_forksrv_serve(const cp_fresh *how, int sock, pid_t host)
+{
+    serve(how, sock, host);
+}
+
+static _Noreturn void serve(const cp_fresh *how, int sock, pid_t host)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != host) _exit(0);
+    prctl(PR_SET_NAME, CP_FORKSRV_NAME);
+    cp_child_reset_signals();
+    signal(SIGINT, SIG_IGN); /* Ctrl-C is the host's to handle */
+    signal(SIGPIPE, SIG_IGN);
+    /* Forget the host's objects while their fd numbers are still theirs. */
+    cp_loop_after_fork();
+    if (how->forget) how->forget();
+    cp_proc_forget_all();
+    g.owner = cp_self_pid();
+    g.pid = 0;
+    g.fd = -1;
+    /* Hold none of the host's fds: a pipe the host writes to must see EOF
+     * when the host closes it, whatever the server does. */
+    if (sock <= 2) {
+        int s = fcntl(sock, F_DUPFD_CLOEXEC, 3);
+        if (s < 0) _exit(0);
+        sock = s;
+    }
+    int nul = open("/dev/null", O_RDWR);
+    for (int k = 0; k <= 2; k++) {
+        if (nul >= 0 && nul != k) dup2(nul, k);
+    }
+    cp_child_close_fds(sock, -1);
+    struct rlimit cur[NLIM];
+    for (int r = 0; r < NLIM; r++) {
+        if (getrlimit((__rlimit_resource_t)r, &cur[r])) cur[r].rlim_cur = cur[r].rlim_max = RLIM_INFINITY;
+    }
+    reply(sock, getpid(), 0, how->version); /* hello */
+    for (;;) serve_one(how, sock, cur);
+}

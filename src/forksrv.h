@@ -1,0 +1,119 @@
+/* forksrv.h: the fork server that starts fresh workers (proc.c uses it;
+ * cp_proc_spawn_fresh in proc.h is the entry point).
+ *
+ * Why. fork() costs in proportion to the process that forks: its page
+ * tables are copied, and every page either side writes afterwards takes a
+ * copy-on-write fault (15-20 us each on some VMs); a worker forked from a
+ * host with 100 workers alive also inherits their state and must walk it to
+ * forget it. A fresh worker needs none of that. So while a fresh worker
+ * runs, the next fresh workers are forked from one small process, the fork
+ * server, forked from the host when it is first needed: the cost no longer
+ * grows with the number of workers, nor with the host's growth after that.
+ *
+ * Lifetime. The server lives as long as the fresh workers do: a fresh start
+ * with none running forks from a small host, and the server is stopped
+ * when the last fresh worker is reaped, so a process without workers has no
+ * extra child.
+ *
+ * Large hosts. A host whose malloc heap (its arena: a Lua state's small
+ * objects; big blocks mapped on their own do not count) holds at most
+ * CP_FORKSRV_MAX_HOST bytes forks the server (and its first worker) itself:
+ * cheap, and the workers share the host's pages as forks do. Past that size
+ * a fork costs more than
+ * starting a process afresh (the page tables alone), and a server forked
+ * from the host would be as large and keep the host's pages shared (each
+ * page the host writes afterwards would be copied once): a larger host
+ * starts its server with posix_spawn (nothing of the host is copied) of an
+ * executable that serves (cp_fresh.exec_path: coproc-lua), and takes every
+ * fresh worker from it; without one it forks them itself.
+ *
+ * Who is the parent. The server makes each worker with clone(CLONE_PARENT),
+ * so the worker's parent is the host, exactly as if the host had forked it:
+ * the host waitpid()s it (its exit status and signals), opens its pidfd, sets
+ * its process group; PR_SET_PDEATHSIG ties it to the host; the Monitor finds
+ * it among the host's children. The server is a child of the host too: it
+ * dies with the host (PR_SET_PDEATHSIG, and at EOF of its socket), has no
+ * children of its own, and is named CP_FORKSRV_NAME (the Monitor leaves it
+ * out). A child made by clone() does not run pthread_atfork handlers, so the
+ * server runs coproc's own (cp_forksrv_atfork_child).
+ *
+ * What a worker takes from the host at each start (sent with the request):
+ * fds 0-2, the working directory, umask, environment, resource limits and
+ * the process name. What it takes from the host as it was when the server
+ * started: user and groups, scheduling (nice, CPU affinity), cgroup and
+ * namespaces.
+ *
+ * Failure. A server that died, or does not answer within CP_FORKSRV_TIMEOUT
+ * seconds, is killed, reaped and started again once; if it still cannot
+ * serve, or the system refuses clone(CLONE_PARENT) (a sandbox, valgrind),
+ * the caller forks the worker itself, as without a server. An error of the
+ * fork itself (EAGAIN: out of processes) is the caller's error. */
+#ifndef CP_FORKSRV_H
+#define CP_FORKSRV_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#define CP_FORKSRV_NAME "coproc-forksrv" /* its comm (/proc/<pid>/stat) */
+#define CP_FORKSRV_TIMEOUT 5.0            /* seconds for one answer */
+#define CP_FORKSRV_MAX_HOST (256ull << 20) /* no fork of a larger heap */
+
+/* What a fresh worker runs (see cp_proc_spawn_fresh). */
+typedef struct cp_fresh {
+    /* In a process forked from the host (the server, or a worker forked
+     * directly): drop what was inherited (messengers, ...). May be NULL. */
+    void (*forget)(void);
+    /* In the server, once, before its first worker, with that worker's
+     * data: make what every worker would otherwise make for itself (the
+     * copy-on-write clone shares it). May be NULL. */
+    void (*prepare)(const char *data, size_t len);
+    /* The worker's first code: fd is its connection, extra_fd the fd passed
+     * with it (-1: none), data/len the request's bytes. Never returns. */
+    void (*main)(int fd, int extra_fd, const char *data, size_t len);
+    /* For a host too large to fork a server from: an executable that runs
+     * as a server when started as
+     *     <path> -E -e "require('coproc.core')._forkserver(<host pid>)"
+     * (its socket on fd 3, see cp_forksrv_serve); NULL when there is none. */
+    const char *(*exec_path)(void);
+    /* Names this build (at most 15 bytes): a server answers with its own
+     * and is used only when they are equal. */
+    const char *version;
+} cp_fresh;
+
+/* Start a fresh worker through this process's server (started when
+ * needed). alive: fresh workers of this process are running (without any,
+ * a host of at most CP_FORKSRV_MAX_HOST bytes forks the worker itself).
+ * conn is the worker's end of its connection, extra_fd an fd to hand it
+ * (-1: none); the caller keeps and closes its copies. Returns the pid
+ * (> 0), 0 when the server cannot or need not serve (the caller forks
+ * itself), or -1 with errno set and *call naming what failed. */
+pid_t cp_forksrv_spawn(const cp_fresh *how, int alive, int conn, int extra_fd, const char *data, size_t len,
+                       const char **call);
+
+/* The loop of a server started by exec (exec_path): serve the host
+ * through sock. Never returns. */
+void  cp_forksrv_serve(const cp_fresh *how, int sock, pid_t host);
+
+/* The pid of this process's server, 0 when there is none. */
+pid_t cp_forksrv_pid(void);
+/* 0 turns the server off for this process (fresh workers are forked from
+ * it, and a running server is stopped), 1 on again (the default, unless the
+ * environment has COPROC_FORK_SERVER=0). */
+void  cp_forksrv_enable(int on);
+/* Stop this process's server (kill and reap); the next fresh start makes a
+ * new one. */
+void  cp_forksrv_stop(void);
+/* In a forked child: forget the parent's server (close the inherited
+ * socket; the server is not ours). Idempotent. */
+void  cp_forksrv_forget(void);
+
+/* The bound on one answer of the server (<= 0: CP_FORKSRV_TIMEOUT); for
+ * tests. */
+void  cp_forksrv_set_timeout(double seconds);
+
+/* Run the pthread_atfork child handlers that coproc's own code registered
+ * (the link wraps pthread_atfork: -Wl,--wrap=pthread_atfork), as fork()
+ * would have: for a child made by clone(). */
+void  cp_forksrv_atfork_child(void);
+
+#endif

@@ -1,0 +1,11 @@
+/* proc_child.h: the set-up steps a new child shares, whether the host forked
+ * it (proc.c) or the fork server did (forksrv.c). Internal to src/. */
+#ifndef CP_PROC_CHILD_H
+#define CP_PROC_CHILD_H
+
+/* Every signal back to its default disposition, and an empty mask. */
+void cp_child_reset_signals(void);
+/* Close every fd >= 3 except keep_a and keep_b (-1: none). */
+void cp_child_close_fds(int keep_a, int keep_b);
+
+#endif
