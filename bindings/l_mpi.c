@@ -221,10 +221,32 @@ static int l_finalize(lua_State *L)
     return 0;
 }
 
+/* The status MPI_Abort was called with (0: not aborting). */
+static volatile sig_atomic_t g_aborting;
+
+static void on_kill_signal(int sig)
+{
+    (void)sig;
+    _exit(g_aborting);
+}
+
 static int l_abort(lua_State *L)
 {
     int code = (int)luaL_optinteger(L, 1, 1);
+    if (code == 0) code = 1;
     fflush(NULL);
+    /* The launcher is killing the job already: MPI_Abort would only wait
+     * (seconds, in a 1 ms sleep loop) for an answer that never comes. */
+    if (g_term) _exit(code);
+    g_aborting = code;
+    /* Open MPI's launcher answers an abort with SIGCONT, then SIGTERM and
+     * SIGKILL odls_base_sigkill_timeout apart: the first one will do. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_kill_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGCONT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     MPI_Abort(MPI_COMM_WORLD, code);
     _exit(code);
 }

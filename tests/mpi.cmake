@@ -13,8 +13,8 @@ set(CP_MPI_ENV "OMPI_ALLOW_RUN_AS_ROOT=1" "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"
   # a VM's network may be down: keep Open MPI on loopback and quiet
   "OMPI_MCA_btl_tcp_if_include=lo" "OMPI_MCA_oob_tcp_if_include=lo"
   # rank 0 reports a dead rank between the launcher's SIGTERM and SIGKILL:
-  # on a loaded CI machine Open MPI's default 1 s is not always enough
-  "OMPI_MCA_odls_base_sigkill_timeout=5")
+  # on a loaded CI machine (valgrind, ASan) Open MPI's default 1 s is not always enough
+  "OMPI_MCA_odls_base_sigkill_timeout=2")
 if(COPROC_SANITIZE)
   # Open MPI leaks at MPI_Finalize (its components are unloaded by then, so
   # their frames cannot be suppressed by name); coproc's own allocations were
