@@ -31,10 +31,10 @@ awk -v rounds="$ROUNDS" '
     printf "%-16s %14s %14s %14s    (%d rounds)\n", "figure", "min", "median", "max", rounds
     fig("pool_floor"); fig("lua_fill"); fig("pool_map"); fig("pool_peak_rss"); fig("arrays_rss")
     print ""
-    printf "Pool(2):map at 1e6: %.2f M items/s  goal >= 8 M/s  %s\n", M["pool_map"] / 1e6, M["pool_map"] >= 8e6 ? "met" : "MISSED"
+    printf "Pool(2):map at 1e6: %.2f M items/s  goal >= 8 M/s  %s\n", M["pool_map"] / 1e6, (M["pool_map"] >= 8e6 ? "met" : "MISSED")
     printf "  vs the C floor: %.2fx of it; vs one Lua process filling the results: %.2fx\n",
       M["pool_map"] / M["pool_floor"], M["pool_map"] / M["lua_fill"]
     printf "host peak RSS at 1e7 vs the two arrays: %.2fx  goal <= 1.25  %s\n", M["pool_peak_rss"] / M["arrays_rss"],
-      M["pool_peak_rss"] <= 1.25 * M["arrays_rss"] ? "met" : "MISSED"
+      (M["pool_peak_rss"] <= 1.25 * M["arrays_rss"] ? "met" : "MISSED")
   }
 ' "$out"
