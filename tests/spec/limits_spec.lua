@@ -137,6 +137,7 @@ describe("a worker that closed its connection but runs on", function()
     for _ = 1, 5 do
       local t0 = coproc.now()
       local ok, err = pcall(m.receive_blocking, m, nil, 60)
+      assert.is_false(ok)
       local dt = coproc.now() - t0
       assert.is_true(dt < 0.5, "took " .. dt .. " s")
       assert.is_true(coproc.is(err, coproc.WorkerDied), tostring(err))
@@ -208,7 +209,7 @@ describe("the bound on queued bytes", function()
     assert.has_error(function() m:set_max_queued("many") end)
   end)
 
-  it("holds back a flood on an unread channel: memory stays bounded, the sender is slowed, reading lets all through in order", function()
+  it("holds back a flood on an unread channel: bounded memory, the sender slowed, reading lets all through in order", function()
     local N, limit = 100000, 1 << 20
     local w <close> = coproc.WorkerResource(flooder):start()
     local m = w.messenger
@@ -234,6 +235,7 @@ describe("the bound on queued bytes", function()
     assert.is_true(m:queue_size("log") < N / 4, m:queue_size("log"))
     -- the same error again, at once, without reading
     ok, err = pcall(m.receive_blocking, m, "ctl", 60)
+    assert.is_false(ok)
     assert.is_true(coproc.is(err, coproc.QueueFull), tostring(err))
     -- reading the channel lets everything through, in order, within the bound
     local peak, most = rss1, 0
@@ -268,6 +270,7 @@ describe("the bound on queued bytes", function()
     m:set_max_queued(1 << 20)
     m:send_request(100000, "cmd")
     local ok, err = pcall(m.receive_blocking, m, "ctl", 60)
+    assert.is_false(ok)
     assert.is_true(coproc.is(err, coproc.QueueFull), tostring(err))
     -- the worker stops reading too: our output cannot drain
     local pid = w:pid()
