@@ -98,6 +98,7 @@ static void set_down(cp_messenger *m, int state)
 }
 
 static void on_peer_exit(struct ev_loop *loop, ev_io *w, int revents);
+static void pump_all(cp_messenger *m);
 
 /* The transport is set up (m->tp, and m->fd or m->tctx): start reading. */
 static void open_common(cp_messenger *m, int arrival_order, cp_proc *peer)
@@ -216,7 +217,7 @@ long cp_messenger_flush_nb(cp_messenger *m)
             return (long)cp_buf_size(&m->out);
         }
         m->write_errno = n < 0 ? errno : EPIPE;
-        cp_messenger_pump(m);     /* keep whatever the peer sent before going */
+        pump_all(m);              /* keep whatever the peer sent before going */
         set_down(m, CP_M_EOF);
         return -1;
     }
@@ -364,7 +365,7 @@ static int queue_frame(cp_messenger *m, const cp_frame *f, void *block)
         set_down(m, CP_M_BROKEN);
         return -1;
     }
-    m->queued++;
+    if (++m->queued > m->queued_max) m->queued_max = m->queued;
     m->queued_bytes += msg_bytes(msg);
     if (c) c->bytes += msg_bytes(msg);
     m->messages_received++;
@@ -462,25 +463,29 @@ static ssize_t read_discard(cp_messenger *m)
     return m->tp->read(m, scratch, sizeof scratch);
 }
 
-void cp_messenger_pump(cp_messenger *m)
+/* Returns 1 when it stopped at CP_PUMP_BYTES (more may wait in the
+ * socket), else 0. */
+static int pump_some(cp_messenger *m)
 {
+    size_t took = 0; /* bytes of small frames read by this call */
     for (int round = 0; round < 64 && m->state == CP_M_OPEN; round++) {
+        if (took >= CP_PUMP_BYTES) return 1;
         if (m->discard) {
             ssize_t n = read_discard(m);
             if (n > 0 || (n < 0 && errno == EINTR)) continue;
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
             set_down(m, CP_M_EOF);
-            return;
+            return 0;
         }
         /* Over the bound: stop, but never in the middle of a large frame
          * (a single frame larger than the bound is still taken in). */
-        if (!m->big && cp_messenger_held(m)) { hold(m); return; }
+        if (!m->big && cp_messenger_held(m)) { hold(m); return 0; }
         char *dst;
         size_t room;
         if (m->big) {
             if (m->big_have == m->big_cap && grow_big(m)) {
                 frame_error(m, "out of memory while reading a large frame");
-                return;
+                return 0;
             }
             dst = m->big + m->big_have;
             room = m->big_cap - m->big_have;
@@ -488,7 +493,7 @@ void cp_messenger_pump(cp_messenger *m)
             if (m->in.start && m->in.cap - m->in.len < READ_CHUNK) cp_buf_compact(&m->in);
             if (cp_buf_reserve(&m->in, READ_CHUNK)) {
                 frame_error(m, "out of memory while reading");
-                return;
+                return 0;
             }
             dst = m->in.data + m->in.len;
             room = m->in.cap - m->in.len;
@@ -500,6 +505,7 @@ void cp_messenger_pump(cp_messenger *m)
                 if (m->big_have == m->big_total) finish_big(m);
             } else {
                 m->in.len += (size_t)n;
+                took += (size_t)n;
                 parse_frames(m);
             }
             if ((size_t)n < room) goto drained;
@@ -509,13 +515,23 @@ void cp_messenger_pump(cp_messenger *m)
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) goto drained;
         /* EOF or a hard error: a partial frame left behind is lost with it. */
         set_down(m, CP_M_EOF);
-        return;
+        return 0;
     }
-    return;
+    return m->state == CP_M_OPEN; /* 64 reads: more may wait */
 drained:
     /* The peer is dead and everything it wrote is in (and queued): the
      * connection is over, even if a grandchild still holds the socket. */
     if (m->peer_exited && !cp_messenger_held(m)) set_down(m, CP_M_EOF);
+    return 0;
+}
+
+void cp_messenger_pump(cp_messenger *m) { pump_some(m); }
+
+/* Everything the socket holds, as far as the queue's bound allows (the
+ * connection is about to go down: what stays in the socket is lost). */
+static void pump_all(cp_messenger *m)
+{
+    while (pump_some(m) && m->state == CP_M_OPEN) {}
 }
 
 static void on_peer_exit(struct ev_loop *loop, ev_io *w, int revents)

@@ -43,6 +43,10 @@
 #define CP_HIGH_WATER (8u << 20) /* a send waits while more is pending */
 #define CP_MAX_QUEUED_DEFAULT (64u << 20) /* bytes queued for reading */
 #define CP_BIG_STEP (1u << 20)   /* first buffer of a large frame */
+/* Bytes of small frames one pump reads at most: the rest stays in the
+ * socket (still readable, so the loop pumps again), which keeps what one
+ * wake-up queues small and lets the socket push back on the sender. */
+#define CP_PUMP_BYTES (256u << 10)
 /* What one queued message costs besides its footprint (cp_msg_footprint):
  * malloc's bookkeeping and its slot in the queue, which may double. */
 #define CP_MSG_OVERHEAD 32u
@@ -86,6 +90,7 @@ typedef struct cp_messenger {
     cp_chan    *last_chan;    /* lookup cache */
     cp_pqueue   special;      /* CLOSE and ERROR frames jump every queue */
     size_t      queued;       /* messages in all queues (special included) */
+    size_t      queued_max;   /* high-water mark of queued (tests, tuning) */
     uint64_t    seq;
     uint64_t    messages_sent, messages_received;
     cp_proc    *peer;         /* the worker, on the host side; else NULL */
@@ -166,7 +171,10 @@ int  cp_messenger_flush(cp_messenger *m, double timeout);
  * cannot stall us. Returns like cp_messenger_flush (never CP_WAIT_HELD). */
 int  cp_messenger_drain(cp_messenger *m, double timeout);
 /* Read what has arrived without blocking and queue whole frames (none while
- * reading is held back). */
+ * reading is held back): at most about CP_PUMP_BYTES of small frames per
+ * call (a large frame's bytes are not counted); whatever is left stays in
+ * the socket, which then is still readable. Every whole frame read is
+ * queued unless the queue is over its bound (cp_messenger_held). */
 void cp_messenger_pump(cp_messenger *m);
 
 /* Reading is held back: more than max_queued bytes are queued. */
