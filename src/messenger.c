@@ -351,20 +351,29 @@ const cp_chan *cp_messenger_fullest(const cp_messenger *m)
 static int queue_frame(cp_messenger *m, const cp_frame *f, void *block)
 {
     double prio = m->arrival_order || f->kind != CP_KIND_DATA ? 0.0 : f->priority;
-    cp_msg *msg = block ? cp_msg_wrap(f->kind, f->flags, prio, block, f->payload, f->payload_len)
-                        : cp_msg_new(f->kind, f->flags, prio, f->payload, f->payload_len);
     cp_pqueue *q = &m->special;
     cp_chan *c = NULL;
-    if (msg && f->kind == CP_KIND_DATA) {
+    if (f->kind == CP_KIND_DATA) {
         c = cp_messenger_chan(m, f->chan, f->chan_len, 1);
         q = c ? &c->q : NULL;
     }
-    if (!msg || !q || (msg->seq = ++m->seq, cp_pqueue_push(q, msg))) {
-        cp_msg_free(msg);
+    cp_msg *msg = NULL;
+    if (block) {
+        /* a large frame: the message keeps the block it was read into */
+        msg = q ? cp_msg_wrap(f->kind, f->flags, prio, block, f->payload, f->payload_len) : (free(block), NULL);
+        if (msg && (msg->seq = m->seq + 1, cp_pqueue_push(q, msg))) {
+            cp_msg_free(msg);
+            msg = NULL;
+        }
+    } else if (q) {
+        msg = cp_pqueue_add(q, f->kind, f->flags, prio, m->seq + 1, f->payload, f->payload_len);
+    }
+    if (!msg) {
         m->error = "out of memory while queueing a message";
         set_down(m, CP_M_BROKEN);
         return -1;
     }
+    m->seq++;
     if (++m->queued > m->queued_max) m->queued_max = m->queued;
     m->queued_bytes += msg_bytes(msg);
     if (c) c->bytes += msg_bytes(msg);

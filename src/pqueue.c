@@ -1,6 +1,7 @@
 /* pqueue.c: see pqueue.h. */
 #include "pqueue.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,6 +10,91 @@
 #define FREE_LIST_MAX 1024
 static cp_msg *free_list;   /* linked through ->data */
 static size_t free_count;
+
+/* A slab: messages carved one after the other from mem. owner is the queue
+ * still carving from it (NULL once retired: it goes when live reaches 0). */
+typedef struct cp_slab {
+    size_t     live;       /* messages carved and not yet freed */
+    size_t     used, cap;  /* bytes of mem carved, and its size */
+    cp_pqueue *owner;
+    struct cp_slab *next;  /* in the spare list */
+    _Alignas(max_align_t) char mem[];
+} cp_slab;
+
+/* Retired full-size slabs kept for the next stream (at most SPARE_MAX). */
+#define SPARE_MAX 16
+static cp_slab *spare;
+static size_t spare_count;
+
+static cp_slab *slab_get(size_t cap)
+{
+    cp_slab *s;
+    if (cap == CP_SLAB_MAX && spare) {
+        s = spare;
+        spare = s->next;
+        spare_count--;
+    } else {
+        s = malloc(sizeof *s + cap);
+        if (!s) return NULL;
+        s->cap = cap;
+    }
+    s->live = s->used = 0;
+    s->owner = NULL;
+    s->next = NULL;
+    return s;
+}
+
+static void slab_put(cp_slab *s)
+{
+    if (s->cap == CP_SLAB_MAX && spare_count < SPARE_MAX) {
+        s->next = spare;
+        spare = s;
+        spare_count++;
+        return;
+    }
+    free(s);
+}
+
+/* The last message of a slab is gone: reuse it from the start while its
+ * queue still carves from it, else let it go. */
+static void slab_release(cp_slab *s)
+{
+    if (--s->live) return;
+    if (s->owner) s->used = 0;
+    else slab_put(s);
+}
+
+static inline size_t carve_size(size_t len)
+{
+    size_t a = _Alignof(max_align_t);
+    return (sizeof(cp_msg) + len + a - 1) & ~(a - 1);
+}
+
+/* Room for a message of len payload bytes in q's slab, a fresh slab when
+ * the current one is full (twice its size, at most CP_SLAB_MAX). NULL on
+ * out of memory. */
+static cp_msg *carve(cp_pqueue *q, size_t len)
+{
+    size_t need = carve_size(len);
+    cp_slab *s = q->slab;
+    if (!s || s->cap - s->used < need) {
+        size_t cap = s ? s->cap * 2 : CP_SLAB_MIN;
+        if (cap > CP_SLAB_MAX) cap = CP_SLAB_MAX;
+        cp_slab *fresh = slab_get(cap);
+        if (!fresh) return NULL;
+        if (s) {
+            s->owner = NULL;
+            if (!s->live) slab_put(s);
+        }
+        fresh->owner = q;
+        q->slab = s = fresh;
+    }
+    cp_msg *m = (cp_msg *)(void *)(s->mem + s->used);
+    s->used += need;
+    s->live++;
+    m->slab = s;
+    return m;
+}
 
 static void fill(cp_msg *m, int kind, unsigned flags, double priority, void *block,
                  const char *data, size_t len)
@@ -20,6 +106,7 @@ static void fill(cp_msg *m, int kind, unsigned flags, double priority, void *blo
     m->len = len;
     m->block = block;
     m->data = data;
+    m->slab = NULL;
 }
 
 cp_msg *cp_msg_new(int kind, unsigned flags, double priority, const char *payload, size_t len)
@@ -49,6 +136,7 @@ cp_msg *cp_msg_wrap(int kind, unsigned flags, double priority, void *block, cons
 void cp_msg_free(cp_msg *m)
 {
     if (!m) return;
+    if (m->slab) { slab_release(m->slab); return; }
     if (!m->block && m->len <= CP_MSG_SMALL && free_count < FREE_LIST_MAX) {
         m->data = (const char *)(void *)free_list;
         free_list = m;
@@ -119,6 +207,35 @@ static int ring_push(cp_pqueue *q, cp_msg *m)
     return 0;
 }
 
+/* m joins the ring (rather than the heap). */
+static inline int to_ring(const cp_pqueue *q, double priority)
+{
+    return q->rn == 0 || priority == q->ring_prio;
+}
+
+cp_msg *cp_pqueue_add(cp_pqueue *q, int kind, unsigned flags, double priority, uint64_t seq,
+                      const char *payload, size_t len)
+{
+    cp_msg *m;
+    if (len <= CP_SLAB_MSG_MAX && to_ring(q, priority) && (q->slab || q->rn + 1 >= CP_SLAB_AFTER)) {
+        m = carve(q, len);
+        if (!m) return NULL;
+        cp_slab *s = m->slab;
+        fill(m, kind, flags, priority, NULL, m->inline_data, len);
+        m->slab = s;
+        if (len) memcpy(m->inline_data, payload, len);
+    } else {
+        m = cp_msg_new(kind, flags, priority, payload, len);
+        if (!m) return NULL;
+    }
+    m->seq = seq;
+    if (cp_pqueue_push(q, m)) {
+        cp_msg_free(m);
+        return NULL;
+    }
+    return m;
+}
+
 int cp_pqueue_push(cp_pqueue *q, cp_msg *m)
 {
     int rc;
@@ -155,5 +272,9 @@ void cp_pqueue_clear(cp_pqueue *q)
     for (size_t i = 0; i < q->rn; i++) cp_msg_free(q->ring[(q->rhead + i) & (q->rcap - 1)]);
     free(q->heap);
     free(q->ring);
+    if (q->slab) {
+        q->slab->owner = NULL;
+        if (!q->slab->live) slab_put(q->slab);
+    }
     memset(q, 0, sizeof *q);
 }
