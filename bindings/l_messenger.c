@@ -694,7 +694,7 @@ static int push_message(lua_State *L, cp_messenger *m, const cp_chan *c, cp_msg 
  * does not decode, fails. */
 static int take(lua_State *L, cp_messenger *m, cp_chan *c, int flags)
 {
-    cp_msg *msg = cp_messenger_pop_special(m);
+    cp_msg *msg = m->special.n ? cp_messenger_pop_special(m) : NULL;
     if (msg) {
         push_special(L, m, msg);
         return fail(L, flags);
