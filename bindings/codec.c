@@ -1162,6 +1162,11 @@ static int dec_value(dec *d, const unsigned char **pp, const unsigned char *end,
         size_t left = (size_t)(end - at);
         if (c <= 0x7f) { lua_pushinteger(L, (lua_Integer)c); *pp = at + 1; return 0; }
         if (c >= 0xe0) { lua_pushinteger(L, (lua_Integer)(int8_t)c); *pp = at + 1; return 0; }
+        if (c >= 0xa0 && c <= 0xbf && left > (c & 0x1f)) { /* fixstr: most table keys */
+            lua_pushlstring(L, (const char *)at + 1, c & 0x1f);
+            *pp = at + 1 + (c & 0x1f);
+            return 0;
+        }
         switch (c) {
         case 0xc0: lua_pushnil(L); *pp = at + 1; return 0;
         case 0xc2: lua_pushboolean(L, 0); *pp = at + 1; return 0;
