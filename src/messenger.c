@@ -184,7 +184,7 @@ static inline int key_eq(const cp_chan *c, const char *key, size_t len)
     return 1;
 }
 
-cp_chan *cp_messenger_chan(cp_messenger *m, const char *key, size_t len, int create)
+cp_chan *cp_messenger_chan_lookup(cp_messenger *m, const char *key, size_t len, int create)
 {
     /* Most traffic stays on one channel: try the last one first. */
     if (m->last_chan && key_eq(m->last_chan, key, len)) return m->last_chan;

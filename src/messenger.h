@@ -26,6 +26,7 @@
 #define CP_MESSENGER_H
 
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 #include <ev.h>
 
@@ -128,7 +129,16 @@ void cp_messenger_forget_all(void);
 
 /* Channel record for the key bytes; created when create is set (NULL on OOM
  * or when absent). */
-cp_chan *cp_messenger_chan(cp_messenger *m, const char *key, size_t len, int create);
+cp_chan *cp_messenger_chan_lookup(cp_messenger *m, const char *key, size_t len, int create);
+/* The same, inline for the commonest case: the channel of the last lookup
+ * (every send and receive, and every frame queued, looks one up). */
+static inline cp_chan *cp_messenger_chan(cp_messenger *m, const char *key, size_t len, int create)
+{
+    cp_chan *c = m->last_chan;
+    if (c && c->keylen == len && (len == 0 || (c->key[0] == key[0] && !memcmp(c->key, key, len))))
+        return c;
+    return cp_messenger_chan_lookup(m, key, len, create);
+}
 
 /* Results of the waits below besides 1 (done), 0 (timed out) and -1
  * (interrupted). */
