@@ -33,16 +33,18 @@ function Echo:run()
   end
 end
 
--- Counts messages; the request "end" is answered with the count so far.
+-- Counts messages; the request "end" is answered with the count so far and
+-- the CPU time (os.clock) spent since the first of them.
 local Sink = coproc.class {}
 function Sink:run()
   local m = self.messenger
-  local n = 0
+  local n, c0 = 0, nil
   while true do
     if m:receive_blocking() == "end" then
-      m:send_reply(n)
-      n = 0
+      m:send_reply { n, os.clock() - (c0 or os.clock()) }
+      n, c0 = 0, nil
     else
+      if n == 0 then c0 = os.clock() end
       n = n + 1
     end
   end
@@ -76,7 +78,8 @@ local function stream(m, n, scalar)
     end
   end
   m:send_request("end")
-  return m:receive_blocking()
+  local r = m:receive_blocking()
+  return r[1], r[2]
 end
 
 local function stream_small(scalar)
@@ -84,11 +87,17 @@ local function stream_small(scalar)
   local m = w.messenger
   stream(m, n_of(10000), scalar) -- warm-up
   local n = n_of(1000000)
-  local t0 = now()
-  local got = stream(m, n, scalar)
-  local dt = now() - t0
+  local t0, c0 = now(), os.clock()
+  local got, sink_cpu = stream(m, n, scalar)
+  local dt, cpu = now() - t0, os.clock() - c0
   if got ~= n then error(("sink counted %d of %d"):format(got, n)) end
-  report(scalar and "stream_int" or "stream_small", n / dt, "msgs/s", "%.0f")
+  local name = scalar and "stream_int" or "stream_small"
+  report(name, n / dt, "msgs/s", "%.0f")
+  -- CPU per message on each side, and the rate if each had a core of its
+  -- own (on a shared VM the wall-clock rate also says how busy it was)
+  report(name .. "_sender_cpu", cpu / n * 1e9, "ns/msg", "%.0f")
+  report(name .. "_receiver_cpu", sink_cpu / n * 1e9, "ns/msg", "%.0f")
+  report(name .. "_cpu_bound", n / math.max(cpu, sink_cpu), "msgs/s", "%.0f")
 end
 
 -- The in-process floor of a stream: the same messages encoded and decoded

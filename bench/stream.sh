@@ -3,7 +3,10 @@
 # integers to a worker and measures the in-process codec floor
 # (bench/core_bench.lua with CP_BENCH_ONLY), then the spread over the runs
 # (min, median, max) and the median's ratio to the floor. The machine may be
-# shared and noisy: a single run says little. Timings, not tests.
+# shared and noisy: a single run says little. "a core each" is the rate the
+# CPU time per message on either side allows (n / the larger of the two
+# processes' CPU times): what the stream does when nothing else runs, which
+# on a busy VM the wall-clock rate does not show. Timings, not tests.
 # CP_BENCH_RUNS (default 5) runs; BUILD_DIR as for bench/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +33,8 @@ awk '
   END {
     printf "%-18s %10s %10s %10s %12s %8s\n", "msgs/s", "min", "median", "max", "codec floor", "ratio"
     line("stream tables", "stream_small", "floor_small")
+    line("  a core each", "stream_small_cpu_bound", "floor_small")
     line("stream integers", "stream_int", "floor_int")
+    line("  a core each", "stream_int_cpu_bound", "floor_int")
   }
 ' "$out"
