@@ -478,7 +478,10 @@ static int pump_some(cp_messenger *m)
 {
     size_t took = 0; /* bytes of small frames read by this call */
     for (int round = 0; round < 64 && m->state == CP_M_OPEN; round++) {
-        if (took >= CP_PUMP_BYTES) return 1;
+        /* Only a socket is bounded: its readiness is level-triggered, so
+         * the loop calls again while bytes remain. Another transport (MPI)
+         * pumps when its data arrives and expects it taken. */
+        if (took >= CP_PUMP_BYTES && m->fd >= 0) return 1;
         if (m->discard) {
             ssize_t n = read_discard(m);
             if (n > 0 || (n < 0 && errno == EINTR)) continue;

@@ -181,9 +181,9 @@ int  cp_messenger_flush(cp_messenger *m, double timeout);
  * cannot stall us. Returns like cp_messenger_flush (never CP_WAIT_HELD). */
 int  cp_messenger_drain(cp_messenger *m, double timeout);
 /* Read what has arrived without blocking and queue whole frames (none while
- * reading is held back): at most about CP_PUMP_BYTES of small frames per
- * call (a large frame's bytes are not counted); whatever is left stays in
- * the socket, which then is still readable. Every whole frame read is
+ * reading is held back): on a socket, at most about CP_PUMP_BYTES of small
+ * frames per call (a large frame's bytes are not counted); whatever is left
+ * stays in the socket, which then is still readable. Every whole frame read is
  * queued unless the queue is over its bound (cp_messenger_held). */
 void cp_messenger_pump(cp_messenger *m);
 
