@@ -44,9 +44,9 @@
 #define CP_HIGH_WATER (8u << 20) /* a send waits while more is pending */
 #define CP_MAX_QUEUED_DEFAULT (64u << 20) /* bytes queued for reading */
 #define CP_BIG_STEP (1u << 20)   /* first buffer of a large frame */
-/* Bytes of small frames one pump reads at most: the rest stays in the
- * socket (still readable, so the loop pumps again), which keeps what one
- * wake-up queues small and lets the socket push back on the sender. */
+/* Bytes of small frames one pump reads from a socket at most: the rest
+ * stays in the socket (still readable, so the loop pumps again), which keeps
+ * what one wake-up queues small and lets the socket push back on the sender. */
 #define CP_PUMP_BYTES (256u << 10)
 /* What one queued message costs besides its footprint (cp_msg_footprint):
  * malloc's bookkeeping and its slot in the queue, which may double. */
