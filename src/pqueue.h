@@ -2,9 +2,9 @@
  *
  * Lower priority value comes out first; among equal priorities, the order of
  * arrival (FIFO). Messages are keyed on (priority, sequence number). The
- * common case, a run of messages of one priority, goes to a ring buffer in
- * O(1) with no comparisons; the rest to a binary heap. pop takes the smaller
- * head of the two. */
+ * common case, runs of messages of a few priorities, goes to ring buffers
+ * (one per priority, CP_PQ_RINGS of them) in O(1) with no comparisons; the
+ * rest to a binary heap. pop takes the smallest of their heads. */
 #ifndef CP_PQUEUE_H
 #define CP_PQUEUE_H
 
@@ -48,27 +48,32 @@ cp_msg *cp_msg_new(int kind, unsigned flags, double priority, const char *payloa
 cp_msg *cp_msg_wrap(int kind, unsigned flags, double priority, void *block, const char *payload, size_t len);
 void    cp_msg_free(cp_msg *m);
 
-/* A stream of small messages of one priority (the ring below) is stored in
- * slabs: a message is carved from the queue's current slab, which counts
- * its live messages; the ring hands them out in the order they were carved,
- * so a slab empties from its front and is reused (current) or recycled
- * (older) once its last message is freed. No malloc per message, and the
- * memory a stream touches stays small and warm. A queue's first slab is
- * small and they double up to CP_SLAB_MAX, so a queue of a few messages
- * costs little more than separate blocks. */
+/* A stream of small messages of one priority (a ring below) is stored in
+ * slabs: a message is carved from its ring's current slab, which counts its
+ * live messages; the ring hands them out in the order they were carved, so
+ * a slab empties from its front and is reused (current) or recycled (older)
+ * once its last message is freed. No malloc per message, and the memory a
+ * stream touches stays small and warm. A ring's first slab is small and they
+ * double up to CP_SLAB_MAX, so a queue of a few messages costs little more
+ * than separate blocks. */
 #define CP_SLAB_MIN (1u << 10)
 #define CP_SLAB_MAX (64u << 10)
 #define CP_SLAB_MSG_MAX 256      /* larger payloads get blocks of their own */
-#define CP_SLAB_AFTER 8          /* a queue starts a slab once its ring holds this many */
+#define CP_SLAB_AFTER 8          /* a ring starts a slab once it holds this many */
+#define CP_PQ_RINGS 4            /* priorities with a ring of their own at once */
+
+typedef struct cp_ring {
+    cp_msg **v;             /* FIFO run, all of priority prio (power-of-two size) */
+    size_t   head, n, cap;
+    double   prio;
+    struct cp_slab *slab;   /* the slab its new messages are carved from, or NULL */
+} cp_ring;
 
 typedef struct cp_pqueue {
-    cp_msg **heap;          /* binary heap */
+    cp_msg **heap;          /* binary heap: priorities without a ring */
     size_t   hn, hcap;
-    cp_msg **ring;          /* FIFO run, all of priority ring_prio */
-    size_t   rhead, rn, rcap;
-    double   ring_prio;
+    cp_ring  rings[CP_PQ_RINGS];
     size_t   n;             /* total */
-    struct cp_slab *slab;   /* the slab new ring messages are carved from, or NULL */
 } cp_pqueue;
 
 #define CP_PQUEUE_INIT {0}

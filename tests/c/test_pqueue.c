@@ -149,11 +149,44 @@ static void test_slabs(void)
     cp_msg_free(late);
 }
 
+/* Up to CP_PQ_RINGS priorities interleaved each get a ring (and slabs), a
+ * further one the heap; everything comes out by (priority, arrival). */
+static void test_rings_per_priority(void)
+{
+    cp_pqueue q = CP_PQUEUE_INIT;
+    const int np = CP_PQ_RINGS + 1;
+    uint64_t seq = 0;
+    size_t slabbed = 0;
+    for (int i = 0; i < 5000; i++) {
+        double prio = (double)(i % np);
+        cp_msg *m = cp_pqueue_add(&q, 0, 0, prio, ++seq, "p", 1);
+        CHECK(m != NULL);
+        if (m && m->slab) slabbed++;
+        if (m && i >= 100 && i % np < CP_PQ_RINGS) CHECK(m->slab != NULL);
+        if (m && i % np == CP_PQ_RINGS) CHECK(m->slab == NULL); /* no ring left: the heap */
+    }
+    CHECK(slabbed > 3900);
+    double lp = -1;
+    uint64_t ls = 0;
+    size_t popped = 0;
+    cp_msg *m;
+    while ((m = cp_pqueue_pop(&q))) {
+        CHECK(m->priority > lp || (m->priority == lp && m->seq > ls));
+        lp = m->priority;
+        ls = m->seq;
+        popped++;
+        cp_msg_free(m);
+    }
+    CHECK(popped == 5000);
+    cp_pqueue_clear(&q);
+}
+
 int main(void)
 {
     test_fifo_equal();
     test_random_against_reference();
     test_lower_overtakes();
     test_slabs();
+    test_rings_per_priority();
     return check_report("test_pqueue");
 }
