@@ -22,6 +22,8 @@ echo >&2
 
 # ratio: how many times slower coproc is than its floor (>1 = slower): the
 # raw C baseline, or for "vs codec" the in-process codec floor coproc prints.
+# "with a core each": the stream's rate from its CPU time per message on
+# either side (bench/core_bench.lua), what it reaches when nothing else runs.
 awk '
   FNR == 1 { file++ }
   file == 1 { raw[$1] = $2; unit[$1] = $3; next }
@@ -48,10 +50,14 @@ awk '
         cp["stream_small"] >= 3000000)
     frow("stream tables, vs codec", "floor_small", "stream_small", ">= 3000000 msgs/s",
         cp["stream_small"] >= 3000000)
+    frow("  with a core each", "floor_small", "stream_small_cpu_bound", ">= 3000000 msgs/s",
+        cp["stream_small_cpu_bound"] >= 3000000)
     row("stream integers, vs 64K batch", "stream_small_batched", "stream_int", 0, ">= 6000000 msgs/s",
         cp["stream_int"] >= 6000000)
     frow("stream integers, vs codec", "floor_int", "stream_int", ">= 6000000 msgs/s",
         cp["stream_int"] >= 6000000)
+    frow("  with a core each", "floor_int", "stream_int_cpu_bound", ">= 6000000 msgs/s",
+        cp["stream_int_cpu_bound"] >= 6000000)
     row("1 MiB round trip (GB/s)", "roundtrip_1mib", "roundtrip_1mib", 0, ">= 2 GB/s",
         cp["roundtrip_1mib"] >= 2)
     row("start to first reply (us)", "start_first_reply", "start_first_reply", 1, "< 2000 us",
