@@ -539,11 +539,12 @@ drained:
 
 void cp_messenger_pump(cp_messenger *m) { pump_some(m); }
 
-/* Everything the socket holds, as far as the queue's bound allows (the
- * connection is about to go down: what stays in the socket is lost). */
+/* What the socket holds, as far as the queue's bound allows and at most
+ * 4 MiB (the connection is about to go down: what stays in the socket is
+ * lost; a peer that writes on and on must not keep us here). */
 static void pump_all(cp_messenger *m)
 {
-    while (pump_some(m) && m->state == CP_M_OPEN) {}
+    for (int i = 0; i < 16 && pump_some(m); i++) {}
 }
 
 static void on_peer_exit(struct ev_loop *loop, ev_io *w, int revents)
