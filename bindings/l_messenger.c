@@ -194,8 +194,7 @@ static double get_priority(lua_State *L, int data, int i)
     if (!lua_isnoneornil(L, i)) p = luaL_checknumber(L, i);
     else if (lua_type(L, data) == LUA_TTABLE) {
         lua_pushvalue(L, lua_upvalueindex(2)); /* "priority", interned once */
-        lua_rawget(L, data);
-        if (lua_type(L, -1) == LUA_TNUMBER) p = lua_tonumber(L, -1);
+        if (lua_rawget(L, data) == LUA_TNUMBER) p = lua_tonumber(L, -1);
         lua_pop(L, 1);
     }
     if (isnan(p)) luaL_argerror(L, i, "priority is NaN");
