@@ -1,8 +1,11 @@
 -- bench/core_bench.lua: the four measurements of bench/raw_baseline.c, done
 -- through the coproc Lua API. Run with coproc-lua (bench/run.sh does).
 -- Prints one `name value unit` line per measurement. Not a test.
--- CP_BENCH_SCALE (default 1) scales the iteration counts.
+-- CP_BENCH_SCALE (default 1) scales the iteration counts; CP_BENCH_ONLY
+-- (a comma list of the names below, e.g. "stream_small,stream_int,floor")
+-- runs only those.
 local coproc = require "coproc"
+local core = require "coproc.core"
 
 local scale = tonumber(os.getenv("CP_BENCH_SCALE") or "1") or 1
 local function n_of(n) return math.max(1, math.floor(n * scale)) end
@@ -30,16 +33,18 @@ function Echo:run()
   end
 end
 
--- Counts messages; the request "end" is answered with the count so far.
+-- Counts messages; the request "end" is answered with the count so far and
+-- the CPU time (os.clock) spent since the first of them.
 local Sink = coproc.class {}
 function Sink:run()
   local m = self.messenger
-  local n = 0
+  local n, c0 = 0, nil
   while true do
     if m:receive_blocking() == "end" then
-      m:send_reply(n)
-      n = 0
+      m:send_reply { n, os.clock() - (c0 or os.clock()) }
+      n, c0 = 0, nil
     else
+      if n == 0 then c0 = os.clock() end
       n = n + 1
     end
   end
@@ -73,7 +78,8 @@ local function stream(m, n, scalar)
     end
   end
   m:send_request("end")
-  return m:receive_blocking()
+  local r = m:receive_blocking()
+  return r[1], r[2]
 end
 
 local function stream_small(scalar)
@@ -81,11 +87,46 @@ local function stream_small(scalar)
   local m = w.messenger
   stream(m, n_of(10000), scalar) -- warm-up
   local n = n_of(1000000)
-  local t0 = now()
-  local got = stream(m, n, scalar)
-  local dt = now() - t0
+  local t0, c0 = now(), os.clock()
+  local got, sink_cpu = stream(m, n, scalar)
+  local dt, cpu = now() - t0, os.clock() - c0
   if got ~= n then error(("sink counted %d of %d"):format(got, n)) end
-  report(scalar and "stream_int" or "stream_small", n / dt, "msgs/s", "%.0f")
+  local name = scalar and "stream_int" or "stream_small"
+  report(name, n / dt, "msgs/s", "%.0f")
+  -- CPU per message on each side, and the rate if each had a core of its
+  -- own (on a shared VM the wall-clock rate also says how busy it was)
+  report(name .. "_sender_cpu", cpu / n * 1e9, "ns/msg", "%.0f")
+  report(name .. "_receiver_cpu", sink_cpu / n * 1e9, "ns/msg", "%.0f")
+  report(name .. "_cpu_bound", n / math.max(cpu, sink_cpu), "msgs/s", "%.0f")
+end
+
+-- The in-process floor of a stream: the same messages encoded and decoded
+-- by the same codec in one process, in batches (an array of 1000 encoded as
+-- one value, then decoded), so no transport and no per-call cost. A stream
+-- runs the two on two processes at once, so the floor is the slower of the
+-- two: n / max(encode time, decode time).
+local function floor_one(scalar)
+  local B, rounds = 1000, n_of(1000)
+  local batch = {}
+  for i = 1, B do batch[i] = scalar and i or { id = i, x = 1.5, name = "abc" } end
+  local enc, dec = core.encode, core.decode
+  local s = enc(batch)
+  dec(s) -- warm-up
+  local t0 = now()
+  for _ = 1, rounds do enc(batch) end
+  local te = now() - t0
+  t0 = now()
+  for _ = 1, rounds do dec(s) end
+  local td = now() - t0
+  local name = scalar and "floor_int" or "floor_small"
+  report(name .. "_encode", B * rounds / te, "msgs/s", "%.0f")
+  report(name .. "_decode", B * rounds / td, "msgs/s", "%.0f")
+  report(name, B * rounds / math.max(te, td), "msgs/s", "%.0f")
+end
+
+local function floor()
+  floor_one(false)
+  floor_one(true)
 end
 
 local function roundtrip_1mib()
@@ -121,8 +162,13 @@ local function start_first_reply()
   report("start_first_reply", dt / k * 1e6, "us", "%.1f")
 end
 
-rtt_small()
-stream_small(false)
-stream_small(true)
-roundtrip_1mib()
-start_first_reply()
+local only = os.getenv("CP_BENCH_ONLY")
+local function want(name)
+  return not only or (',' .. only .. ','):find(',' .. name .. ',', 1, true) ~= nil
+end
+if want("rtt_small") then rtt_small() end
+if want("stream_small") then stream_small(false) end
+if want("stream_int") then stream_small(true) end
+if want("floor") then floor() end
+if want("roundtrip_1mib") then roundtrip_1mib() end
+if want("start_first_reply") then start_first_reply() end

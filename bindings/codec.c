@@ -40,11 +40,16 @@ static const char MARKS_KEY = 'm'; /* registry: weak table -> true(array)/false(
 static const char INDEX_KEY = 'i'; /* registry: cached name index */
 
 
+/* Set once any state of the process made a marks table: until then an
+ * encode looks up no marks (a registry lookup per message, one per table). */
+static int g_marks_made;
+
 /* [-0, +1, m] Push the weak marks table, creating it on first use. */
 static void push_marks(lua_State *L)
 {
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, &MARKS_KEY) == LUA_TTABLE) return;
     lua_pop(L, 1);
+    g_marks_made = 1;
     lua_newtable(L);
     lua_createtable(L, 0, 1);
     lua_pushliteral(L, "k");
@@ -747,7 +752,8 @@ static int rich_pass(lua_State *L)
     w.idx = 2;
     w.list = w.list ? 3 : 0;
     e->marks = 0;
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &MARKS_KEY) == LUA_TTABLE) e->marks = lua_gettop(L);
+    if (!g_marks_made) {}
+    else if (lua_rawgetp(L, LUA_REGISTRYINDEX, &MARKS_KEY) == LUA_TTABLE) e->marks = lua_gettop(L);
     else lua_pop(L, 1);
     push_index(L);
     e->index = lua_gettop(L);
@@ -757,8 +763,33 @@ static int rich_pass(lua_State *L)
     return 1;
 }
 
+/* A lone scalar (the commonest small message): written without the
+ * set-up a table needs (stack room, pointer sets, the marks table). */
+static int encode_scalar(lua_State *L, int idx, int type, cp_buf *out, char *err, size_t errlen)
+{
+    size_t mark = cp_buf_size(out);
+    enc e;
+    e.L = L;
+    e.b = out;
+    e.rich = e.restart = e.failed = 0;
+    e.err = err;
+    e.errlen = errlen;
+    if (errlen) err[0] = 0;
+    e.path[0] = (pathc){PC_NONE, 0, 0, NULL};
+    msgpack_packer_init(&e.pk, out, pk_write);
+    if (enc_typed(&e, idx, 0, type) == 0) return 0;
+    cp_buf_truncate(out, out->start + mark);
+    if (!e.failed && errlen) snprintf(err, errlen, "cannot encode value");
+    return -1;
+}
+
 static int encode_run(lua_State *L, const enc_what *w, cp_buf *out, char *err, size_t errlen)
 {
+    if (!w->list) {
+        int t = lua_type(L, w->idx);
+        if (t == LUA_TNUMBER || t == LUA_TSTRING || t == LUA_TBOOLEAN || t == LUA_TNIL)
+            return encode_scalar(L, w->idx, t, out, err, errlen);
+    }
     int top = lua_gettop(L);
     size_t mark = cp_buf_size(out);
     enc e;
@@ -778,7 +809,8 @@ static int encode_run(lua_State *L, const enc_what *w, cp_buf *out, char *err, s
     pset_init(&e.seen);
     pset_init(&e.ups);
     e.path[0] = (pathc){PC_NONE, 0, 0, NULL};
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &MARKS_KEY) == LUA_TTABLE) e.marks = top + 1;
+    if (!g_marks_made) {}
+    else if (lua_rawgetp(L, LUA_REGISTRYINDEX, &MARKS_KEY) == LUA_TTABLE) e.marks = top + 1;
     else lua_pop(L, 1);
     msgpack_packer_init(&e.pk, out, pk_write);
 
@@ -1130,6 +1162,11 @@ static int dec_value(dec *d, const unsigned char **pp, const unsigned char *end,
         size_t left = (size_t)(end - at);
         if (c <= 0x7f) { lua_pushinteger(L, (lua_Integer)c); *pp = at + 1; return 0; }
         if (c >= 0xe0) { lua_pushinteger(L, (lua_Integer)(int8_t)c); *pp = at + 1; return 0; }
+        if (c >= 0xa0 && c <= 0xbf && left > (c & 0x1f)) { /* fixstr: most table keys */
+            lua_pushlstring(L, (const char *)at + 1, c & 0x1f);
+            *pp = at + 1 + (c & 0x1f);
+            return 0;
+        }
         switch (c) {
         case 0xc0: lua_pushnil(L); *pp = at + 1; return 0;
         case 0xc2: lua_pushboolean(L, 0); *pp = at + 1; return 0;
@@ -1302,15 +1339,58 @@ static int decode_run(lua_State *L, const char *data, size_t len, cp_trust trust
     return rc;
 }
 
+/* A message that is one scalar filling exactly len bytes (an integer, a
+ * float, nil, a boolean, a short string): pushed at once, without the
+ * decoder's set-up, which costs more than the value. 1 if pushed, else 0
+ * (anything else, or malformed: the full decoder then says what). Like any
+ * push, it needs one free stack slot, which callers have. */
+static int decode_scalar(lua_State *L, const unsigned char *p, size_t len)
+{
+    unsigned c = p[0];
+    if (len == 1) {
+        if (c <= 0x7f) lua_pushinteger(L, (lua_Integer)c);
+        else if (c >= 0xe0) lua_pushinteger(L, (lua_Integer)(int8_t)c);
+        else if (c == 0xc0) lua_pushnil(L);
+        else if (c == 0xc2 || c == 0xc3) lua_pushboolean(L, c == 0xc3);
+        else if (c == 0xa0) lua_pushliteral(L, "");
+        else return 0;
+        return 1;
+    }
+    if (c >= 0xa0 && c <= 0xbf) {
+        if (len != 1 + (c & 0x1f)) return 0;
+        lua_pushlstring(L, (const char *)p + 1, len - 1);
+        return 1;
+    }
+    switch (c) {
+    case 0xcc: if (len != 2) return 0; lua_pushinteger(L, p[1]); return 1;
+    case 0xcd: if (len != 3) return 0; lua_pushinteger(L, (lua_Integer)cp_get_be(p + 1, 2)); return 1;
+    case 0xce: if (len != 5) return 0; lua_pushinteger(L, (lua_Integer)cp_get_be32(p + 1)); return 1;
+    case 0xd0: if (len != 2) return 0; lua_pushinteger(L, (int8_t)p[1]); return 1;
+    case 0xd1: if (len != 3) return 0; lua_pushinteger(L, (int16_t)cp_get_be(p + 1, 2)); return 1;
+    case 0xd2: if (len != 5) return 0; lua_pushinteger(L, (int32_t)cp_get_be32(p + 1)); return 1;
+    case 0xd3: if (len != 9) return 0; lua_pushinteger(L, (lua_Integer)(int64_t)cp_get_be(p + 1, 8)); return 1;
+    case 0xcb: {
+        if (len != 9) return 0;
+        uint64_t u = cp_get_be(p + 1, 8);
+        double f;
+        memcpy(&f, &u, 8);
+        lua_pushnumber(L, (lua_Number)f);
+        return 1;
+    }
+    default: return 0;
+    }
+}
+
 int cp_codec_decode_trust(lua_State *L, const char *data, size_t len, cp_trust trust,
                           char *err, size_t errlen)
 {
+    if (len && len <= 32 && decode_scalar(L, (const unsigned char *)data, len)) return 0;
     return decode_run(L, data, len, trust, NULL, err, errlen);
 }
 
 int cp_codec_decode(lua_State *L, const char *data, size_t len, char *err, size_t errlen)
 {
-    return decode_run(L, data, len, CP_TRUST_CODE, NULL, err, errlen);
+    return cp_codec_decode_trust(L, data, len, CP_TRUST_CODE, err, errlen);
 }
 
 int cp_codec_decode_prefix(lua_State *L, const char *data, size_t len, cp_trust trust,

@@ -194,8 +194,7 @@ static double get_priority(lua_State *L, int data, int i)
     if (!lua_isnoneornil(L, i)) p = luaL_checknumber(L, i);
     else if (lua_type(L, data) == LUA_TTABLE) {
         lua_pushvalue(L, lua_upvalueindex(2)); /* "priority", interned once */
-        lua_rawget(L, data);
-        if (lua_type(L, -1) == LUA_TNUMBER) p = lua_tonumber(L, -1);
+        if (lua_rawget(L, data) == LUA_TNUMBER) p = lua_tonumber(L, -1);
         lua_pop(L, 1);
     }
     if (isnan(p)) luaL_argerror(L, i, "priority is NaN");
@@ -694,7 +693,7 @@ static int push_message(lua_State *L, cp_messenger *m, const cp_chan *c, cp_msg 
  * does not decode, fails. */
 static int take(lua_State *L, cp_messenger *m, cp_chan *c, int flags)
 {
-    cp_msg *msg = cp_messenger_pop_special(m);
+    cp_msg *msg = m->special.n ? cp_messenger_pop_special(m) : NULL;
     if (msg) {
         push_special(L, m, msg);
         return fail(L, flags);
@@ -1291,6 +1290,22 @@ static int l_send_raw(lua_State *L)
     return 0;
 }
 
+/* core.testing.queue_stats(m) -> {queued, queued_max, pump_bytes}: the
+ * messages queued now, the most ever queued at once (what the bound on one
+ * pump's reading keeps small in a stream), and that bound (CP_PUMP_BYTES). */
+static int l_queue_stats(lua_State *L)
+{
+    cp_messenger *m = self_open(L);
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, (lua_Integer)m->queued);
+    lua_setfield(L, -2, "queued");
+    lua_pushinteger(L, (lua_Integer)m->queued_max);
+    lua_setfield(L, -2, "queued_max");
+    lua_pushinteger(L, (lua_Integer)CP_PUMP_BYTES);
+    lua_setfield(L, -2, "pump_bytes");
+    return 1;
+}
+
 /* coproc.wait(messengers, timeout) -> list of the ready ones. In a
  * coroutine with a waiter it waits there. Stack: 1 the list, 2 the
  * timeout, 3 the deadline (nil: none), 4 the messenger array. */
@@ -1531,13 +1546,17 @@ void cp_l_messenger_open(lua_State *L, int t)
     lua_pushcfunction(L, l_wait);
     lua_setfield(L, t, "wait");
     /* Test hooks, not API: core.testing.send_raw(m, bytes) writes bytes as
-     * they are (malformed frames for the fault specs). */
+     * they are (malformed frames for the fault specs); queue_stats(m) says
+     * how many messages were queued at most. */
     lua_newtable(L);
     lua_pushvalue(L, -1);
     lua_setfield(L, t, "testing");
     luaL_getmetatable(L, CP_MESSENGER_MT);
     lua_pushcclosure(L, l_send_raw, 1);
     lua_setfield(L, -2, "send_raw");
+    luaL_getmetatable(L, CP_MESSENGER_MT);
+    lua_pushcclosure(L, l_queue_stats, 1);
+    lua_setfield(L, -2, "queue_stats");
     lua_pop(L, 1);
     lua_pushcfunction(L, l_messenger_pair);
     lua_setfield(L, t, "messenger_pair");

@@ -98,6 +98,7 @@ static void set_down(cp_messenger *m, int state)
 }
 
 static void on_peer_exit(struct ev_loop *loop, ev_io *w, int revents);
+static void pump_all(cp_messenger *m);
 
 /* The transport is set up (m->tp, and m->fd or m->tctx): start reading. */
 static void open_common(cp_messenger *m, int arrival_order, cp_proc *peer)
@@ -183,7 +184,7 @@ static inline int key_eq(const cp_chan *c, const char *key, size_t len)
     return 1;
 }
 
-cp_chan *cp_messenger_chan(cp_messenger *m, const char *key, size_t len, int create)
+cp_chan *cp_messenger_chan_lookup(cp_messenger *m, const char *key, size_t len, int create)
 {
     /* Most traffic stays on one channel: try the last one first. */
     if (m->last_chan && key_eq(m->last_chan, key, len)) return m->last_chan;
@@ -216,7 +217,7 @@ long cp_messenger_flush_nb(cp_messenger *m)
             return (long)cp_buf_size(&m->out);
         }
         m->write_errno = n < 0 ? errno : EPIPE;
-        cp_messenger_pump(m);     /* keep whatever the peer sent before going */
+        pump_all(m);              /* keep whatever the peer sent before going */
         set_down(m, CP_M_EOF);
         return -1;
     }
@@ -350,21 +351,30 @@ const cp_chan *cp_messenger_fullest(const cp_messenger *m)
 static int queue_frame(cp_messenger *m, const cp_frame *f, void *block)
 {
     double prio = m->arrival_order || f->kind != CP_KIND_DATA ? 0.0 : f->priority;
-    cp_msg *msg = block ? cp_msg_wrap(f->kind, f->flags, prio, block, f->payload, f->payload_len)
-                        : cp_msg_new(f->kind, f->flags, prio, f->payload, f->payload_len);
     cp_pqueue *q = &m->special;
     cp_chan *c = NULL;
-    if (msg && f->kind == CP_KIND_DATA) {
+    if (f->kind == CP_KIND_DATA) {
         c = cp_messenger_chan(m, f->chan, f->chan_len, 1);
         q = c ? &c->q : NULL;
     }
-    if (!msg || !q || (msg->seq = ++m->seq, cp_pqueue_push(q, msg))) {
-        cp_msg_free(msg);
+    cp_msg *msg = NULL;
+    if (block) {
+        /* a large frame: the message keeps the block it was read into */
+        msg = q ? cp_msg_wrap(f->kind, f->flags, prio, block, f->payload, f->payload_len) : (free(block), NULL);
+        if (msg && (msg->seq = m->seq + 1, cp_pqueue_push(q, msg))) {
+            cp_msg_free(msg);
+            msg = NULL;
+        }
+    } else if (q) {
+        msg = cp_pqueue_add(q, f->kind, f->flags, prio, m->seq + 1, f->payload, f->payload_len);
+    }
+    if (!msg) {
         m->error = "out of memory while queueing a message";
         set_down(m, CP_M_BROKEN);
         return -1;
     }
-    m->queued++;
+    m->seq++;
+    if (++m->queued > m->queued_max) m->queued_max = m->queued;
     m->queued_bytes += msg_bytes(msg);
     if (c) c->bytes += msg_bytes(msg);
     m->messages_received++;
@@ -462,25 +472,32 @@ static ssize_t read_discard(cp_messenger *m)
     return m->tp->read(m, scratch, sizeof scratch);
 }
 
-void cp_messenger_pump(cp_messenger *m)
+/* Returns 1 when it stopped at CP_PUMP_BYTES (more may wait in the
+ * socket), else 0. */
+static int pump_some(cp_messenger *m)
 {
+    size_t took = 0; /* bytes of small frames read by this call */
     for (int round = 0; round < 64 && m->state == CP_M_OPEN; round++) {
+        /* Only a socket is bounded: its readiness is level-triggered, so
+         * the loop calls again while bytes remain. Another transport (MPI)
+         * pumps when its data arrives and expects it taken. */
+        if (took >= CP_PUMP_BYTES && m->fd >= 0) return 1;
         if (m->discard) {
             ssize_t n = read_discard(m);
             if (n > 0 || (n < 0 && errno == EINTR)) continue;
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
             set_down(m, CP_M_EOF);
-            return;
+            return 0;
         }
         /* Over the bound: stop, but never in the middle of a large frame
          * (a single frame larger than the bound is still taken in). */
-        if (!m->big && cp_messenger_held(m)) { hold(m); return; }
+        if (!m->big && cp_messenger_held(m)) { hold(m); return 0; }
         char *dst;
         size_t room;
         if (m->big) {
             if (m->big_have == m->big_cap && grow_big(m)) {
                 frame_error(m, "out of memory while reading a large frame");
-                return;
+                return 0;
             }
             dst = m->big + m->big_have;
             room = m->big_cap - m->big_have;
@@ -488,7 +505,7 @@ void cp_messenger_pump(cp_messenger *m)
             if (m->in.start && m->in.cap - m->in.len < READ_CHUNK) cp_buf_compact(&m->in);
             if (cp_buf_reserve(&m->in, READ_CHUNK)) {
                 frame_error(m, "out of memory while reading");
-                return;
+                return 0;
             }
             dst = m->in.data + m->in.len;
             room = m->in.cap - m->in.len;
@@ -500,6 +517,7 @@ void cp_messenger_pump(cp_messenger *m)
                 if (m->big_have == m->big_total) finish_big(m);
             } else {
                 m->in.len += (size_t)n;
+                took += (size_t)n;
                 parse_frames(m);
             }
             if ((size_t)n < room) goto drained;
@@ -509,13 +527,24 @@ void cp_messenger_pump(cp_messenger *m)
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) goto drained;
         /* EOF or a hard error: a partial frame left behind is lost with it. */
         set_down(m, CP_M_EOF);
-        return;
+        return 0;
     }
-    return;
+    return m->state == CP_M_OPEN; /* 64 reads: more may wait */
 drained:
     /* The peer is dead and everything it wrote is in (and queued): the
      * connection is over, even if a grandchild still holds the socket. */
     if (m->peer_exited && !cp_messenger_held(m)) set_down(m, CP_M_EOF);
+    return 0;
+}
+
+void cp_messenger_pump(cp_messenger *m) { pump_some(m); }
+
+/* What the socket holds, as far as the queue's bound allows and at most
+ * 4 MiB (the connection is about to go down: what stays in the socket is
+ * lost; a peer that writes on and on must not keep us here). */
+static void pump_all(cp_messenger *m)
+{
+    for (int i = 0; i < 16 && pump_some(m); i++) {}
 }
 
 static void on_peer_exit(struct ev_loop *loop, ev_io *w, int revents)

@@ -26,6 +26,7 @@
 #define CP_MESSENGER_H
 
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 #include <ev.h>
 
@@ -43,6 +44,10 @@
 #define CP_HIGH_WATER (8u << 20) /* a send waits while more is pending */
 #define CP_MAX_QUEUED_DEFAULT (64u << 20) /* bytes queued for reading */
 #define CP_BIG_STEP (1u << 20)   /* first buffer of a large frame */
+/* Bytes of small frames one pump reads from a socket at most: the rest
+ * stays in the socket (still readable, so the loop pumps again), which keeps
+ * what one wake-up queues small and lets the socket push back on the sender. */
+#define CP_PUMP_BYTES (256u << 10)
 /* What one queued message costs besides its footprint (cp_msg_footprint):
  * malloc's bookkeeping and its slot in the queue, which may double. */
 #define CP_MSG_OVERHEAD 32u
@@ -86,6 +91,7 @@ typedef struct cp_messenger {
     cp_chan    *last_chan;    /* lookup cache */
     cp_pqueue   special;      /* CLOSE and ERROR frames jump every queue */
     size_t      queued;       /* messages in all queues (special included) */
+    size_t      queued_max;   /* high-water mark of queued (tests, tuning) */
     uint64_t    seq;
     uint64_t    messages_sent, messages_received;
     cp_proc    *peer;         /* the worker, on the host side; else NULL */
@@ -123,7 +129,16 @@ void cp_messenger_forget_all(void);
 
 /* Channel record for the key bytes; created when create is set (NULL on OOM
  * or when absent). */
-cp_chan *cp_messenger_chan(cp_messenger *m, const char *key, size_t len, int create);
+cp_chan *cp_messenger_chan_lookup(cp_messenger *m, const char *key, size_t len, int create);
+/* The same, inline for the commonest case: the channel of the last lookup
+ * (every send and receive, and every frame queued, looks one up). */
+static inline cp_chan *cp_messenger_chan(cp_messenger *m, const char *key, size_t len, int create)
+{
+    cp_chan *c = m->last_chan;
+    if (c && c->keylen == len && (len == 0 || (c->key[0] == key[0] && !memcmp(c->key, key, len))))
+        return c;
+    return cp_messenger_chan_lookup(m, key, len, create);
+}
 
 /* Results of the waits below besides 1 (done), 0 (timed out) and -1
  * (interrupted). */
@@ -166,7 +181,10 @@ int  cp_messenger_flush(cp_messenger *m, double timeout);
  * cannot stall us. Returns like cp_messenger_flush (never CP_WAIT_HELD). */
 int  cp_messenger_drain(cp_messenger *m, double timeout);
 /* Read what has arrived without blocking and queue whole frames (none while
- * reading is held back). */
+ * reading is held back): on a socket, at most about CP_PUMP_BYTES of small
+ * frames per call (a large frame's bytes are not counted); whatever is left
+ * stays in the socket, which then is still readable. Every whole frame read is
+ * queued unless the queue is over its bound (cp_messenger_held). */
 void cp_messenger_pump(cp_messenger *m);
 
 /* Reading is held back: more than max_queued bytes are queued. */

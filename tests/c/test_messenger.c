@@ -9,6 +9,7 @@
 #include "messenger.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -354,6 +355,115 @@ static void test_drain_discards_input(void)
     cp_messenger_close(&b);
 }
 
+/* Frames of a 4-byte bin payload holding i, priority i % 3 (or +inf with
+ * prio 0), for i in [from, to), appended to out. */
+static void seq_frames(cp_buf *out, uint32_t from, uint32_t to, int prio)
+{
+    for (uint32_t i = from; i < to; i++) {
+        size_t mark = cp_frame_begin(out, CP_KIND_DATA, "\xc0", 1, prio ? (double)(i % 3) : INFINITY, 0);
+        unsigned char p[6] = {0xc4, 4, (unsigned char)(i >> 24), (unsigned char)(i >> 16), (unsigned char)(i >> 8), (unsigned char)i};
+        cp_buf_append(out, p, 6);
+        CHECK(cp_frame_finish(out, mark, CP_FRAME_MAX_DEFAULT) == 0);
+    }
+}
+
+static uint32_t seq_of(const cp_msg *m)
+{
+    const unsigned char *p = (const unsigned char *)m->data;
+    return (uint32_t)p[2] << 24 | (uint32_t)p[3] << 16 | (uint32_t)p[4] << 8 | p[5];
+}
+
+/* Write all of buf to fd (non-blocking) as far as the socket takes it:
+ * returns the bytes written. */
+static size_t write_some(int fd, const cp_buf *buf)
+{
+    size_t off = 0;
+    while (off < cp_buf_size(buf)) {
+        size_t n = cp_buf_size(buf) - off;
+        ssize_t w = write(fd, cp_buf_head(buf) + off, n > 65536 ? 65536 : n);
+        if (w <= 0) break;
+        off += (size_t)w;
+    }
+    return off;
+}
+
+static int readable(int fd)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+    return poll(&p, 1, 0) == 1;
+}
+
+/* One pump queues at most about CP_PUMP_BYTES of small frames however many
+ * the socket holds; the rest stays there, the socket still readable, and
+ * later pumps take it: nothing lost or doubled, each priority in order,
+ * every pump's batch in (priority, arrival) order. Then the end of input
+ * after frames left in the socket: EOF only once they are all queued; a
+ * malformed frame behind them breaks the connection only after them. */
+static void test_pump_bounded(void)
+{
+    for (int ending = 0; ending < 3; ending++) { /* 0 none, 1 EOF, 2 a bad frame */
+        cp_messenger b;
+        int peer = half_pair(&b);
+        int sz = 4 << 20;
+        setsockopt(peer, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+        setsockopt(b.fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+        fcntl(peer, F_SETFL, fcntl(peer, F_GETFL) | O_NONBLOCK);
+        cp_buf out = CP_BUF_INIT;
+        const uint32_t total = (2u << 20) / 23; /* 23-byte frames: 2 MiB */
+        seq_frames(&out, 0, total, 1);
+        size_t frame = cp_buf_size(&out) / total;
+        CHECK(frame == 23 && cp_buf_size(&out) == frame * total);
+        size_t sent = write_some(peer, &out);
+        sent -= sent % frame;
+        uint32_t n = (uint32_t)(sent / frame);
+        CHECK(sent > 2 * CP_PUMP_BYTES); /* the socket holds more than a pump takes */
+        if (ending == 1) shutdown(peer, SHUT_WR);
+        if (ending == 2) CHECK(write(peer, "\0\0\0\3\x93\x09\x09", 7) == 7); /* kind 9: unknown */
+        cp_chan *cb = nil_chan(&b);
+        uint32_t seen = 0, last[3] = {0, 0, 0};
+        int first[3] = {1, 1, 1}, pumps = 0;
+        while (seen < n) {
+            cp_messenger_pump(&b);
+            pumps++;
+            /* A pump takes at most its bound and one read beyond. */
+            CHECK(cb->q.n * frame <= CP_PUMP_BYTES + (128u << 10));
+            CHECK(cb->q.n > 0);
+            if (seen + cb->q.n < n) {
+                CHECK(b.state == CP_M_OPEN);
+                CHECK(readable(b.fd));
+            }
+            double lp = -1;
+            uint32_t ls = 0;
+            cp_msg *m;
+            while ((m = cp_messenger_pop(&b, cb))) {
+                uint32_t i = seq_of(m);
+                int k = (int)(i % 3);
+                CHECK(m->priority == (double)k);
+                CHECK(first[k] || i > last[k]);
+                CHECK(m->priority > lp || (m->priority == lp && i > ls));
+                first[k] = 0;
+                last[k] = i;
+                lp = m->priority;
+                ls = i;
+                seen++;
+                cp_msg_free(m);
+            }
+            if (pumps > 1000) break;
+        }
+        CHECK(seen == n);
+        CHECK(pumps > 2);
+        CHECK(b.queued_max * frame <= CP_PUMP_BYTES + (128u << 10));
+        cp_messenger_pump(&b);
+        if (ending == 0) CHECK(b.state == CP_M_OPEN && !readable(b.fd));
+        if (ending == 1) CHECK(b.state == CP_M_EOF);
+        if (ending == 2) CHECK(b.state == CP_M_BROKEN && b.error != NULL);
+        CHECK(cb->q.n == 0);
+        cp_buf_free(&out);
+        close(peer);
+        cp_messenger_close(&b);
+    }
+}
+
 int main(void)
 {
     test_priorities_and_counters();
@@ -366,5 +476,6 @@ int main(void)
     test_big_frame_grows();
     test_bound_holds_reading();
     test_drain_discards_input();
+    test_pump_bounded();
     return check_report("test_messenger");
 }
