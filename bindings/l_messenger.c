@@ -684,7 +684,7 @@ static int push_message(lua_State *L, cp_messenger *m, const cp_chan *c, cp_msg 
         lua_pushnumber(L, msg->priority);
         lua_setfield(L, -2, "priority");
     }
-    cp_msg_free(msg);
+    cp_messenger_done(m, msg);
     return 0;
 }
 
@@ -705,7 +705,7 @@ static int take(lua_State *L, cp_messenger *m, cp_chan *c, int flags)
     switch (flags & RV_MODE) {
     case RV_RAW:
         lua_pushlstring(L, msg->data, msg->len);
-        cp_msg_free(msg);
+        cp_messenger_done(m, msg);
         return 1;
     case RV_MESSAGE:
         if (push_message(L, m, c, msg)) return fail(L, flags);
@@ -717,7 +717,7 @@ static int take(lua_State *L, cp_messenger *m, cp_chan *c, int flags)
             cp_l_finish_error(L);
             return fail(L, flags);
         }
-        cp_msg_free(msg);
+        cp_messenger_done(m, msg); /* a large frame's block is kept for the next */
         return 1;
     }
 }

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,39 @@
 static cp_messenger *g_all;   /* open messengers of this process */
 static pid_t g_all_pid;
 static uint64_t g_arrivals;   /* messages queued by any messenger of this process */
+
+/* ---- the blocks of large frames ---- */
+
+/* A large frame's block: this header, then the frame's bytes (m->big points
+ * past the header; the block, header first, is what a message owns). */
+typedef union big_hdr { size_t cap; max_align_t align; } big_hdr;
+#define BIG_HDR(p) ((big_hdr *)(void *)(p) - 1) /* from m->big to its block */
+/* A message made from a large frame is never a small one (cp_msg_free
+ * recycles those as if their payload were inline). */
+_Static_assert(CP_BIG_FRAME > CP_MSG_SMALL + CP_CHANNEL_MAX + 64, "large frames must not look small");
+/* The block kept is given back after this many frames in a row that used
+ * less than an eighth of it: one huge frame does not pin its memory for
+ * ever when only moderate ones follow. */
+#define BIG_IDLE_FRAMES 8
+
+static size_t g_kept;         /* bytes of the blocks all messengers of this process keep */
+
+static void drop_spare(cp_messenger *m)
+{
+    if (!m->big_spare) return;
+    g_kept -= ((big_hdr *)m->big_spare)->cap;
+    free(m->big_spare);
+    m->big_spare = NULL;
+    m->big_idle = 0;
+}
+
+/* Free the large frame being read, if any. */
+static void drop_big(cp_messenger *m)
+{
+    if (m->big) free(BIG_HDR(m->big));
+    m->big = NULL;
+    m->big_have = m->big_cap = m->big_total = 0;
+}
 
 static void link_in(cp_messenger *m)
 {
@@ -44,6 +78,7 @@ void cp_messenger_init(cp_messenger *m)
     m->max_frame = CP_FRAME_MAX_DEFAULT;
     m->max_queued = CP_MAX_QUEUED_DEFAULT;
     m->send_timeout = -1;
+    m->big_keep = CP_BIG_KEEP;
 }
 
 /* Drop buffers and queues; leave the struct reusable-as-closed. */
@@ -63,9 +98,8 @@ static void release(cp_messenger *m)
     cp_pqueue_clear(&m->special);
     cp_buf_free(&m->in);
     cp_buf_free(&m->out);
-    free(m->big);
-    m->big = NULL;
-    m->big_have = m->big_cap = m->big_total = 0;
+    drop_big(m);
+    drop_spare(m);
     m->queued = 0;
     m->queued_bytes = 0;
 }
@@ -93,6 +127,7 @@ static void set_down(cp_messenger *m, int state)
     if (m->state != CP_M_OPEN) return;
     m->state = state;
     stop_watchers(m);
+    drop_spare(m); /* no large frame will come */
     /* Nothing unsent can reach a peer that is gone. */
     m->out.start = m->out.len = 0;
 }
@@ -313,6 +348,7 @@ static void hold(cp_messenger *m)
 }
 
 static void parse_frames(cp_messenger *m);
+static int begin_big(cp_messenger *m, size_t total);
 
 /* After something was taken out of the queues: once the queue is back
  * within its bound, queue the frames already read, then read again. */
@@ -403,52 +439,105 @@ static void parse_frames(cp_messenger *m)
     if (have >= CP_FRAME_PREFIX) {
         const unsigned char *p = (const unsigned char *)cp_buf_head(&m->in);
         size_t total = CP_FRAME_PREFIX + (size_t)cp_get_be32(p);
-        if (total > CP_BIG_FRAME && total - CP_FRAME_PREFIX <= m->max_frame) {
-            /* The header alone proves nothing: the block starts small and
-             * grows as the bytes arrive (grow_big), never past twice what
-             * has arrived, so a peer that declares 500 MiB and sends ten
-             * bytes costs a megabyte, not 500. */
-            size_t cap = have * 2 > CP_BIG_STEP ? have * 2 : CP_BIG_STEP;
-            if (cap > total) cap = total;
-            m->big = malloc(cap);
-            if (!m->big) { frame_error(m, "out of memory while reading a large frame"); return; }
-            memcpy(m->big, cp_buf_head(&m->in), have);
-            m->big_have = have;
-            m->big_cap = cap;
-            m->big_total = total;
-            m->in.start = m->in.len = 0;
-        }
+        if (total > CP_BIG_FRAME && total - CP_FRAME_PREFIX <= m->max_frame && begin_big(m, total))
+            frame_error(m, "out of memory while reading a large frame");
     }
 }
 
-/* The large frame in m->big is complete: parse and queue it. */
+/* Move the large frame of total bytes begun in m->in to a block of its
+ * own: the one kept from an earlier frame when it is large enough, else a
+ * new one. The header alone proves nothing: a new block starts small and
+ * grows as the bytes arrive (grow_big), never past twice what has arrived,
+ * so a peer that declares 500 MiB and sends ten bytes costs a megabyte, not
+ * 500. Returns 0, or -1 on out of memory. */
+static int begin_big(cp_messenger *m, size_t total)
+{
+    size_t have = cp_buf_size(&m->in);
+    size_t want = have * 2 > CP_BIG_STEP ? have * 2 : CP_BIG_STEP;
+    if (want > total) want = total;
+    big_hdr *b = m->big_spare;
+    if (b) {
+        g_kept -= b->cap;
+        m->big_spare = NULL;
+        if (b->cap < want) { free(b); b = NULL; }
+    }
+    if (!b) {
+        b = malloc(sizeof *b + want);
+        if (!b) return -1;
+        b->cap = want;
+    }
+    m->big = (char *)(b + 1);
+    m->big_cap = b->cap < total ? b->cap : total; /* never read past the frame */
+    memcpy(m->big, cp_buf_head(&m->in), have);
+    m->big_have = have;
+    m->big_total = total;
+    m->in.start = m->in.len = 0;
+    return 0;
+}
+
+/* The large frame in m->big is complete: parse and queue it (its message
+ * owns the block from now on). */
 static void finish_big(cp_messenger *m)
 {
-    char *block = m->big;
+    char *frame = m->big;
     size_t total = m->big_total;
     m->big = NULL;
     m->big_have = m->big_cap = m->big_total = 0;
     cp_frame f;
     const char *err = NULL;
-    if (cp_frame_parse(block, total, m->max_frame, &f, &err) != CP_FRAME_OK) {
-        free(block);
+    if (cp_frame_parse(frame, total, m->max_frame, &f, &err) != CP_FRAME_OK) {
+        free(BIG_HDR(frame));
         frame_error(m, err ? err : "malformed large frame");
         return;
     }
-    queue_frame(m, &f, block);
+    queue_frame(m, &f, BIG_HDR(frame));
 }
 
 /* The large frame's block is full but the frame is not: double it (at
  * most to the frame's size). Returns 0, or -1 on out of memory. */
 static int grow_big(cp_messenger *m)
 {
-    size_t cap = m->big_cap * 2;
-    if (cap < m->big_cap || cap > m->big_total) cap = m->big_total;
-    char *p = realloc(m->big, cap);
-    if (!p) return -1;
-    m->big = p;
+    big_hdr *b = BIG_HDR(m->big);
+    size_t cap = b->cap * 2;
+    if (cap < b->cap || cap > m->big_total) cap = m->big_total;
+    b = realloc(b, sizeof *b + cap);
+    if (!b) return -1;
+    b->cap = cap;
+    m->big = (char *)(b + 1);
     m->big_cap = cap;
     return 0;
+}
+
+/* Keep block b (a large frame's, used bytes of it, just done with) for m's
+ * next large frame, within the bounds of CP_BIG_KEEP. Returns 1 when kept. */
+static int keep_block(cp_messenger *m, big_hdr *b, size_t used)
+{
+    if (m->state != CP_M_OPEN || m->discard || b->cap > m->big_keep) return 0;
+    m->big_idle = used < b->cap / 8 ? m->big_idle + 1 : 0;
+    if (m->big_idle >= BIG_IDLE_FRAMES) { /* too large for what comes now */
+        m->big_idle = 0;
+        return 0;
+    }
+    big_hdr *old = m->big_spare;
+    if (old && old->cap >= b->cap) return 0; /* the larger one stays */
+    size_t others = g_kept - (old ? old->cap : 0);
+    if (others + b->cap > CP_BIG_KEEP_ALL) return 0;
+    if (old) free(old);
+    m->big_spare = b;
+    g_kept = others + b->cap;
+    return 1;
+}
+
+void cp_messenger_done(cp_messenger *m, cp_msg *msg)
+{
+    if (!msg) return;
+    if (msg->block && keep_block(m, msg->block, msg->len)) msg->block = NULL;
+    cp_msg_free(msg);
+}
+
+size_t cp_messenger_big_kept(const cp_messenger *m)
+{
+    return m->big_spare ? ((const big_hdr *)m->big_spare)->cap : 0;
 }
 
 /* Draining at exit: read and drop. Returns like read(). */
@@ -456,9 +545,7 @@ static ssize_t read_discard(cp_messenger *m)
 {
     char scratch[16384];
     m->in.start = m->in.len = 0;
-    free(m->big);
-    m->big = NULL;
-    m->big_have = m->big_cap = m->big_total = 0;
+    drop_big(m);
     return m->tp->read(m, scratch, sizeof scratch);
 }
 
