@@ -1,0 +1,47 @@
+/* mtune.h: make malloc keep large blocks.
+ *
+ * glibc maps every block above its mmap threshold (at most 32 MiB) on its
+ * own and unmaps it when freed, and gives the top of its heap back to the
+ * system past the trim threshold: every large message then lands in fresh
+ * pages, and touching a fresh page costs 15-18 us on some VMs (a 64 MiB
+ * malloc + memcpy at 0.2 GB/s instead of 15 GB/s into reused memory).
+ * cp_malloc_keep turns both off (M_MMAP_MAX 0, M_TRIM_THRESHOLD
+ * CP_MALLOC_TRIM): freed blocks stay in the heap, already paged in, for the
+ * next large message. The price: memory once used stays with the process
+ * (up to CP_MALLOC_TRIM at the top of the heap; freed holes below it for
+ * ever).
+ *
+ * Who applies it (docs/api.md, "Memory"): coproc-lua and coproc's workers
+ * by default, a host that loads coproc into another interpreter only when
+ * asked (COPROC_MALLOC=keep, coproc.tune_malloc()). COPROC_MALLOC=off keeps
+ * malloc as it is everywhere. No Lua here. */
+#ifndef CP_MTUNE_H
+#define CP_MTUNE_H
+
+#include <stddef.h>
+
+#define CP_MALLOC_TRIM (256 << 20) /* free bytes the top of the heap keeps */
+
+/* What COPROC_MALLOC asks for. */
+enum cp_malloc_mode {
+    CP_MALLOC_UNSET = 0, /* unset or empty: the default of the caller */
+    CP_MALLOC_KEEP,      /* "keep" */
+    CP_MALLOC_OFF,       /* "off" */
+    CP_MALLOC_BAD        /* anything else: treated as unset */
+};
+enum cp_malloc_mode cp_malloc_env(const char **value);
+
+/* Apply the settings above. Returns 1 when applied (now or before), 0 when
+ * this C library has no such settings. */
+int cp_malloc_keep(void);
+/* cp_malloc_keep applied in this process (or the one it was forked from). */
+int cp_malloc_kept(void);
+/* Unless COPROC_MALLOC=off: cp_malloc_keep (coproc-lua and workers). */
+void cp_malloc_default_keep(void);
+
+/* For tests: would a block of n bytes be mapped on its own (and unmapped
+ * when freed)? 1 yes, 0 no, -1 cannot tell (no glibc, or another malloc
+ * in charge: a sanitizer's, valgrind's). */
+int cp_malloc_maps(size_t n);
+
+#endif
