@@ -494,17 +494,25 @@ static void send_frame(lua_State *L, cp_messenger *m, int kind, int data, const 
     size_t mark;
     cp_buf *out = cp_messenger_begin(m, kind, k->b, k->n, prio, flags, &mark);
     if (!out) luaL_error(L, "out of memory");
-    char err[CP_CODEC_ERRLEN];
-    int rc = sl ? cp_codec_encode_slice(L, data, sl->list, sl->lo, sl->hi, out, err, sizeof err)
+    char err[CP_CODEC_ERRLEN] = "out of memory";
+    /* A large string is written from where it is (anchored on the stack
+     * here), not copied into the outbound buffer first. */
+    size_t direct = 0;
+    const char *ds = !sl && kind == CP_KIND_DATA && lua_type(L, data) == LUA_TSTRING ? lua_tolstring(L, data, &direct) : NULL;
+    if (direct < CP_DIRECT_MIN) direct = 0;
+    int rc = direct ? cp_codec_str_head(out, direct)
+           : sl ? cp_codec_encode_slice(L, data, sl->list, sl->lo, sl->hi, out, err, sizeof err)
                 : cp_codec_encode(L, data, out, err, sizeof err);
     if (rc) {
         cp_messenger_abort(m, mark);
         cp_l_error(L, "EncodeError", "cannot send: %s", err);
     }
-    size_t size = out->len - mark;
-    if (cp_messenger_commit(m, mark))
+    size_t size = out->len - mark + direct;
+    rc = direct ? cp_messenger_commit_direct(m, mark, ds, direct) : cp_messenger_commit(m, mark);
+    if (rc == -1)
         cp_l_error(L, "EncodeError", "cannot send: message of %d bytes exceeds the maximum frame size of %d bytes",
                    (int)(size > INT_MAX ? INT_MAX : size), (int)(m->max_frame > INT_MAX ? INT_MAX : m->max_frame));
+    if (rc) raise_down(L, m);
     if (cp_messenger_sent(m, c, flags)) raise_down(L, m);
     arm_flush_hook(L, m);
 }
@@ -1291,6 +1299,20 @@ static int l_send_raw(lua_State *L)
     return 0;
 }
 
+/* core.testing.big_kept(m [, keep]) -> bytes of the block m keeps for its
+ * next large frame; keep sets the largest block it may keep (messenger.h). */
+static int l_big_kept(lua_State *L)
+{
+    cp_messenger *m = self_open(L);
+    if (!lua_isnoneornil(L, 2)) {
+        lua_Integer keep = luaL_checkinteger(L, 2);
+        luaL_argcheck(L, keep >= 0, 2, "must be >= 0");
+        m->big_keep = (size_t)keep;
+    }
+    lua_pushinteger(L, (lua_Integer)cp_messenger_big_kept(m));
+    return 1;
+}
+
 /* coproc.wait(messengers, timeout) -> list of the ready ones. In a
  * coroutine with a waiter it waits there. Stack: 1 the list, 2 the
  * timeout, 3 the deadline (nil: none), 4 the messenger array. */
@@ -1538,6 +1560,9 @@ void cp_l_messenger_open(lua_State *L, int t)
     luaL_getmetatable(L, CP_MESSENGER_MT);
     lua_pushcclosure(L, l_send_raw, 1);
     lua_setfield(L, -2, "send_raw");
+    luaL_getmetatable(L, CP_MESSENGER_MT);
+    lua_pushcclosure(L, l_big_kept, 1);
+    lua_setfield(L, -2, "big_kept");
     lua_pop(L, 1);
     lua_pushcfunction(L, l_messenger_pair);
     lua_setfield(L, t, "messenger_pair");

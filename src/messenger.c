@@ -742,6 +742,62 @@ int cp_messenger_commit(cp_messenger *m, size_t mark)
     return cp_frame_finish(&m->out, mark, m->max_frame);
 }
 
+/* A direct send in progress (cp_messenger_commit_direct). */
+struct direct { cp_messenger *m; const char *p; size_t n, done; int progress; };
+
+/* Write what the transport takes now: the buffered bytes first (the frame's
+ * head among them), then from d->p. On no room, watch for it. */
+static void direct_push(struct direct *d)
+{
+    cp_messenger *m = d->m;
+    if (m->state != CP_M_OPEN || (cp_buf_size(&m->out) && cp_messenger_flush_nb(m) != 0)) return;
+    while (d->done < d->n) {
+        ssize_t k = m->tp->write(m, d->p + d->done, d->n - d->done);
+        if (k > 0) { d->done += (size_t)k; d->progress = 1; continue; }
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!m->writing) watch(m, m->reading, 1); /* flush_nb stops it again */
+            return;
+        }
+        m->write_errno = k < 0 ? errno : EPIPE;
+        cp_messenger_pump(m); /* as flush_nb: keep what the peer sent */
+        set_down(m, CP_M_EOF);
+        return;
+    }
+}
+
+static int direct_moved(void *ud)
+{
+    struct direct *d = ud;
+    direct_push(d);
+    return d->progress || d->done == d->n || d->m->state != CP_M_OPEN;
+}
+
+int cp_messenger_commit_direct(cp_messenger *m, size_t mark, const char *p, size_t n)
+{
+    size_t len = m->out.len - mark - CP_FRAME_PREFIX + n;
+    if (len < n || len > m->max_frame || len > UINT32_MAX) { cp_buf_truncate(&m->out, mark); return -1; }
+    cp_put_be32(m->out.data + mark, (uint32_t)len);
+    if (m->state != CP_M_OPEN) return -2;
+    struct direct d = {m, p, n, 0, 0};
+    direct_push(&d);
+    while (d.done < n && m->state == CP_M_OPEN) {
+        d.progress = 0;
+        int rc = cp_loop_wait(direct_moved, &d, CP_DIRECT_WAIT);
+        if (rc == 1) continue;
+        if (rc < 0) cp_loop_interrupt(); /* for the caller's next wait */
+        break;
+    }
+    if (m->state != CP_M_OPEN) return -2;
+    if (d.done < n && cp_buf_append(&m->out, p + d.done, n - d.done)) {
+        /* Part of the frame is out: the stream cannot go on. */
+        m->error = "out of memory while sending a large message";
+        set_down(m, CP_M_BROKEN);
+        return -2;
+    }
+    return 0;
+}
+
 void cp_messenger_abort(cp_messenger *m, size_t mark)
 {
     cp_buf_truncate(&m->out, mark);

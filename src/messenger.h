@@ -155,6 +155,18 @@ int  cp_messenger_room(cp_messenger *m, double timeout);
 cp_buf *cp_messenger_begin(cp_messenger *m, int kind, const char *chan, size_t chan_len,
                            double priority, unsigned flags, size_t *mark);
 int  cp_messenger_commit(cp_messenger *m, size_t mark);
+/* Commit a frame whose payload ends with the n bytes at p, which are not
+ * in the buffer: they are written straight from p (no copy of megabytes),
+ * waiting, with every messenger reading and writing meanwhile, for as long
+ * as the transport keeps taking them, at most CP_DIRECT_WAIT seconds
+ * without progress; only what is left then (a peer that is not reading) is
+ * copied into the outbound buffer. p must stay valid until this returns
+ * (the binding: a Lua string on the stack). An interrupt ends the wait and
+ * is left for the next one. Returns 0, -1 when the frame exceeds max_frame
+ * (removed), or -2 when the connection is down. */
+int  cp_messenger_commit_direct(cp_messenger *m, size_t mark, const char *p, size_t n);
+#define CP_DIRECT_MIN CP_BIG_FRAME /* a string sent from where it is */
+#define CP_DIRECT_WAIT 2e-3
 void cp_messenger_abort(cp_messenger *m, size_t mark);
 /* After a commit: apply the coalescing policy (a non-blocking write at
  * most, never a wait) and count the frame. Returns 0, or -1 when the

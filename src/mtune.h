@@ -20,7 +20,7 @@
 
 #include <stddef.h>
 
-#define CP_MALLOC_TRIM (256 << 20) /* free bytes the top of the heap keeps */
+#define CP_MALLOC_TRIM (1 << 30) /* free bytes the top of the heap keeps */
 
 /* What COPROC_MALLOC asks for. */
 enum cp_malloc_mode {
