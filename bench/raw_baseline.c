@@ -324,8 +324,8 @@ int main(int argc, char **argv)
     }
     if (wanted(argc, argv, "big")) {
         bench_big("roundtrip_1mib", BIG, 10, 300);
-        bench_big("roundtrip_16mib", 16 * BIG, 3, 40);
-        bench_big("roundtrip_64mib", 64 * BIG, 2, 12);
+        bench_big("roundtrip_16mib", 16 * BIG, 8, 30);
+        bench_big("roundtrip_64mib", 64 * BIG, 6, 10);
     }
     if (wanted(argc, argv, "start")) bench_fork();
     return 0;
