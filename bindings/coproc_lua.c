@@ -694,6 +694,7 @@ int main(int argc, char **argv)
         l_message(progname, "cannot create state: not enough memory");
         return EXIT_FAILURE;
     }
+    if (cp_malloc_kept()) lua_setallocf(L, cp_malloc_lua_alloc, NULL); /* huge pages for large strings */
     lua_gc(L, LUA_GCSTOP);     /* no collection while building the state */
     lua_pushcfunction(L, pmain);
     lua_pushinteger(L, argc);

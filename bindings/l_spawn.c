@@ -80,6 +80,7 @@ static lua_State *new_state(const char *path, const char *cpath)
 {
     lua_State *W = luaL_newstate();
     if (!W) return NULL;
+    if (cp_malloc_kept()) lua_setallocf(W, cp_malloc_lua_alloc, NULL); /* mtune.h */
     luaL_openlibs(W);
     cp_l_preload_core(W);
     lua_getglobal(W, "package");

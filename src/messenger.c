@@ -2,6 +2,7 @@
 #include "messenger.h"
 #include "bigendian.h"
 #include "loop.h"
+#include "mtune.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -465,6 +466,7 @@ static int begin_big(cp_messenger *m, size_t total)
         b = malloc(sizeof *b + want);
         if (!b) return -1;
         b->cap = want;
+        cp_malloc_huge(b, sizeof *b + want);
     }
     m->big = (char *)(b + 1);
     m->big_cap = b->cap < total ? b->cap : total; /* never read past the frame */
@@ -503,6 +505,7 @@ static int grow_big(cp_messenger *m)
     b = realloc(b, sizeof *b + cap);
     if (!b) return -1;
     b->cap = cap;
+    cp_malloc_huge(b, sizeof *b + cap);
     m->big = (char *)(b + 1);
     m->big_cap = cap;
     return 0;

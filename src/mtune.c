@@ -1,8 +1,10 @@
 /* mtune.c: see mtune.h. */
 #include "mtune.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -40,6 +42,30 @@ int cp_malloc_kept(void) { return g_kept; }
 void cp_malloc_default_keep(void)
 {
     if (cp_malloc_env(NULL) != CP_MALLOC_OFF) cp_malloc_keep();
+}
+
+void cp_malloc_huge(void *p, size_t n)
+{
+#ifdef MADV_HUGEPAGE
+    if (!g_kept || n < CP_HUGE_MIN) return;
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1), e = ((uintptr_t)p + n) & ~(huge - 1);
+    if (e > a) madvise((void *)a, e - a, MADV_HUGEPAGE);
+#else
+    (void)p; (void)n;
+#endif
+}
+
+void *cp_malloc_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    (void)ud; (void)osize;
+    if (nsize == 0) {
+        free(ptr);
+        return NULL;
+    }
+    void *p = realloc(ptr, nsize);
+    if (p && nsize >= CP_HUGE_MIN) cp_malloc_huge(p, nsize);
+    return p;
 }
 
 int cp_malloc_maps(size_t n)

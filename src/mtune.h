@@ -39,6 +39,18 @@ int cp_malloc_kept(void);
 /* Unless COPROC_MALLOC=off: cp_malloc_keep (coproc-lua and workers). */
 void cp_malloc_default_keep(void);
 
+/* Once cp_malloc_keep applied: ask for transparent huge pages for the
+ * whole 2 MiB pages inside the block p[0..n) when n >= CP_HUGE_MIN (a large
+ * frame's block, a large Lua string). Touching a fresh 2 MiB huge page
+ * costs about as much as one 4 KiB page does on such a VM, and copies
+ * through huge pages miss the TLB less. Harmless where THP is off. */
+#define CP_HUGE_MIN (4u << 20)
+void cp_malloc_huge(void *p, size_t n);
+/* A lua_Alloc (realloc and free, as luaL_newstate's) that calls
+ * cp_malloc_huge on large blocks: coproc-lua and fresh workers install it
+ * with lua_setallocf (compatible with blocks allocated before). */
+void *cp_malloc_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
+
 /* For tests: would a block of n bytes be mapped on its own (and unmapped
  * when freed)? 1 yes, 0 no, -1 cannot tell (no glibc, or another malloc
  * in charge: a sanitizer's, valgrind's). */

@@ -191,16 +191,21 @@ local function parse(side)
   return t == "true", m == "true" or (m == "false" and false) or nil, mode
 end
 
+-- Where another malloc is in charge (a sanitizer's, valgrind's) it cannot
+-- be told whether blocks are mapped, and mallopt may not take: only the
+-- mode is checked there.
 local function check(out, host_tuned, worker_tuned, mode)
   local host, worker = out:match("^(.-) | (.-)\n$")
   assert(host, "unexpected output: " .. out)
-  local t, m, hmode = parse(host)
-  assert.equal(host_tuned, t, "host: " .. out)
-  if m ~= nil then assert.equal(not host_tuned, m, "host's 64 MiB block mapped: " .. out) end
-  assert.equal(mode, hmode)
-  t, m = parse(worker)
-  assert.equal(worker_tuned, t, "worker: " .. out)
-  if m ~= nil then assert.equal(not worker_tuned, m, "worker's 64 MiB block mapped: " .. out) end
+  for _, side in ipairs { { "host", host, host_tuned }, { "worker", worker, worker_tuned } } do
+    local name, text, tuned = side[1], side[2], side[3]
+    local t, m, smode = parse(text)
+    assert.equal(mode, smode, name .. ": " .. out)
+    if m ~= nil then
+      assert.equal(tuned, t, name .. ": " .. out)
+      assert.equal(not tuned, m, name .. "'s 64 MiB block mapped: " .. out)
+    end
+  end
 end
 
 describe("malloc tuning", function()
