@@ -7,9 +7,10 @@
  * malloc + memcpy at 0.2 GB/s instead of 15 GB/s into reused memory).
  * cp_malloc_keep turns both off (M_MMAP_MAX 0, M_TRIM_THRESHOLD
  * CP_MALLOC_TRIM): freed blocks stay in the heap, already paged in, for the
- * next large message. The price: memory once used stays with the process
- * (up to CP_MALLOC_TRIM at the top of the heap; freed holes below it for
- * ever).
+ * next large message; and large blocks are advised to use transparent huge
+ * pages (cp_malloc_huge). The price: memory once used stays with the
+ * process (up to CP_MALLOC_TRIM at the top of the heap; freed holes below
+ * it for ever).
  *
  * Who applies it (docs/api.md, "Memory"): coproc-lua and coproc's workers
  * by default, a host that loads coproc into another interpreter only when

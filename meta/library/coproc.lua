@@ -135,8 +135,8 @@ function coproc.getpid() end
 function coproc.now() end
 
 ---Make this process's malloc keep large blocks (glibc: no block mapped on its own, the top
----of the heap kept up to 256 MiB), so large messages land in memory already paged in
----instead of fresh pages (docs/api.md, "Memory"). coproc-lua and coproc's workers do this
+---of the heap kept up to 256 MiB, huge pages advised for blocks of 4 MiB or more), so large
+---messages land in memory already paged in instead of fresh pages (docs/api.md, "Memory"). coproc-lua and coproc's workers do this
 ---by default (`COPROC_MALLOC=off` stops them); a host that loads coproc into another
 ---interpreter only when it calls this or runs with `COPROC_MALLOC=keep`. Memory freed
 ---stays with the process. Returns false when the C library has no such settings.
