@@ -224,7 +224,10 @@ describe("malloc tuning", function()
 
   it("COPROC_MALLOC=keep or coproc.tune_malloc() tunes a stock lua5.4 host", function()
     check(run("lua5.4", PROBE, "COPROC_MALLOC=keep"), true, true, "keep")
-    check(run("lua5.4", PROBE, "PRE='assert(require(\"coproc\").tune_malloc() == true)'"), true, true, "unset")
+    -- (false where the C library has no such settings: a sanitizer's malloc)
+    local out = run("lua5.4", PROBE, "PRE='io.write(tostring(require(\"coproc\").tune_malloc()), \" \")'")
+    local said, rest = out:match("^(%a+) (.*)$")
+    check(rest, said == "true", true, "unset")
   end)
 
   it("an unknown COPROC_MALLOC value counts as unset", function()
