@@ -494,7 +494,7 @@ static void send_frame(lua_State *L, cp_messenger *m, int kind, int data, const 
     size_t mark;
     cp_buf *out = cp_messenger_begin(m, kind, k->b, k->n, prio, flags, &mark);
     if (!out) luaL_error(L, "out of memory");
-    char err[CP_CODEC_ERRLEN] = "out of memory";
+    char err[CP_CODEC_ERRLEN];
     /* A large string is written from where it is (anchored on the stack
      * here), not copied into the outbound buffer first. */
     size_t direct = 0;
@@ -505,7 +505,7 @@ static void send_frame(lua_State *L, cp_messenger *m, int kind, int data, const 
                 : cp_codec_encode(L, data, out, err, sizeof err);
     if (rc) {
         cp_messenger_abort(m, mark);
-        cp_l_error(L, "EncodeError", "cannot send: %s", err);
+        cp_l_error(L, "EncodeError", "cannot send: %s", direct ? "out of memory" : err);
     }
     size_t size = out->len - mark + direct;
     rc = direct ? cp_messenger_commit_direct(m, mark, ds, direct) : cp_messenger_commit(m, mark);
