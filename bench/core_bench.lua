@@ -1,4 +1,4 @@
--- bench/core_bench.lua: the four measurements of bench/raw_baseline.c, done
+-- bench/core_bench.lua: the measurements of bench/raw_baseline.c, done
 -- through the coproc Lua API. Run with coproc-lua (bench/run.sh does).
 -- Prints one `name value unit` line per measurement. Not a test.
 -- CP_BENCH_SCALE (default 1) scales the iteration counts; CP_BENCH_ONLY
@@ -129,20 +129,24 @@ local function floor()
   floor_one(true)
 end
 
-local function roundtrip_1mib()
+-- Round trips of a string of mib MiB through the echo worker, after
+-- warm-up ones (the C floor reuses its buffers; this measures coproc once
+-- its blocks are paged in too: the first large messages of a process pay
+-- for fresh pages, 15-18 us each on some VMs).
+local function roundtrip(mib, warmup, iters)
   local w <close> = coproc.WorkerResource(Echo):start()
   local m = w.messenger
-  local big = string.rep("b", 1024 * 1024)
-  local warmup, iters = n_of(5), n_of(200)
+  local big = string.rep("b", mib * 1024 * 1024)
+  warmup, iters = n_of(warmup), n_of(iters)
   local t0
   for i = 1, warmup + iters do
     if i == warmup + 1 then t0 = now() end
     m:send_request(big)
     local r = m:receive_blocking()
-    if #r ~= #big then error("1 MiB echo came back with " .. #r .. " bytes") end
+    if #r ~= #big then error(("%d MiB echo came back with %d bytes"):format(mib, #r)) end
   end
   local dt = now() - t0
-  report("roundtrip_1mib", 2 * #big * iters / dt / 1e9, "GB/s", "%.2f")
+  report(("roundtrip_%dmib"):format(mib), 2 * #big * iters / dt / 1e9, "GB/s", "%.2f")
 end
 
 -- Start to first reply, "fresh" method. Workers stay alive until timing is
@@ -162,13 +166,22 @@ local function start_first_reply()
   report("start_first_reply", dt / k * 1e6, "us", "%.1f")
 end
 
+-- No arguments: every group; else only those named (rtt, stream, floor,
+-- big, start), as for raw_baseline. CP_BENCH_ONLY (a comma list of
+-- measurement names) picks single measurements instead.
 local only = os.getenv("CP_BENCH_ONLY")
-local function want(name)
-  return not only or (',' .. only .. ','):find(',' .. name .. ',', 1, true) ~= nil
+local function wanted(group, name)
+  if only then return (',' .. only .. ','):find(',' .. name .. ',', 1, true) ~= nil end
+  if #arg == 0 then return true end
+  for _, a in ipairs(arg) do if a == group then return true end end
+  return false
 end
-if want("rtt_small") then rtt_small() end
-if want("stream_small") then stream_small(false) end
-if want("stream_int") then stream_small(true) end
-if want("floor") then floor() end
-if want("roundtrip_1mib") then roundtrip_1mib() end
-if want("start_first_reply") then start_first_reply() end
+
+if wanted("rtt", "rtt_small") then rtt_small() end
+if wanted("stream", "stream_small") then stream_small(false) end
+if wanted("stream", "stream_int") then stream_small(true) end
+if wanted("floor", "floor") then floor() end
+if wanted("big", "roundtrip_1mib") then roundtrip(1, 5, 200) end
+if wanted("big", "roundtrip_16mib") then roundtrip(16, 8, 30) end
+if wanted("big", "roundtrip_64mib") then roundtrip(64, 6, 10) end
+if wanted("start", "start_first_reply") then start_first_reply() end

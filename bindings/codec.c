@@ -1525,3 +1525,16 @@ void cp_codec_open(lua_State *L, int t)
     lua_pushcfunction(L, l_map);
     lua_setfield(L, t, "map");
 }
+
+int cp_codec_str_head(cp_buf *out, size_t n)
+{
+    if (n > UINT32_MAX || cp_buf_reserve(out, 5)) return -1;
+    unsigned char *o = (unsigned char *)out->data + out->len;
+    size_t h;
+    if (n < 32) { o[0] = (unsigned char)(0xa0 | n); h = 1; }
+    else if (n <= 0xff) { o[0] = 0xd9; o[1] = (unsigned char)n; h = 2; }
+    else if (n <= 0xffff) { o[0] = 0xda; o[1] = (unsigned char)(n >> 8); o[2] = (unsigned char)n; h = 3; }
+    else { o[0] = 0xdb; cp_put_be32(o + 1, (uint32_t)n); h = 5; }
+    out->len += h;
+    return 0;
+}

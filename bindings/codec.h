@@ -41,6 +41,11 @@ int cp_codec_encode(lua_State *L, int idx, cp_buf *out, char *err, size_t errlen
 int cp_codec_encode_slice(lua_State *L, int head, int list, lua_Integer lo, lua_Integer hi,
                           cp_buf *out, char *err, size_t errlen);
 
+/* Append the header of a string of n bytes, whose bytes the caller sends
+ * after it (a large string written from where it is). 0, or -1 when too
+ * long or out of memory. */
+int cp_codec_str_head(cp_buf *out, size_t n);
+
 /* [-0, +(0|1), m] Decode one msgpack value from data[0..len) and push it.
  * Returns 0 on success (one value pushed, all len bytes used). On failure
  * returns -1, pushes nothing, leaves the stack as it was, and err holds the

@@ -10,6 +10,7 @@
 
 #include "coproc_core.h"
 #include "lcore.h"
+#include "mtune.h"
 #include "proc.h"
 
 #include <limits.h>
@@ -681,6 +682,9 @@ int main(int argc, char **argv)
      * /dev/null, so no file, socket or pidfd can take its number (a print
      * would then write into it). */
     cp_proc_keep_stdio();
+    /* Large messages land in memory already paged in (mtune.h), unless
+     * COPROC_MALLOC=off. Before the first allocation of any size. */
+    cp_malloc_default_keep();
     if (argv[0] && argv[0][0]) {
         const char *base = strrchr(argv[0], '/');
         progname = base ? base + 1 : argv[0];
@@ -690,6 +694,7 @@ int main(int argc, char **argv)
         l_message(progname, "cannot create state: not enough memory");
         return EXIT_FAILURE;
     }
+    if (cp_malloc_kept()) lua_setallocf(L, cp_malloc_lua_alloc, NULL); /* huge pages for large strings */
     lua_gc(L, LUA_GCSTOP);     /* no collection while building the state */
     lua_pushcfunction(L, pmain);
     lua_pushinteger(L, argc);

@@ -494,16 +494,24 @@ static void send_frame(lua_State *L, cp_messenger *m, int kind, int data, const 
     cp_buf *out = cp_messenger_begin(m, kind, k->b, k->n, prio, flags, &mark);
     if (!out) luaL_error(L, "out of memory");
     char err[CP_CODEC_ERRLEN];
-    int rc = sl ? cp_codec_encode_slice(L, data, sl->list, sl->lo, sl->hi, out, err, sizeof err)
+    /* A large string is written from where it is (anchored on the stack
+     * here), not copied into the outbound buffer first. */
+    size_t direct = 0;
+    const char *ds = !sl && kind == CP_KIND_DATA && lua_type(L, data) == LUA_TSTRING ? lua_tolstring(L, data, &direct) : NULL;
+    if (direct < CP_DIRECT_MIN) direct = 0;
+    int rc = direct ? cp_codec_str_head(out, direct)
+           : sl ? cp_codec_encode_slice(L, data, sl->list, sl->lo, sl->hi, out, err, sizeof err)
                 : cp_codec_encode(L, data, out, err, sizeof err);
     if (rc) {
         cp_messenger_abort(m, mark);
-        cp_l_error(L, "EncodeError", "cannot send: %s", err);
+        cp_l_error(L, "EncodeError", "cannot send: %s", direct ? "out of memory" : err);
     }
-    size_t size = out->len - mark;
-    if (cp_messenger_commit(m, mark))
+    size_t size = out->len - mark + direct;
+    rc = direct ? cp_messenger_commit_direct(m, mark, ds, direct) : cp_messenger_commit(m, mark);
+    if (rc == -1)
         cp_l_error(L, "EncodeError", "cannot send: message of %d bytes exceeds the maximum frame size of %d bytes",
                    (int)(size > INT_MAX ? INT_MAX : size), (int)(m->max_frame > INT_MAX ? INT_MAX : m->max_frame));
+    if (rc) raise_down(L, m);
     if (cp_messenger_sent(m, c, flags)) raise_down(L, m);
     arm_flush_hook(L, m);
 }
@@ -683,7 +691,7 @@ static int push_message(lua_State *L, cp_messenger *m, const cp_chan *c, cp_msg 
         lua_pushnumber(L, msg->priority);
         lua_setfield(L, -2, "priority");
     }
-    cp_msg_free(msg);
+    cp_messenger_done(m, msg);
     return 0;
 }
 
@@ -704,7 +712,7 @@ static int take(lua_State *L, cp_messenger *m, cp_chan *c, int flags)
     switch (flags & RV_MODE) {
     case RV_RAW:
         lua_pushlstring(L, msg->data, msg->len);
-        cp_msg_free(msg);
+        cp_messenger_done(m, msg);
         return 1;
     case RV_MESSAGE:
         if (push_message(L, m, c, msg)) return fail(L, flags);
@@ -716,7 +724,7 @@ static int take(lua_State *L, cp_messenger *m, cp_chan *c, int flags)
             cp_l_finish_error(L);
             return fail(L, flags);
         }
-        cp_msg_free(msg);
+        cp_messenger_done(m, msg); /* a large frame's block is kept for the next */
         return 1;
     }
 }
@@ -1306,6 +1314,20 @@ static int l_queue_stats(lua_State *L)
     return 1;
 }
 
+/* core.testing.big_kept(m [, keep]) -> bytes of the block m keeps for its
+ * next large frame; keep sets the largest block it may keep (messenger.h). */
+static int l_big_kept(lua_State *L)
+{
+    cp_messenger *m = self_open(L);
+    if (!lua_isnoneornil(L, 2)) {
+        lua_Integer keep = luaL_checkinteger(L, 2);
+        luaL_argcheck(L, keep >= 0, 2, "must be >= 0");
+        m->big_keep = (size_t)keep;
+    }
+    lua_pushinteger(L, (lua_Integer)cp_messenger_big_kept(m));
+    return 1;
+}
+
 /* coproc.wait(messengers, timeout) -> list of the ready ones. In a
  * coroutine with a waiter it waits there. Stack: 1 the list, 2 the
  * timeout, 3 the deadline (nil: none), 4 the messenger array. */
@@ -1557,6 +1579,9 @@ void cp_l_messenger_open(lua_State *L, int t)
     luaL_getmetatable(L, CP_MESSENGER_MT);
     lua_pushcclosure(L, l_queue_stats, 1);
     lua_setfield(L, -2, "queue_stats");
+    luaL_getmetatable(L, CP_MESSENGER_MT);
+    lua_pushcclosure(L, l_big_kept, 1);
+    lua_setfield(L, -2, "big_kept");
     lua_pop(L, 1);
     lua_pushcfunction(L, l_messenger_pair);
     lua_setfield(L, t, "messenger_pair");

@@ -20,6 +20,7 @@
 #include "lprocess.h"
 #include "codec.h"
 #include "loop.h"
+#include "mtune.h"
 #include "proc.h"
 
 #include <dlfcn.h>
@@ -79,6 +80,7 @@ static lua_State *new_state(const char *path, const char *cpath)
 {
     lua_State *W = luaL_newstate();
     if (!W) return NULL;
+    if (cp_malloc_kept()) lua_setallocf(W, cp_malloc_lua_alloc, NULL); /* mtune.h */
     luaL_openlibs(W);
     cp_l_preload_core(W);
     lua_getglobal(W, "package");
@@ -175,6 +177,7 @@ static void fresh_main(int fd, int status_fd, const char *data, size_t len)
     cp_messenger_forget_all();
     cp_proc_forget_all();
     cp_proc_keep_stdio();
+    cp_malloc_default_keep(); /* a worker is coproc's own process (mtune.h) */
     cp_status *status = NULL;
     if (status_fd >= 0) {
         void *m = mmap(NULL, sizeof(cp_status), PROT_READ | PROT_WRITE, MAP_SHARED, status_fd, 0);
@@ -262,6 +265,7 @@ static _Noreturn void inherit_main(lua_State *L, int fd, int arrival_order, l_pr
     cp_messenger_forget_all();
     cp_proc_forget_all();
     cp_proc_keep_stdio(); /* an inherited messenger may have sat on 0-2 */
+    cp_malloc_default_keep(); /* a worker is coproc's own process (mtune.h) */
     if (lp->status_fd >= 0) close(lp->status_fd); /* the mapping stays */
     cp_l_batch_set_slot(lp->status);
     reseed(L);

@@ -1,11 +1,12 @@
 /* l_system.c: what coproc.core says about and does to the whole process:
- * cpu_count, getpid, isatty, table_new, terminate_all; the C API of
+ * cpu_count, getpid, isatty, table_new, terminate_all, tune_malloc; the C API of
  * coproc_core.h (coproc_interrupt, coproc_terminate_all); and the one exit
  * hook that takes a host's workers along when it exits. */
 #include "lcore.h"
 #include "coproc_core.h"
 #include "loop.h"
 #include "messenger.h"
+#include "mtune.h"
 #include "proc.h"
 
 #include <math.h>
@@ -70,6 +71,28 @@ static int l_terminate_all(lua_State *L)
     return 0;
 }
 
+/* tune_malloc() -> true when malloc now keeps large blocks (mtune.h),
+ * false when this C library cannot. */
+static int l_tune_malloc(lua_State *L)
+{
+    lua_pushboolean(L, cp_malloc_keep());
+    return 1;
+}
+
+/* _malloc_state() -> tuned, mapped, mode: coproc applied mtune.h here;
+ * whether a 64 MiB block gets a mapping of its own (nil: cannot tell); what
+ * COPROC_MALLOC says ("unset", "keep", "off", "bad"). For tests. */
+static int l_malloc_state(lua_State *L)
+{
+    static const char *const modes[] = {"unset", "keep", "off", "bad"};
+    lua_pushboolean(L, cp_malloc_kept());
+    int maps = cp_malloc_maps((size_t)64 << 20);
+    if (maps < 0) lua_pushnil(L);
+    else lua_pushboolean(L, maps);
+    lua_pushstring(L, modes[cp_malloc_env(NULL)]);
+    return 3;
+}
+
 void coproc_interrupt(void) { cp_loop_interrupt(); }
 
 void coproc_terminate_all(double grace) { cp_proc_terminate_all(grace); }
@@ -87,6 +110,8 @@ void cp_l_system_open(lua_State *L, int t)
 {
     /* require "coproc": from here on no socket or pidfd may land on 0-2. */
     cp_proc_keep_stdio();
+    /* Only when asked: a host that loads coproc keeps its malloc as it is. */
+    if (cp_malloc_env(NULL) == CP_MALLOC_KEEP) cp_malloc_keep();
     if (g_atexit_pid != getpid()) {
         g_atexit_pid = getpid();
         atexit(at_exit);
@@ -98,6 +123,8 @@ void cp_l_system_open(lua_State *L, int t)
         {"isatty", l_isatty},
         {"table_new", l_table_new},
         {"sleep", l_sleep},
+        {"tune_malloc", l_tune_malloc},
+        {"_malloc_state", l_malloc_state},
         {NULL, NULL}
     };
     t = lua_absindex(L, t);

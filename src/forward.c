@@ -39,7 +39,7 @@ int cp_messenger_forward(cp_messenger *dst, cp_messenger *src, size_t max_unsent
         if (!bad && cp_messenger_commit(dst, mark) != 0) bad = 1;
         else if (bad && out) cp_messenger_abort(dst, mark);
         unsigned flags = msg->flags;
-        cp_msg_free(msg);
+        cp_messenger_done(src, msg);
         if (bad || cp_messenger_sent(dst, dc, flags) != 0) return -1;
         moved++;
     }

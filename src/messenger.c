@@ -2,10 +2,12 @@
 #include "messenger.h"
 #include "bigendian.h"
 #include "loop.h"
+#include "mtune.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +19,39 @@
 static cp_messenger *g_all;   /* open messengers of this process */
 static pid_t g_all_pid;
 static uint64_t g_arrivals;   /* messages queued by any messenger of this process */
+
+/* ---- the blocks of large frames ---- */
+
+/* A large frame's block: this header, then the frame's bytes (m->big points
+ * past the header; the block, header first, is what a message owns). */
+typedef union big_hdr { size_t cap; max_align_t align; } big_hdr;
+#define BIG_HDR(p) ((big_hdr *)(void *)(p) - 1) /* from m->big to its block */
+/* A message made from a large frame is never a small one (cp_msg_free
+ * recycles those as if their payload were inline). */
+_Static_assert(CP_BIG_FRAME > CP_MSG_SMALL + CP_CHANNEL_MAX + 64, "large frames must not look small");
+/* The block kept is given back after this many frames in a row that used
+ * less than an eighth of it: one huge frame does not pin its memory for
+ * ever when only moderate ones follow. */
+#define BIG_IDLE_FRAMES 8
+
+static size_t g_kept;         /* bytes of the blocks all messengers of this process keep */
+
+static void drop_spare(cp_messenger *m)
+{
+    if (!m->big_spare) return;
+    g_kept -= ((big_hdr *)m->big_spare)->cap;
+    free(m->big_spare);
+    m->big_spare = NULL;
+    m->big_idle = 0;
+}
+
+/* Free the large frame being read, if any. */
+static void drop_big(cp_messenger *m)
+{
+    if (m->big) free(BIG_HDR(m->big));
+    m->big = NULL;
+    m->big_have = m->big_cap = m->big_total = 0;
+}
 
 static void link_in(cp_messenger *m)
 {
@@ -44,6 +79,7 @@ void cp_messenger_init(cp_messenger *m)
     m->max_frame = CP_FRAME_MAX_DEFAULT;
     m->max_queued = CP_MAX_QUEUED_DEFAULT;
     m->send_timeout = -1;
+    m->big_keep = CP_BIG_KEEP;
 }
 
 /* Drop buffers and queues; leave the struct reusable-as-closed. */
@@ -63,9 +99,8 @@ static void release(cp_messenger *m)
     cp_pqueue_clear(&m->special);
     cp_buf_free(&m->in);
     cp_buf_free(&m->out);
-    free(m->big);
-    m->big = NULL;
-    m->big_have = m->big_cap = m->big_total = 0;
+    drop_big(m);
+    drop_spare(m);
     m->queued = 0;
     m->queued_bytes = 0;
 }
@@ -93,6 +128,7 @@ static void set_down(cp_messenger *m, int state)
     if (m->state != CP_M_OPEN) return;
     m->state = state;
     stop_watchers(m);
+    drop_spare(m); /* no large frame will come */
     /* Nothing unsent can reach a peer that is gone. */
     m->out.start = m->out.len = 0;
 }
@@ -314,6 +350,7 @@ static void hold(cp_messenger *m)
 }
 
 static void parse_frames(cp_messenger *m);
+static int begin_big(cp_messenger *m, size_t total);
 
 /* After something was taken out of the queues: once the queue is back
  * within its bound, queue the frames already read, then read again. */
@@ -413,52 +450,107 @@ static void parse_frames(cp_messenger *m)
     if (have >= CP_FRAME_PREFIX) {
         const unsigned char *p = (const unsigned char *)cp_buf_head(&m->in);
         size_t total = CP_FRAME_PREFIX + (size_t)cp_get_be32(p);
-        if (total > CP_BIG_FRAME && total - CP_FRAME_PREFIX <= m->max_frame) {
-            /* The header alone proves nothing: the block starts small and
-             * grows as the bytes arrive (grow_big), never past twice what
-             * has arrived, so a peer that declares 500 MiB and sends ten
-             * bytes costs a megabyte, not 500. */
-            size_t cap = have * 2 > CP_BIG_STEP ? have * 2 : CP_BIG_STEP;
-            if (cap > total) cap = total;
-            m->big = malloc(cap);
-            if (!m->big) { frame_error(m, "out of memory while reading a large frame"); return; }
-            memcpy(m->big, cp_buf_head(&m->in), have);
-            m->big_have = have;
-            m->big_cap = cap;
-            m->big_total = total;
-            m->in.start = m->in.len = 0;
-        }
+        if (total > CP_BIG_FRAME && total - CP_FRAME_PREFIX <= m->max_frame && begin_big(m, total))
+            frame_error(m, "out of memory while reading a large frame");
     }
 }
 
-/* The large frame in m->big is complete: parse and queue it. */
+/* Move the large frame of total bytes begun in m->in to a block of its
+ * own: the one kept from an earlier frame when it is large enough, else a
+ * new one. The header alone proves nothing: a new block starts small and
+ * grows as the bytes arrive (grow_big), never past twice what has arrived,
+ * so a peer that declares 500 MiB and sends ten bytes costs a megabyte, not
+ * 500. Returns 0, or -1 on out of memory. */
+static int begin_big(cp_messenger *m, size_t total)
+{
+    size_t have = cp_buf_size(&m->in);
+    size_t want = have * 2 > CP_BIG_STEP ? have * 2 : CP_BIG_STEP;
+    if (want > total) want = total;
+    big_hdr *b = m->big_spare;
+    if (b) {
+        g_kept -= b->cap;
+        m->big_spare = NULL;
+        if (b->cap < want) { free(b); b = NULL; }
+    }
+    if (!b) {
+        b = malloc(sizeof *b + want);
+        if (!b) return -1;
+        b->cap = want;
+        cp_malloc_huge(b, sizeof *b + want);
+    }
+    m->big = (char *)(b + 1);
+    m->big_cap = b->cap < total ? b->cap : total; /* never read past the frame */
+    memcpy(m->big, cp_buf_head(&m->in), have);
+    m->big_have = have;
+    m->big_total = total;
+    m->in.start = m->in.len = 0;
+    return 0;
+}
+
+/* The large frame in m->big is complete: parse and queue it (its message
+ * owns the block from now on). */
 static void finish_big(cp_messenger *m)
 {
-    char *block = m->big;
+    char *frame = m->big;
     size_t total = m->big_total;
     m->big = NULL;
     m->big_have = m->big_cap = m->big_total = 0;
     cp_frame f;
     const char *err = NULL;
-    if (cp_frame_parse(block, total, m->max_frame, &f, &err) != CP_FRAME_OK) {
-        free(block);
+    if (cp_frame_parse(frame, total, m->max_frame, &f, &err) != CP_FRAME_OK) {
+        free(BIG_HDR(frame));
         frame_error(m, err ? err : "malformed large frame");
         return;
     }
-    queue_frame(m, &f, block);
+    queue_frame(m, &f, BIG_HDR(frame));
 }
 
 /* The large frame's block is full but the frame is not: double it (at
  * most to the frame's size). Returns 0, or -1 on out of memory. */
 static int grow_big(cp_messenger *m)
 {
-    size_t cap = m->big_cap * 2;
-    if (cap < m->big_cap || cap > m->big_total) cap = m->big_total;
-    char *p = realloc(m->big, cap);
-    if (!p) return -1;
-    m->big = p;
+    big_hdr *b = BIG_HDR(m->big);
+    size_t cap = b->cap * 2;
+    if (cap < b->cap || cap > m->big_total) cap = m->big_total;
+    b = realloc(b, sizeof *b + cap);
+    if (!b) return -1;
+    b->cap = cap;
+    cp_malloc_huge(b, sizeof *b + cap);
+    m->big = (char *)(b + 1);
     m->big_cap = cap;
     return 0;
+}
+
+/* Keep block b (a large frame's, used bytes of it, just done with) for m's
+ * next large frame, within the bounds of CP_BIG_KEEP. Returns 1 when kept. */
+static int keep_block(cp_messenger *m, big_hdr *b, size_t used)
+{
+    if (m->state != CP_M_OPEN || m->discard || b->cap > m->big_keep) return 0;
+    m->big_idle = used < b->cap / 8 ? m->big_idle + 1 : 0;
+    if (m->big_idle >= BIG_IDLE_FRAMES) { /* too large for what comes now */
+        m->big_idle = 0;
+        return 0;
+    }
+    big_hdr *old = m->big_spare;
+    if (old && old->cap >= b->cap) return 0; /* the larger one stays */
+    size_t others = g_kept - (old ? old->cap : 0);
+    if (others + b->cap > CP_BIG_KEEP_ALL) return 0;
+    if (old) free(old);
+    m->big_spare = b;
+    g_kept = others + b->cap;
+    return 1;
+}
+
+void cp_messenger_done(cp_messenger *m, cp_msg *msg)
+{
+    if (!msg) return;
+    if (msg->block && keep_block(m, msg->block, msg->len)) msg->block = NULL;
+    cp_msg_free(msg);
+}
+
+size_t cp_messenger_big_kept(const cp_messenger *m)
+{
+    return m->big_spare ? ((const big_hdr *)m->big_spare)->cap : 0;
 }
 
 /* Draining at exit: read and drop. Returns like read(). */
@@ -466,9 +558,7 @@ static ssize_t read_discard(cp_messenger *m)
 {
     char scratch[16384];
     m->in.start = m->in.len = 0;
-    free(m->big);
-    m->big = NULL;
-    m->big_have = m->big_cap = m->big_total = 0;
+    drop_big(m);
     return m->tp->read(m, scratch, sizeof scratch);
 }
 
@@ -682,6 +772,62 @@ cp_buf *cp_messenger_begin(cp_messenger *m, int kind, const char *chan, size_t c
 int cp_messenger_commit(cp_messenger *m, size_t mark)
 {
     return cp_frame_finish(&m->out, mark, m->max_frame);
+}
+
+/* A direct send in progress (cp_messenger_commit_direct). */
+struct direct { cp_messenger *m; const char *p; size_t n, done; int progress; };
+
+/* Write what the transport takes now: the buffered bytes first (the frame's
+ * head among them), then from d->p. On no room, watch for it. */
+static void direct_push(struct direct *d)
+{
+    cp_messenger *m = d->m;
+    if (m->state != CP_M_OPEN || (cp_buf_size(&m->out) && cp_messenger_flush_nb(m) != 0)) return;
+    while (d->done < d->n) {
+        ssize_t k = m->tp->write(m, d->p + d->done, d->n - d->done);
+        if (k > 0) { d->done += (size_t)k; d->progress = 1; continue; }
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!m->writing) watch(m, m->reading, 1); /* flush_nb stops it again */
+            return;
+        }
+        m->write_errno = k < 0 ? errno : EPIPE;
+        cp_messenger_pump(m); /* as flush_nb: keep what the peer sent */
+        set_down(m, CP_M_EOF);
+        return;
+    }
+}
+
+static int direct_moved(void *ud)
+{
+    struct direct *d = ud;
+    direct_push(d);
+    return d->progress || d->done == d->n || d->m->state != CP_M_OPEN;
+}
+
+int cp_messenger_commit_direct(cp_messenger *m, size_t mark, const char *p, size_t n)
+{
+    size_t len = m->out.len - mark - CP_FRAME_PREFIX + n;
+    if (len < n || len > m->max_frame || len > UINT32_MAX) { cp_buf_truncate(&m->out, mark); return -1; }
+    cp_put_be32(m->out.data + mark, (uint32_t)len);
+    if (m->state != CP_M_OPEN) return -2;
+    struct direct d = {m, p, n, 0, 0};
+    direct_push(&d);
+    while (d.done < n && m->state == CP_M_OPEN) {
+        d.progress = 0;
+        int rc = cp_loop_wait(direct_moved, &d, CP_DIRECT_WAIT);
+        if (rc == 1) continue;
+        if (rc < 0) cp_loop_interrupt(); /* for the caller's next wait */
+        break;
+    }
+    if (m->state != CP_M_OPEN) return -2;
+    if (d.done < n && cp_buf_append(&m->out, p + d.done, n - d.done)) {
+        /* Part of the frame is out: the stream cannot go on. */
+        m->error = "out of memory while sending a large message";
+        set_down(m, CP_M_BROKEN);
+        return -2;
+    }
+    return 0;
 }
 
 void cp_messenger_abort(cp_messenger *m, size_t mark)

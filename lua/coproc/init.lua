@@ -45,6 +45,7 @@ local coproc = {
   cpu_count = core.cpu_count,
   getpid = core.getpid,
   now = core.now,
+  tune_malloc = core.tune_malloc,
   class = resource.class,
   BaseWorkerProcess = resource.class,
   WorkerResource = resource.WorkerResource,

@@ -134,6 +134,15 @@ function coproc.getpid() end
 ---@return number
 function coproc.now() end
 
+---Make this process's malloc keep large blocks (glibc: no block mapped on its own, the top
+---of the heap kept up to 256 MiB, huge pages advised for blocks of 4 MiB or more), so large
+---messages land in memory already paged in instead of fresh pages (docs/api.md, "Memory"). coproc-lua and coproc's workers do this
+---by default (`COPROC_MALLOC=off` stops them); a host that loads coproc into another
+---interpreter only when it calls this or runs with `COPROC_MALLOC=keep`. Memory freed
+---stays with the process. Returns false when the C library has no such settings.
+---@return boolean
+function coproc.tune_malloc() end
+
 ---Run `fn(...)` as a task of coproc's scheduler (docs/eventloops.md): inside it every
 ---coproc call that would wait (a receive, `coproc.wait`, `flush`, a future's `result`,
 ---`coproc.sleep`) yields to the scheduler, which waits for all its tasks at once. The task
@@ -567,6 +576,7 @@ function Messenger:trust() end
 ---@field cpu_count fun(): integer
 ---@field getpid fun(): integer
 ---@field now fun(): number
+---@field tune_malloc fun(): boolean As coproc.tune_malloc.
 ---@field table_new fun(narray: integer, nhash: integer): table A table with room reserved (lua_createtable).
 ---@field isatty fun(fd: integer): boolean
 ---@field set_waiter fun(fn?: fun(request: coproc.WaitRequest): boolean, co?: thread): function? The waiter of coroutine `co` (nil: the default for all coroutines); returns the previous one (docs/eventloops.md).
