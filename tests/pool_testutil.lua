@@ -118,6 +118,32 @@ end
 
 --- Hang guard for what happens in another process: true once pred() is,
 -- polling every 10 ms for at most seconds (20); pred()'s last answer then.
+--- The order in which a one-worker pool (prefetch = 1) runs ten tasks of
+-- mixed priorities submitted while its worker is held by a gate: returns
+-- the task indices in the order they ran, and the order the contract asks
+-- for (lower priority first, FIFO among equals).
+function M.priority_order(pool)
+  local gate = M.gate()
+  local hold = pool:submit(gate.wait)
+  local function stamp()
+    _G.stamp = (_G.stamp or 0) + 1
+    return _G.stamp
+  end
+  local prios = { 5, 1, 3, 1, 0, 4, 2, 0, 5, -1 }
+  local futs = {}
+  for i, p in ipairs(prios) do futs[i] = pool:submit(stamp, { i }, { priority = p }) end
+  gate.open()
+  hold:result(30)
+  local order = {}
+  for i = 1, #prios do order[futs[i]:result(30)] = i end
+  gate.close()
+  local expect = M.range(#prios)
+  table.sort(expect, function(a, b) return prios[a] < prios[b] or (prios[a] == prios[b] and a < b) end)
+  local seen = {}
+  for k = 1, #prios do seen[k] = order[k] end
+  return seen, expect
+end
+
 function M.eventually(pred, seconds)
   local coproc = require "coproc"
   local deadline = coproc.now() + (seconds or 20)
