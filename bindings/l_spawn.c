@@ -198,6 +198,14 @@ static void forget_host(void)
     cp_messenger_forget_all();
 }
 
+/* cp_fresh.warm: in a spare, what fresh_main would make first. */
+static void warm(void)
+{
+    cp_messenger_forget_all();
+    cp_proc_forget_all();
+    cp_loop();
+}
+
 /* cp_fresh.exec_path: coproc-lua, the interpreter with coproc built in:
  * this executable when it is one, else the one installed or built next to
  * coproc/core.so. */
@@ -235,7 +243,7 @@ static const char *exec_path(void)
 /* The build a server must be (forksrv.h): coproc's version and Lua's. */
 #define FRESH_VERSION CP_VERSION "/" LUA_VERSION_MAJOR LUA_VERSION_MINOR LUA_VERSION_RELEASE
 
-static const cp_fresh fresh_how = {forget_host, prepare, fresh_main, exec_path, FRESH_VERSION};
+static const cp_fresh fresh_how = {forget_host, prepare, fresh_main, exec_path, FRESH_VERSION, warm};
 
 /* core._forkserver_pid() -> the pid of this process's fork server, or nil
  * (for tests). */

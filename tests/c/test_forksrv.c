@@ -99,7 +99,7 @@ static void worker_main(int fd, int extra_fd, const char *data, size_t len)
     _exit(c);
 }
 
-static const cp_fresh how = {NULL, NULL, worker_main, NULL, "test"};
+static const cp_fresh how = {NULL, NULL, worker_main, NULL, "test", NULL};
 
 typedef struct w {
     cp_proc p;
@@ -267,23 +267,33 @@ static void test_server_failures(void)
     CHECK(start(&b, "b", -1) == 0);
     pid_t s1 = cp_forksrv_pid();
     CHECK(s1 > 0);
+    pid_t spare1 = cp_forksrv_spare_pid();
+    CHECK(spare1 > 0 || !cp_forksrv_pid()); /* (none when clone(CLONE_PARENT) is refused: valgrind) */
     kill(s1, SIGKILL);
+    siginfo_t si;
+    CHECK(waitid(P_PID, (id_t)s1, &si, WEXITED | WNOWAIT) == 0); /* dead, not reaped */
     CHECK(start(&c, "c", -1) == 0);
     pid_t s2 = cp_forksrv_pid();
     CHECK(s2 > 0 && s2 != s1);
     CHECK(c.in.ppid == (int)getpid());
+    CHECK(c.in.pid != spare1);                   /* its spare went with it ... */
+    if (spare1 > 0) CHECK(waitpid(spare1, NULL, WNOHANG) < 0 && errno == ECHILD); /* ... reaped */
+    /* A stopped server: the spare it made serves d; e waits for the next
+     * spare for the timeout, then the server is killed and replaced. */
+    pid_t spare2 = cp_forksrv_spare_pid();
     kill(s2, SIGSTOP);
     cp_forksrv_set_timeout(0.3);
     double t0 = cp_now();
     CHECK(start(&d, "d", -1) == 0);
+    CHECK(spare2 <= 0 || d.in.pid == spare2);
+    CHECK(start(&e, "e", -1) == 0);
     double dt = cp_now() - t0;
     CHECK(dt >= 0.3 && dt < 10);
     cp_forksrv_set_timeout(0);
     CHECK(waitpid(s2, NULL, WNOHANG) < 0 && errno == ECHILD); /* killed and reaped */
-    CHECK(d.in.ppid == (int)getpid());
-    /* (d came from a new server, or from here if that one was slower than
+    CHECK(d.in.ppid == (int)getpid() && e.in.ppid == (int)getpid());
+    /* (e came from a new server, or from here if that one was slower than
      * the short timeout: valgrind) */
-    CHECK(start(&e, "e", -1) == 0);
     pid_t s3 = cp_forksrv_pid();
     CHECK(s3 > 0 && s3 != s2);
     finish(&e, 0);
