@@ -95,9 +95,11 @@ static struct {
     int   exec;   /* start servers by exec even when small (COPROC_FORK_SERVER=exec) */
     int   env_read;
     double timeout;
-    int   spare_fd;  /* our end of the spare's connection, -1: none asked for */
-    pid_t spare_pid; /* the spare, once it said so; 0: not yet */
-} g = {0, 0, -1, 0, 0, 0, CP_FORKSRV_TIMEOUT, -1, 0};
+    /* The spares asked for, oldest first: our end of each one's
+     * connection, and its pid once it said it (0: not yet). */
+    struct { int fd; pid_t pid; } sp[CP_FORKSRV_SPARES];
+    int   nsp;
+} g = {0, 0, -1, 0, 0, 0, CP_FORKSRV_TIMEOUT, {{-1, 0}}, 0};
 
 void cp_forksrv_set_timeout(double seconds)
 {
@@ -113,20 +115,18 @@ static void mine(void)
     g.owner = me;
     g.pid = 0;
     g.fd = -1;
-    g.spare_fd = -1;
-    g.spare_pid = 0;
+    g.nsp = 0;
 }
 
 void cp_forksrv_forget(void)
 {
     if (g.owner == cp_self_pid()) return;
     if (g.fd >= 0) close(g.fd);
-    if (g.spare_fd >= 0) close(g.spare_fd);
+    for (int i = 0; i < g.nsp; i++) close(g.sp[i].fd);
     g.owner = cp_self_pid();
     g.pid = 0;
     g.fd = -1;
-    g.spare_fd = -1;
-    g.spare_pid = 0;
+    g.nsp = 0;
 }
 
 pid_t cp_forksrv_pid(void)
@@ -158,47 +158,53 @@ static int wait_fd(int fd, short ev, double deadline);
 /* Read the spare's pid, waiting until the deadline: 1 it is there, 0 it
  * never was (its server ended first, or failed to clone it), -1 it is
  * late (errno ETIMEDOUT: its server is stuck). */
-static int spare_ready(double deadline)
+static int spare_ready(int i, double deadline)
 {
-    if (g.spare_pid > 0) return 1;
+    if (g.sp[i].pid > 0) return 1;
     int32_t pid;
     size_t got = 0;
     while (got < sizeof pid) {
-        ssize_t n = recv(g.spare_fd, (char *)&pid + got, sizeof pid - got, MSG_DONTWAIT);
+        ssize_t n = recv(g.sp[i].fd, (char *)&pid + got, sizeof pid - got, MSG_DONTWAIT);
         if (n > 0) { got += (size_t)n; continue; }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && errno == EAGAIN) {
-            if (wait_fd(g.spare_fd, POLLIN, deadline)) continue;
+            if (wait_fd(g.sp[i].fd, POLLIN, deadline)) continue;
             if (errno == ETIMEDOUT) return -1;
         }
         return 0;
     }
     if (pid <= 0) return 0;
-    g.spare_pid = (pid_t)pid;
+    g.sp[i].pid = (pid_t)pid;
     return 1;
 }
 
-/* Close the spare's connection, and kill and reap the spare. When it has
+/* Take spare 0 off the list. */
+static void spare_shift(void)
+{
+    for (int i = 1; i < g.nsp; i++) g.sp[i - 1] = g.sp[i];
+    g.nsp--;
+}
+
+/* Close the oldest spare's connection, and kill and reap it. When it has
  * not said its pid yet, wait for it (its server is dead or serving, so
  * the pid or an EOF comes soon): it is our child, and must be reaped. */
 static void spare_drop(void)
 {
-    if (g.spare_fd < 0) return;
-    if (!g.spare_pid) spare_ready(cp_now() + g.timeout);
-    close(g.spare_fd);
-    g.spare_fd = -1;
-    if (g.spare_pid > 0) kill_reap(g.spare_pid);
-    g.spare_pid = 0;
+    if (g.nsp == 0) return;
+    if (!g.sp[0].pid) spare_ready(0, cp_now() + g.timeout);
+    close(g.sp[0].fd);
+    if (g.sp[0].pid > 0) kill_reap(g.sp[0].pid);
+    spare_shift();
 }
 
-/* Kill and reap the server, then its spare. */
+/* Kill and reap the server, then its spares. */
 static void srv_drop(void)
 {
     if (g.fd >= 0) close(g.fd);
     g.fd = -1;
     if (g.pid > 0) kill_reap(g.pid);
     g.pid = 0;
-    spare_drop();
+    while (g.nsp > 0) spare_drop();
 }
 
 void cp_forksrv_stop(void)
@@ -532,13 +538,12 @@ static void read_env(void)
     if (v && strcmp(v, "exec") == 0) g.exec = 1;
 }
 
-/* Ask the server for a spare (no answer to wait for: the spare says its
- * pid on its connection). A failure leaves none. */
-static void spare_request(void)
+/* Ask the server for spares up to CP_FORKSRV_SPARES (no answer to wait
+ * for: a spare says its pid on its connection). */
+static int spare_request_one(void)
 {
-    if (!g.pid || g.fd < 0 || g.spare_fd >= 0) return;
     int sv[2];
-    if (cp_child_conn_pair(sv)) return;
+    if (cp_child_conn_pair(sv)) return -1;
     fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
     req_head h;
     memset(&h, 0, sizeof h);
@@ -552,10 +557,17 @@ static void spare_request(void)
     if (r) {
         close(sv[0]);
         srv_drop();
-        return;
+        return -1;
     }
-    g.spare_fd = sv[0];
-    g.spare_pid = 0;
+    g.sp[g.nsp].fd = sv[0];
+    g.sp[g.nsp].pid = 0;
+    g.nsp++;
+    return 0;
+}
+
+static void spare_request(void)
+{
+    while (g.pid && g.fd >= 0 && g.nsp < CP_FORKSRV_SPARES && spare_request_one() == 0) {}
 }
 
 pid_t cp_forksrv_take_spare(const cp_fresh *how, int alive, int extra_fd, const char *data, size_t len, int *conn)
@@ -564,18 +576,18 @@ pid_t cp_forksrv_take_spare(const cp_fresh *how, int alive, int extra_fd, const 
     (void)alive;
     mine();
     read_env();
-    if (g.off || g.spare_fd < 0) return 0;
+    if (g.off || g.nsp == 0) return 0;
     if (!child_running(g.pid)) { /* a spare lives only as long as its server */
         srv_drop();
         return 0;
     }
     double deadline = cp_now() + g.timeout;
-    int ready = spare_ready(deadline);
+    int ready = spare_ready(0, deadline);
     if (ready < 0) { /* the server does not even clone: a new one */
         srv_drop();
         return 0;
     }
-    if (!ready || !child_running(g.spare_pid)) {
+    if (!ready || !child_running(g.sp[0].pid)) {
         spare_drop();
         return 0;
     }
@@ -583,29 +595,28 @@ pid_t cp_forksrv_take_spare(const cp_fresh *how, int alive, int extra_fd, const 
     const char *call;
     cp_proc_keep_stdio(); /* 0-2 are sent */
     if (req_make(&q, -1, extra_fd, len, &call)) return 0; /* the ordinary start reports it */
-    int r = req_send(g.spare_fd, &q, data, len, deadline);
+    int r = req_send(g.sp[0].fd, &q, data, len, deadline);
     req_free(&q);
     if (r) {
         spare_drop();
         return 0;
     }
-    pid_t pid = g.spare_pid;
-    *conn = g.spare_fd;
-    g.spare_fd = -1;
-    g.spare_pid = 0;
+    pid_t pid = g.sp[0].pid;
+    *conn = g.sp[0].fd;
+    spare_shift();
     spare_request();
     return pid;
 }
 
-pid_t cp_forksrv_spare_pid(void)
+int cp_forksrv_spare_pids(pid_t *pids, int max)
 {
     mine();
-    if (g.spare_fd < 0) return 0;
-    if (spare_ready(cp_now() + g.timeout) != 1) {
-        spare_drop();
-        return 0;
+    int n = 0;
+    for (int i = 0; i < g.nsp; i++) {
+        if (spare_ready(i, cp_now() + g.timeout) != 1) return n;
+        if (n < max) pids[n++] = g.sp[i].pid;
     }
-    return g.spare_pid;
+    return n;
 }
 
 pid_t cp_forksrv_spawn(const cp_fresh *how, int alive, int conn, int extra_fd, const char *data, size_t len,

@@ -71,6 +71,7 @@
 #define CP_FORKSRV_NAME "coproc-forksrv" /* its comm (/proc/<pid>/stat) */
 #define CP_FORKSRV_TIMEOUT 5.0            /* seconds for one answer */
 #define CP_FORKSRV_MAX_HOST (256ull << 20) /* no fork of a larger heap */
+#define CP_FORKSRV_SPARES 2                /* spares made ahead (see below) */
 
 /* What a fresh worker runs (see cp_proc_spawn_fresh). */
 typedef struct cp_fresh {
@@ -114,9 +115,10 @@ pid_t cp_forksrv_spawn(const cp_fresh *how, int alive, int conn, int extra_fd, c
  * cp_forksrv_spawn. */
 pid_t cp_forksrv_take_spare(const cp_fresh *how, int alive, int extra_fd, const char *data, size_t len, int *conn);
 
-/* The pid of this process's spare, waiting for it to say it is ready
- * (bounded by the timeout); 0 when there is none. For tests. */
-pid_t cp_forksrv_spare_pid(void);
+/* The pids of this process's spares (at most max), oldest first, waiting
+ * for each to say it is ready (bounded by the timeout); returns how many.
+ * For tests. */
+int   cp_forksrv_spare_pids(pid_t *pids, int max);
 
 /* The loop of a server started by exec (exec_path): serve the host
  * through sock. Never returns. */
