@@ -255,6 +255,20 @@ static int l_forkserver_pid(lua_State *L)
     return 1;
 }
 
+/* core._forkserver_spares() -> the pids of the fork server's spares, oldest
+ * first, once each is ready (for tests). */
+static int l_forkserver_spares(lua_State *L)
+{
+    pid_t pids[CP_FORKSRV_SPARES];
+    int n = cp_forksrv_spare_pids(pids, CP_FORKSRV_SPARES);
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_pushinteger(L, pids[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
 /* core._forkserver(host): become the fork server of host (started by it
  * with posix_spawn, the socket on fd 3; forksrv.h). Never returns. */
 static int l_forkserver(lua_State *L)
@@ -410,4 +424,6 @@ void cp_l_spawn_open(lua_State *L, int t)
     lua_setfield(L, t, "_forkserver");
     lua_pushcfunction(L, l_forkserver_pid);
     lua_setfield(L, t, "_forkserver_pid");
+    lua_pushcfunction(L, l_forkserver_spares);
+    lua_setfield(L, t, "_forkserver_spares");
 }
