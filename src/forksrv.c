@@ -4,9 +4,11 @@
  * blocking): the host sends a req_head with the fds attached (SCM_RIGHTS),
  * then the environment block and the caller's data; the server answers
  * with one struct rep. One request at a time. A spare request (kind
- * KIND_SPARE) carries only the spare's connection and has no answer: the
- * spare itself writes its pid (an int32_t) on that connection, then reads
- * a worker request (the same head, without a connection) there. */
+ * KIND_SPARE) carries only the spare's connection and has no answer on
+ * the server's socket: the server writes the spare's pid (an int32_t) on
+ * the spare's connection (so the host learns it even if the spare dies at
+ * once), and the spare reads a worker request there (the same head,
+ * without a connection). */
 #define _GNU_SOURCE
 #include "forksrv.h"
 #include "loop.h"
@@ -175,6 +177,7 @@ static int spare_ready(int i, double deadline)
     }
     if (pid <= 0) return 0;
     g.sp[i].pid = (pid_t)pid;
+    setpgid(pid, pid); /* as adopt() does; the spare does it too */
     return 1;
 }
 
@@ -185,9 +188,9 @@ static void spare_shift(void)
     g.nsp--;
 }
 
-/* Close the oldest spare's connection, and kill and reap it. When it has
- * not said its pid yet, wait for it (its server is dead or serving, so
- * the pid or an EOF comes soon): it is our child, and must be reaped. */
+/* Close the oldest spare's connection, and kill and reap it. When its pid
+ * has not come yet, wait for it (its server is dead or serving, so the pid
+ * or an EOF comes soon): it is our child, and must be reaped. */
 static void spare_drop(void)
 {
     if (g.nsp == 0) return;
@@ -760,16 +763,14 @@ static _Noreturn void child(const cp_fresh *how, const req_head *h, const int *f
 
 static int recv_head(int sock, req_head *h, int *fd);
 
-/* A spare, in the clone: set up, say its pid, wait for its request on its
- * connection (EOF: not wanted), then run it as child() would. cur are the
- * server's limits (the host's as of the last request): the request's
- * replace those that differ. */
+/* A spare, in the clone: set up, wait for its request on its connection
+ * (EOF: not wanted), then run it as child() would. cur are the server's
+ * limits (the host's as of the last request): the request's replace those
+ * that differ. */
 static _Noreturn void spare(const cp_fresh *how, pid_t host, int conn, const struct rlimit *cur)
 {
     become_child(host);
     cp_child_close_fds(conn, -1);
-    int32_t me = (int32_t)getpid();
-    if (write_full(conn, &me, sizeof me)) _exit(0);
     if (how->warm) how->warm();
     req_head h;
     int fd[K_MAX];
@@ -885,6 +886,10 @@ static void serve_one(const cp_fresh *how, int sock, struct rlimit *cur)
         pid_t pid = fd[K_CONN] < 0 ? -1
                     : (pid_t)syscall(SYS_clone, (unsigned long)(CLONE_PARENT | SIGCHLD), 0UL, 0UL, 0UL, 0UL);
         if (pid == 0) spare(how, (pid_t)h.host, fd[K_CONN], cur);
+        if (pid > 0) {
+            int32_t p32 = (int32_t)pid;
+            (void)write_full(fd[K_CONN], &p32, sizeof p32);
+        }
         for (int k = 0; k < K_MAX; k++) {
             if (fd[k] >= 0) close(fd[k]);
         }

@@ -46,8 +46,8 @@
  * The spare. After serving a worker the server clones the next one ahead
  * of time: a spare, set up as far as it can be without knowing what it
  * will run (the host's child, its own group, its connection, what
- * cp_fresh.warm makes), which says its pid on its connection and waits
- * there. The next fresh start hands it the request on that connection (one
+ * cp_fresh.warm makes), waiting on its connection (where the server
+ * writes its pid for the host). The next fresh start hands it the request on that connection (one
  * send, no answer to wait for) and asks the server for another spare
  * without waiting either: the clone and the spare's set-up (most of its
  * copy-on-write faults) happen while the host does other things. A spare
