@@ -692,6 +692,8 @@ static int write_full(int fd, const void *buf, size_t n)
     return 0;
 }
 
+static char **g_env; /* the environment take_env made (kept, not lost, if environ changes) */
+
 /* The environment of the request, unless it is the one we have. */
 static void take_env(char *block, size_t n)
 {
@@ -714,7 +716,7 @@ static void take_env(char *block, size_t n)
         off += strlen(block + off) + 1;
     }
     v[count] = NULL;
-    environ = v;
+    g_env = environ = v;
 }
 
 /* In the clone: become the host's child in every way that matters. */
@@ -845,6 +847,8 @@ static void reply(int sock, pid_t pid, int err, const char *call)
  * from holes spread over many pages of the server's heap, each of which it
  * would have to copy on its first write (copy-on-write faults cost ~12 us
  * apiece on some VMs). */
+static void *g_drained; /* the blocks taken, chained through their first word (kept, not lost) */
+
 static void drain_heap(void)
 {
 #ifdef __GLIBC__
@@ -857,7 +861,10 @@ static void drain_heap(void)
         /* Bounded: a large heap full of holes is not worth emptying. */
         while (taken < (8u << 20)) {
             char *p = malloc(sizes[i]);
-            if (!p || p >= top) break;
+            if (!p) break;
+            *(void **)p = g_drained;
+            g_drained = p;
+            if (p >= top) break;
             taken += sizes[i];
         }
     }
