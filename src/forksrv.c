@@ -878,18 +878,19 @@ static void serve_one(const cp_fresh *how, int sock, struct rlimit *cur)
     int fd[K_MAX];
     int got = recv_head(sock, &h, fd);
     if (got == 0) _exit(0);
-    /* The data comes whatever happens to the fds: read it (the stream
-     * stays in step). */
     size_t total = (size_t)h.envlen + (size_t)h.len;
-    char *buf = malloc(total + 1);
-    if (!buf || read_full(sock, buf, total)) _exit(0);
-    buf[total] = 0;
     if (h.kind == KIND_SPARE) {
-        /* No answer: the spare says its pid itself, and if the clone
-         * fails the connection closes (the host serves the next start
-         * the ordinary way). */
-        free(buf);
-        if (got < 0) return;
+        /* No answer on our socket: we write the spare's pid on its own
+         * connection, and if the clone fails the connection closes (the
+         * host serves the next start the ordinary way). No malloc either:
+         * each page we write after a clone is one more copy. */
+        if (total > 0 || got < 0) {
+            for (int k = 0; k < K_MAX; k++) {
+                if (fd[k] >= 0) close(fd[k]);
+            }
+            if (total > 0) _exit(0); /* not a spare request of ours */
+            return;
+        }
         pid_t pid = fd[K_CONN] < 0 ? -1
                     : (pid_t)syscall(SYS_clone, (unsigned long)(CLONE_PARENT | SIGCHLD), 0UL, 0UL, 0UL, 0UL);
         if (pid == 0) spare(how, (pid_t)h.host, fd[K_CONN], cur);
@@ -902,6 +903,11 @@ static void serve_one(const cp_fresh *how, int sock, struct rlimit *cur)
         }
         return;
     }
+    /* The data comes whatever happens to the fds: read it (the stream
+     * stays in step). */
+    char *buf = malloc(total + 1);
+    if (!buf || read_full(sock, buf, total)) _exit(0);
+    buf[total] = 0;
     if (got < 0) {
         free(buf);
         reply(sock, 0, EMFILE, "recvmsg");
