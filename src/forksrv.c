@@ -66,12 +66,12 @@ void cp_forksrv_atfork_child(void)
 /* The fds a request carries, in this order; bit i of req_head.fds says
  * whether kind i is there. */
 enum { K_STDIN, K_STDOUT, K_STDERR, K_CONN, K_CWD, K_EXTRA, K_MAX };
-enum { KIND_WORKER, KIND_SPARE, KIND_PREPARE };
+enum { KIND_WORKER, KIND_SPARE };
 
 typedef struct req_head {
     uint32_t magic;
     uint32_t fds;       /* kinds attached */
-    uint32_t kind;      /* KIND_WORKER, KIND_SPARE or KIND_PREPARE (data, no fds, no answer) */
+    uint32_t kind;      /* KIND_WORKER or KIND_SPARE */
     uint32_t pad;
     uint64_t envlen;    /* bytes of environment (NUL-terminated strings) after the head */
     uint64_t len;       /* then the caller's data */
@@ -96,13 +96,12 @@ static struct {
     int   off;    /* 1: turned off; 2: clone(CLONE_PARENT) refused here */
     int   exec;   /* start servers by exec even when small (COPROC_FORK_SERVER=exec) */
     int   env_read;
-    int   hello_due; /* the server's hello is still to be read */
     double timeout;
     /* The spares asked for, oldest first: our end of each one's
      * connection, and its pid once it said it (0: not yet). */
     struct { int fd; pid_t pid; } sp[CP_FORKSRV_SPARES];
     int   nsp;
-} g = {0, 0, -1, 0, 0, 0, 0, CP_FORKSRV_TIMEOUT, {{-1, 0}}, 0};
+} g = {0, 0, -1, 0, 0, 0, CP_FORKSRV_TIMEOUT, {{-1, 0}}, 0};
 
 void cp_forksrv_set_timeout(double seconds)
 {
@@ -118,7 +117,6 @@ static void mine(void)
     g.owner = me;
     g.pid = 0;
     g.fd = -1;
-    g.hello_due = 0;
     g.nsp = 0;
 }
 
@@ -130,7 +128,6 @@ void cp_forksrv_forget(void)
     g.owner = cp_self_pid();
     g.pid = 0;
     g.fd = -1;
-    g.hello_due = 0;
     g.nsp = 0;
 }
 
@@ -210,7 +207,6 @@ static void srv_drop(void)
     g.fd = -1;
     if (g.pid > 0) kill_reap(g.pid);
     g.pid = 0;
-    g.hello_due = 0;
     while (g.nsp > 0) spare_drop();
 }
 
@@ -367,12 +363,12 @@ static int srv_exec(const cp_fresh *how)
     return 0;
 }
 
-/* Read the server's hello if it is due: its pid and its build, which must
- * be ours. 0 fine; -1 the server is dropped (errno EPROTO). */
-static int srv_hello(const cp_fresh *how)
+/* Start a server (forked while we are small, else exec'd) and wait for its
+ * hello: its pid and its build, which must be ours. */
+static int srv_start(const cp_fresh *how)
 {
-    if (!g.hello_due) return 0;
-    g.hello_due = 0;
+    int r = !g.exec && host_bytes() <= CP_FORKSRV_MAX_HOST ? srv_fork(how) : srv_exec(how);
+    if (r) return -1;
     rep hello;
     if (recv_reply(g.fd, &hello, cp_now() + g.timeout) || hello.pid != g.pid
         || strncmp(hello.call, how->version ? how->version : "", sizeof hello.call) != 0) {
@@ -381,16 +377,6 @@ static int srv_hello(const cp_fresh *how)
         return -1;
     }
     return 0;
-}
-
-/* Start a server (forked while we are small, else exec'd) and wait for its
- * hello. */
-static int srv_start(const cp_fresh *how)
-{
-    int r = !g.exec && host_bytes() <= CP_FORKSRV_MAX_HOST ? srv_fork(how) : srv_exec(how);
-    if (r) return -1;
-    g.hello_due = 1;
-    return srv_hello(how);
 }
 
 /* Wait until fd is ready for ev or the deadline passes: 1 ready, 0 timed
@@ -416,15 +402,13 @@ static int send_request(int fd, struct iovec *iov, int niov, const int *fds, int
     memset(&cm, 0, sizeof cm);
     mh.msg_iov = iov;
     mh.msg_iovlen = (size_t)niov;
-    if (nfds > 0) {
-        mh.msg_control = cm.buf;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
-    }
+    mh.msg_control = cm.buf;
+    mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
     while (mh.msg_iovlen > 0) {
         ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL);
         if (w < 0) {
@@ -591,6 +575,7 @@ static void spare_request(void)
 
 pid_t cp_forksrv_take_spare(const cp_fresh *how, int alive, int extra_fd, const char *data, size_t len, int *conn)
 {
+    (void)how;
     (void)alive;
     mine();
     read_env();
@@ -599,7 +584,6 @@ pid_t cp_forksrv_take_spare(const cp_fresh *how, int alive, int extra_fd, const 
         srv_drop();
         return 0;
     }
-    if (srv_hello(how)) return 0;
     double deadline = cp_now() + g.timeout;
     int ready = spare_ready(0, deadline);
     if (ready < 0) { /* the server does not even clone: a new one */
@@ -638,36 +622,6 @@ int cp_forksrv_spare_pids(pid_t *pids, int max)
     return n;
 }
 
-/* True when n more fds can be opened now. */
-static int fds_free(int n)
-{
-    int fds[8], k = 0;
-    while (k < n && k < 8 && (fds[k] = fcntl(0, F_DUPFD_CLOEXEC, 3)) >= 0) k++;
-    for (int i = 0; i < k; i++) close(fds[i]);
-    return k == n;
-}
-
-void cp_forksrv_prestart(const cp_fresh *how, const char *data, size_t len)
-{
-    mine();
-    read_env();
-    if (g.off || g.pid || g.exec || !fds_free(8) || host_bytes() > CP_FORKSRV_MAX_HOST) return;
-    if (srv_fork(how)) return;
-    g.hello_due = 1; /* read at the next start */
-    req_head h;
-    memset(&h, 0, sizeof h);
-    h.magic = MAGIC;
-    h.kind = KIND_PREPARE;
-    h.host = (int32_t)getpid();
-    h.len = len;
-    struct iovec iov[2] = {{&h, sizeof h}, {(void *)data, len}};
-    if (send_request(g.fd, iov, 2, NULL, 0, cp_now() + g.timeout)) {
-        srv_drop();
-        return;
-    }
-    spare_request();
-}
-
 pid_t cp_forksrv_spawn(const cp_fresh *how, int alive, int conn, int extra_fd, const char *data, size_t len,
                        const char **call)
 {
@@ -682,7 +636,6 @@ pid_t cp_forksrv_spawn(const cp_fresh *how, int alive, int conn, int extra_fd, c
     if (req_make(&q, conn, extra_fd, len, call)) return -1;
     pid_t pid = 0;
     for (int attempt = 0; attempt < 2 && pid == 0; attempt++) {
-        if (g.pid) srv_hello(how);            /* (a failed one is dropped) */
         if (!g.pid && srv_start(how)) break; /* no server: fork directly */
         double deadline = cp_now() + g.timeout;
         rep r;
@@ -955,18 +908,6 @@ static void serve_one(const cp_fresh *how, int sock, struct rlimit *cur)
     char *buf = malloc(total + 1);
     if (!buf || read_full(sock, buf, total)) _exit(0);
     buf[total] = 0;
-    if (h.kind == KIND_PREPARE) { /* no answer */
-        for (int k = 0; k < K_MAX; k++) {
-            if (fd[k] >= 0) close(fd[k]);
-        }
-        if (!prepared) {
-            if (how->prepare) how->prepare(buf + h.envlen, (size_t)h.len);
-            drain_heap();
-            prepared = 1;
-        }
-        free(buf);
-        return;
-    }
     if (got < 0) {
         free(buf);
         reply(sock, 0, EMFILE, "recvmsg");

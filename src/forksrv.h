@@ -120,13 +120,6 @@ pid_t cp_forksrv_take_spare(const cp_fresh *how, int alive, int extra_fd, const 
  * For tests. */
 int   cp_forksrv_spare_pids(pid_t *pids, int max);
 
-/* After this process forked its first fresh worker itself (a small host,
- * no server): start the server now, without waiting for it, with the data
- * of that start to prepare from, and ask it for spares, so that the next
- * start finds one ready. Does nothing when there is a server, it is off,
- * the host is large, or fds are short. */
-void  cp_forksrv_prestart(const cp_fresh *how, const char *data, size_t len);
-
 /* The loop of a server started by exec (exec_path): serve the host
  * through sock. Never returns. */
 void  cp_forksrv_serve(const cp_fresh *how, int sock, pid_t host);

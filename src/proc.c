@@ -252,7 +252,6 @@ pid_t cp_proc_spawn_fresh(cp_proc *p, int *fd_out, const cp_fresh *how, int extr
     if (open_pair(p, sv)) return -1;
     const char *call = "fork";
     pid = cp_forksrv_spawn(how, alive, sv[1], extra_fd, data, len, &call);
-    int forked_here = pid == 0;
     if (pid == 0) {
         /* No server to ask: fork from here, as cp_proc_spawn. */
         fflush(NULL);
@@ -275,12 +274,7 @@ pid_t cp_proc_spawn_fresh(cp_proc *p, int *fd_out, const cp_fresh *how, int extr
     }
     close(sv[1]);
     p->fresh = 1; /* counted when registered */
-    pid = adopt(p, pid, sv[0], fd_out);
-    /* The first fresh worker of a small host was forked from here: the
-     * server starts now, while it runs, so that the next start finds a
-     * spare ready (forksrv.h). */
-    if (pid > 0 && forked_here && !alive) cp_forksrv_prestart(how, data, len);
-    return pid;
+    return adopt(p, pid, sv[0], fd_out);
 }
 
 int cp_proc_spawn_exec(cp_proc *p, char *const argv[])
