@@ -33,6 +33,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -189,31 +190,65 @@ static void spare_shift(void)
 }
 
 /* Close the oldest spare's connection, and kill and reap it. When its pid
- * has not come yet, wait for it (its server is dead or serving, so the pid
- * or an EOF comes soon): it is our child, and must be reaped. */
-static void spare_drop(void)
+ * has not come yet, wait for it until the deadline (it is our child, and
+ * must be reaped; once its server is gone, what has not come never will). */
+static void spare_drop(double deadline)
 {
     if (g.nsp == 0) return;
-    if (!g.sp[0].pid) spare_ready(0, cp_now() + g.timeout);
+    if (!g.sp[0].pid) spare_ready(0, deadline);
     close(g.sp[0].fd);
     if (g.sp[0].pid > 0) kill_reap(g.sp[0].pid);
     spare_shift();
 }
 
-/* Kill and reap the server, then its spares. */
-static void srv_drop(void)
+/* Reap pid once it has exited, waiting until the deadline: 1 reaped (or not
+ * ours), 0 still running. */
+static int reap_by(pid_t pid, double deadline)
+{
+    int pfd = cp_pidfd_open(pid);
+    for (;;) {
+        pid_t r = waitpid(pid, NULL, WNOHANG);
+        if (r != 0 && !(r < 0 && errno == EINTR)) break;
+        double left = deadline - cp_now();
+        if (left <= 0) {
+            if (pfd >= 0) close(pfd);
+            return 0;
+        }
+        if (pfd >= 0) {
+            struct pollfd p = {pfd, POLLIN, 0};
+            poll(&p, 1, (int)(left * 1000) + 1);
+        } else {
+            struct timespec ts = {0, 200000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    if (pfd >= 0) close(pfd);
+    return 1;
+}
+
+/* Drop the server, then its spares (killed and reaped). graceful: the
+ * server is healthy; closing its socket makes it finish what it was asked
+ * (the spares it is still cloning: their pids must reach us, or they could
+ * not be reaped) and exit; it is killed only if it takes longer than the
+ * timeout. Otherwise (dead, stuck, astray) it is killed at once. */
+static void srv_drop_how(int graceful)
 {
     if (g.fd >= 0) close(g.fd);
     g.fd = -1;
-    if (g.pid > 0) kill_reap(g.pid);
+    if (g.pid > 0 && !(graceful && reap_by(g.pid, cp_now() + g.timeout))) kill_reap(g.pid);
     g.pid = 0;
-    while (g.nsp > 0) spare_drop();
+    while (g.nsp > 0) spare_drop(0); /* the server is gone: every pid that will come is there */
+}
+
+static void srv_drop(void)
+{
+    srv_drop_how(0);
 }
 
 void cp_forksrv_stop(void)
 {
     mine();
-    srv_drop();
+    srv_drop_how(1);
 }
 
 void cp_forksrv_enable(int on)
@@ -224,7 +259,7 @@ void cp_forksrv_enable(int on)
         if (g.off == 1) g.off = 0;
     } else {
         g.off = 1;
-        srv_drop();
+        srv_drop_how(1);
     }
 }
 
@@ -591,7 +626,7 @@ pid_t cp_forksrv_take_spare(const cp_fresh *how, int alive, int extra_fd, const 
         return 0;
     }
     if (!ready || !child_running(g.sp[0].pid)) {
-        spare_drop();
+        spare_drop(deadline);
         return 0;
     }
     req q;
@@ -601,7 +636,7 @@ pid_t cp_forksrv_take_spare(const cp_fresh *how, int alive, int extra_fd, const 
     int r = req_send(g.sp[0].fd, &q, data, len, deadline);
     req_free(&q);
     if (r) {
-        spare_drop();
+        spare_drop(deadline);
         return 0;
     }
     pid_t pid = g.sp[0].pid;

@@ -274,6 +274,22 @@ static void test_spares(void)
     CHECK(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD); /* no child at all */
 }
 
+/* The last fresh worker ends while the server is still cloning the spares
+ * it was asked for: each of them is reaped all the same (no child is left,
+ * not even a zombie). */
+static void test_stop_while_cloning(void)
+{
+    for (int i = 0; i < 20; i++) {
+        w a, b;
+        CHECK(start(&a, "a", -1) == 0);
+        CHECK(start(&b, "b", -1) == 0); /* served: spares asked for, not waited for */
+        finish(&b, 0);
+        finish(&a, 0);
+        CHECK(cp_forksrv_pid() == 0);
+        CHECK(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD);
+    }
+}
+
 /* What changed in the host after the server started reaches the next
  * worker: cwd, umask, environment, limits, fd 1; an extra fd is passed. */
 static void test_host_state(void)
@@ -463,6 +479,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     test_served_workers();
     test_spares();
+    test_stop_while_cloning();
     test_host_state();
     test_server_failures();
     test_die_with_host();
