@@ -52,9 +52,10 @@
  * without waiting either: the clone and the spare's set-up (most of its
  * copy-on-write faults) happen while the host does other things. A spare
  * is named CP_FORKSRV_NAME until it is taken (the Monitor leaves it out),
- * exists only while the server does (stopping or replacing the server
- * kills and reaps it; it ends at EOF of its connection and dies with the
- * host), and a spare that died, or whose server died, is reaped and
+ * exists only while the server does (a stop lets the server finish the
+ * spares it is cloning, then kills and reaps them; replacing a failed
+ * server kills them; a spare ends at EOF of its connection and dies with
+ * the host), and a spare that died, or whose server died, is reaped and
  * replaced by a worker served the ordinary way.
  *
  * Failure. A server that died, or does not answer within CP_FORKSRV_TIMEOUT
