@@ -12,7 +12,9 @@
 --             fresh worker starts, was forked from the small host);
 --   bigfirst  start_one_bigfirst: the same, grown before its first worker.
 --
--- Prints `name value unit` lines (and the host's RSS as host_rss_mib).
+-- Prints `name value unit` lines (and the host's RSS as host_rss_mib); with
+-- start_one, start_pss: the workers' mean PSS (KiB) once all n_one run, as
+-- bench/start_floor.c's floor_pss.
 local coproc = require "coproc"
 
 local mode = arg and arg[1] or "small"
@@ -82,7 +84,15 @@ local function settle()
   stop(ws)
 end
 
--- k workers, one at a time; seconds per worker.
+-- The Pss of pid in KiB.
+local function pss_kib(pid)
+  local f = assert(io.open("/proc/" .. pid .. "/smaps_rollup"))
+  local s = f:read("a")
+  f:close()
+  return tonumber(s:match("\nPss:%s+(%d+)"))
+end
+
+-- k workers, one at a time; seconds per worker, and their mean PSS.
 local function one_at_a_time(k)
   local ws = {}
   local t0 = now()
@@ -91,8 +101,10 @@ local function one_at_a_time(k)
     first_reply(ws[i], i)
   end
   local dt = now() - t0
+  local pss = 0
+  for i = 1, k do pss = pss + pss_kib(ws[i]:pid()) end
   stop(ws)
-  return dt / k
+  return dt / k, pss / k
 end
 
 local function at_once(k)
@@ -107,7 +119,9 @@ end
 
 if mode == "small" then
   settle()
-  report("start_one", one_at_a_time(n_one) * 1e6, "us", "%.1f")
+  local dt, pss = one_at_a_time(n_one)
+  report("start_one", dt * 1e6, "us", "%.1f")
+  report("start_pss", pss, "KiB", "%.1f")
   report("start_many", at_once(n_many) * 1e6, "us", "%.1f")
   report("host_rss_mib", rss_mib(), "MiB", "%.0f")
 elseif mode == "big" then

@@ -4,7 +4,9 @@
  * socketpair; the time is fork to that byte in the parent. Measured one at a
  * time and for N children started at once (all forked, then all read).
  * Children stay alive until the timing is over (their exit is not counted,
- * as in the coproc bench). Prints `name value unit` lines. Not a test.
+ * as in the coproc bench). Also the children's mean PSS (proportional set
+ * size: private pages plus a share of those shared) once all n_one are
+ * running. Prints `name value unit` lines. Not a test.
  *
  *   start_floor [n_one] [n_many]      (defaults 50 and 256) */
 #define _GNU_SOURCE
@@ -76,7 +78,22 @@ static void reap_all(int *fds, pid_t *pids, int n)
     }
 }
 
-static void bench(const char *name, int n, int at_once)
+/* The Pss of pid in KiB (smaps_rollup), -1 when unreadable. */
+static long pss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    long v = -1;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "Pss: %ld", &v) == 1) break;
+    }
+    fclose(f);
+    return v;
+}
+
+static void bench(const char *name, int n, int at_once, const char *pss_name)
 {
     int *fds = malloc(sizeof *fds * (size_t)n);
     pid_t *pids = malloc(sizeof *pids * (size_t)n);
@@ -88,8 +105,14 @@ static void bench(const char *name, int n, int at_once)
     }
     if (at_once) for (int i = 0; i < n; i++) first_byte(fds[i]);
     double dt = now() - t0;
+    long pss = 0;
+    for (int i = 0; pss_name && i < n && pss >= 0; i++) {
+        long v = pss_kib(pids[i]);
+        pss = v < 0 ? -1 : pss + v;
+    }
     reap_all(fds, pids, n);
     printf("%s %.1f us\n", name, dt / n * 1e6);
+    if (pss_name && pss >= 0) printf("%s %.1f KiB\n", pss_name, (double)pss / n);
     free(fds);
     free(pids);
 }
@@ -103,7 +126,7 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
-    bench("floor_one", one, 0);
-    bench("floor_many", many, 1);
+    bench("floor_one", one, 0, "floor_pss");
+    bench("floor_many", many, 1, NULL);
     return 0;
 }

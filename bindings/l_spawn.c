@@ -201,6 +201,14 @@ static void forget_host(void)
     cp_messenger_forget_all();
 }
 
+/* cp_fresh.warm: in a spare, what fresh_main would make first. */
+static void warm(void)
+{
+    cp_messenger_forget_all();
+    cp_proc_forget_all();
+    cp_loop();
+}
+
 /* cp_fresh.exec_path: coproc-lua, the interpreter with coproc built in:
  * this executable when it is one, else the one installed or built next to
  * coproc/core.so. */
@@ -238,7 +246,7 @@ static const char *exec_path(void)
 /* The build a server must be (forksrv.h): coproc's version and Lua's. */
 #define FRESH_VERSION CP_VERSION "/" LUA_VERSION_MAJOR LUA_VERSION_MINOR LUA_VERSION_RELEASE
 
-static const cp_fresh fresh_how = {forget_host, prepare, fresh_main, exec_path, FRESH_VERSION};
+static const cp_fresh fresh_how = {forget_host, prepare, fresh_main, exec_path, FRESH_VERSION, warm};
 
 /* core._forkserver_pid() -> the pid of this process's fork server, or nil
  * (for tests). */
@@ -247,6 +255,20 @@ static int l_forkserver_pid(lua_State *L)
     pid_t pid = cp_forksrv_pid();
     if (pid > 0) lua_pushinteger(L, pid);
     else lua_pushnil(L);
+    return 1;
+}
+
+/* core._forkserver_spares() -> the pids of the fork server's spares, oldest
+ * first, once each is ready (for tests). */
+static int l_forkserver_spares(lua_State *L)
+{
+    pid_t pids[CP_FORKSRV_SPARES];
+    int n = cp_forksrv_spare_pids(pids, CP_FORKSRV_SPARES);
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_pushinteger(L, pids[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
     return 1;
 }
 
@@ -406,4 +428,6 @@ void cp_l_spawn_open(lua_State *L, int t)
     lua_setfield(L, t, "_forkserver");
     lua_pushcfunction(L, l_forkserver_pid);
     lua_setfield(L, t, "_forkserver_pid");
+    lua_pushcfunction(L, l_forkserver_spares);
+    lua_setfield(L, t, "_forkserver_spares");
 }

@@ -3,7 +3,12 @@
  * The protocol, over a stream socketpair (host end non-blocking, server end
  * blocking): the host sends a req_head with the fds attached (SCM_RIGHTS),
  * then the environment block and the caller's data; the server answers
- * with one struct rep. One request at a time. */
+ * with one struct rep. One request at a time. A spare request (kind
+ * KIND_SPARE) carries only the spare's connection and has no answer on
+ * the server's socket: the server writes the spare's pid (an int32_t) on
+ * the spare's connection (so the host learns it even if the spare dies at
+ * once), and the spare reads a worker request there (the same head,
+ * without a connection). */
 #define _GNU_SOURCE
 #include "forksrv.h"
 #include "loop.h"
@@ -28,6 +33,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -61,10 +67,13 @@ void cp_forksrv_atfork_child(void)
 /* The fds a request carries, in this order; bit i of req_head.fds says
  * whether kind i is there. */
 enum { K_STDIN, K_STDOUT, K_STDERR, K_CONN, K_CWD, K_EXTRA, K_MAX };
+enum { KIND_WORKER, KIND_SPARE };
 
 typedef struct req_head {
     uint32_t magic;
     uint32_t fds;       /* kinds attached */
+    uint32_t kind;      /* KIND_WORKER or KIND_SPARE */
+    uint32_t pad;
     uint64_t envlen;    /* bytes of environment (NUL-terminated strings) after the head */
     uint64_t len;       /* then the caller's data */
     int32_t  host;      /* the worker's parent-to-be */
@@ -89,7 +98,11 @@ static struct {
     int   exec;   /* start servers by exec even when small (COPROC_FORK_SERVER=exec) */
     int   env_read;
     double timeout;
-} g = {0, 0, -1, 0, 0, 0, CP_FORKSRV_TIMEOUT};
+    /* The spares asked for, oldest first: our end of each one's
+     * connection, and its pid once it said it (0: not yet). */
+    struct { int fd; pid_t pid; } sp[CP_FORKSRV_SPARES];
+    int   nsp;
+} g = {0, 0, -1, 0, 0, 0, CP_FORKSRV_TIMEOUT, {{-1, 0}}, 0};
 
 void cp_forksrv_set_timeout(double seconds)
 {
@@ -105,15 +118,18 @@ static void mine(void)
     g.owner = me;
     g.pid = 0;
     g.fd = -1;
+    g.nsp = 0;
 }
 
 void cp_forksrv_forget(void)
 {
     if (g.owner == cp_self_pid()) return;
     if (g.fd >= 0) close(g.fd);
+    for (int i = 0; i < g.nsp; i++) close(g.sp[i].fd);
     g.owner = cp_self_pid();
     g.pid = 0;
     g.fd = -1;
+    g.nsp = 0;
 }
 
 pid_t cp_forksrv_pid(void)
@@ -122,29 +138,117 @@ pid_t cp_forksrv_pid(void)
     return g.pid;
 }
 
-/* Kill and reap the server; its pid is only signalled while it is still
- * our unreaped child (then the number cannot be another process's). */
-static void srv_drop(void)
+/* 1 while pid is our child and has not exited (then its number cannot be
+ * another process's), 0 once it exited or is not ours. */
+static int child_running(pid_t pid)
+{
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    int r;
+    do r = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT); while (r < 0 && errno == EINTR);
+    return r == 0 && si.si_pid == 0;
+}
+
+/* Kill (while it is our unreaped child) and reap pid. */
+static void kill_reap(pid_t pid)
+{
+    if (child_running(pid)) kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+}
+
+static int wait_fd(int fd, short ev, double deadline);
+
+/* Read the spare's pid, waiting until the deadline: 1 it is there, 0 it
+ * never was (its server ended first, or failed to clone it), -1 it is
+ * late (errno ETIMEDOUT: its server is stuck). */
+static int spare_ready(int i, double deadline)
+{
+    if (g.sp[i].pid > 0) return 1;
+    int32_t pid;
+    size_t got = 0;
+    while (got < sizeof pid) {
+        ssize_t n = recv(g.sp[i].fd, (char *)&pid + got, sizeof pid - got, MSG_DONTWAIT);
+        if (n > 0) { got += (size_t)n; continue; }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) {
+            if (wait_fd(g.sp[i].fd, POLLIN, deadline)) continue;
+            if (errno == ETIMEDOUT) return -1;
+        }
+        return 0;
+    }
+    if (pid <= 0) return 0;
+    g.sp[i].pid = (pid_t)pid;
+    setpgid(pid, pid); /* as adopt() does; the spare does it too */
+    return 1;
+}
+
+/* Take spare 0 off the list. */
+static void spare_shift(void)
+{
+    for (int i = 1; i < g.nsp; i++) g.sp[i - 1] = g.sp[i];
+    g.nsp--;
+}
+
+/* Close the oldest spare's connection, and kill and reap it. When its pid
+ * has not come yet, wait for it until the deadline (it is our child, and
+ * must be reaped; once its server is gone, what has not come never will). */
+static void spare_drop(double deadline)
+{
+    if (g.nsp == 0) return;
+    if (!g.sp[0].pid) spare_ready(0, deadline);
+    close(g.sp[0].fd);
+    if (g.sp[0].pid > 0) kill_reap(g.sp[0].pid);
+    spare_shift();
+}
+
+/* Reap pid once it has exited, waiting until the deadline: 1 reaped (or not
+ * ours), 0 still running. */
+static int reap_by(pid_t pid, double deadline)
+{
+    int pfd = cp_pidfd_open(pid);
+    for (;;) {
+        pid_t r = waitpid(pid, NULL, WNOHANG);
+        if (r != 0 && !(r < 0 && errno == EINTR)) break;
+        double left = deadline - cp_now();
+        if (left <= 0) {
+            if (pfd >= 0) close(pfd);
+            return 0;
+        }
+        if (pfd >= 0) {
+            struct pollfd p = {pfd, POLLIN, 0};
+            poll(&p, 1, (int)(left * 1000) + 1);
+        } else {
+            struct timespec ts = {0, 200000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    if (pfd >= 0) close(pfd);
+    return 1;
+}
+
+/* Drop the server, then its spares (killed and reaped). graceful: the
+ * server is healthy; closing its socket makes it finish what it was asked
+ * (the spares it is still cloning: their pids must reach us, or they could
+ * not be reaped) and exit; it is killed only if it takes longer than the
+ * timeout. Otherwise (dead, stuck, astray) it is killed at once. */
+static void srv_drop_how(int graceful)
 {
     if (g.fd >= 0) close(g.fd);
     g.fd = -1;
-    if (g.pid > 0) {
-        siginfo_t si;
-        memset(&si, 0, sizeof si);
-        int r;
-        do r = waitid(P_PID, (id_t)g.pid, &si, WEXITED | WNOHANG | WNOWAIT); while (r < 0 && errno == EINTR);
-        if (r == 0) {
-            if (si.si_pid == 0) kill(g.pid, SIGKILL);
-            while (waitpid(g.pid, NULL, 0) < 0 && errno == EINTR) {}
-        }
-    }
+    if (g.pid > 0 && !(graceful && reap_by(g.pid, cp_now() + g.timeout))) kill_reap(g.pid);
     g.pid = 0;
+    while (g.nsp > 0) spare_drop(0); /* the server is gone: every pid that will come is there */
+}
+
+static void srv_drop(void)
+{
+    srv_drop_how(0);
 }
 
 void cp_forksrv_stop(void)
 {
     mine();
-    srv_drop();
+    srv_drop_how(1);
 }
 
 void cp_forksrv_enable(int on)
@@ -155,7 +259,7 @@ void cp_forksrv_enable(int on)
         if (g.off == 1) g.off = 0;
     } else {
         g.off = 1;
-        srv_drop();
+        srv_drop_how(1);
     }
 }
 
@@ -401,63 +505,177 @@ static int is_resource_error(int e)
     return e == EAGAIN || e == ENOMEM || e == EMFILE || e == ENFILE;
 }
 
+/* A worker request as the host makes it: the head, the environment and
+ * the fds (conn -1: none, for a spare, which has its own). */
+typedef struct req {
+    req_head h;
+    char *env;
+    int cwd;
+    int fds[K_MAX], nfds;
+} req;
+
+static void req_free(req *q)
+{
+    int e = errno;
+    free(q->env);
+    if (q->cwd >= 0) close(q->cwd);
+    errno = e;
+}
+
+/* 0, or -1 with errno and *call. */
+static int req_make(req *q, int conn, int extra_fd, size_t len, const char **call)
+{
+    memset(q, 0, sizeof *q);
+    req_head *h = &q->h;
+    h->magic = MAGIC;
+    h->kind = KIND_WORKER;
+    h->host = (int32_t)getpid();
+    mode_t um = umask(0);
+    umask(um);
+    h->umask = (uint32_t)um;
+    prctl(PR_GET_NAME, h->comm);
+    for (int r = 0; r < NLIM; r++) {
+        if (getrlimit((__rlimit_resource_t)r, &h->lim[r])) h->lim[r].rlim_cur = h->lim[r].rlim_max = RLIM_INFINITY;
+    }
+    q->cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (q->cwd < 0 && (errno == EMFILE || errno == ENFILE)) {
+        *call = "open";
+        return -1;
+    }
+    size_t envlen = 0;
+    q->env = env_block(&envlen);
+    if (!q->env) {
+        req_free(q);
+        *call = "malloc";
+        errno = ENOMEM;
+        return -1;
+    }
+    h->envlen = envlen;
+    h->len = len;
+    int have[K_MAX] = {0, 1, 2, conn, q->cwd, extra_fd};
+    for (int k = 0; k < K_MAX; k++) {
+        if (have[k] < 0) continue;
+        h->fds |= 1u << k;
+        q->fds[q->nfds++] = have[k];
+    }
+    return 0;
+}
+
+static int req_send(int fd, req *q, const char *data, size_t len, double deadline)
+{
+    struct iovec iov[3] = {{&q->h, sizeof q->h}, {q->env, (size_t)q->h.envlen}, {(void *)data, len}};
+    return send_request(fd, iov, 3, q->fds, q->nfds, deadline);
+}
+
+static void read_env(void)
+{
+    if (g.env_read) return;
+    g.env_read = 1;
+    const char *v = getenv("COPROC_FORK_SERVER");
+    if (v && strcmp(v, "0") == 0) g.off = 1;
+    if (v && strcmp(v, "exec") == 0) g.exec = 1;
+}
+
+/* Ask the server for spares up to CP_FORKSRV_SPARES (no answer to wait
+ * for: a spare says its pid on its connection). */
+static int spare_request_one(void)
+{
+    int sv[2];
+    if (cp_child_conn_pair(sv)) return -1;
+    fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+    req_head h;
+    memset(&h, 0, sizeof h);
+    h.magic = MAGIC;
+    h.kind = KIND_SPARE;
+    h.host = (int32_t)getpid();
+    h.fds = 1u << K_CONN;
+    struct iovec iov = {&h, sizeof h};
+    int r = send_request(g.fd, &iov, 1, &sv[1], 1, cp_now() + g.timeout);
+    close(sv[1]);
+    if (r) {
+        close(sv[0]);
+        srv_drop();
+        return -1;
+    }
+    g.sp[g.nsp].fd = sv[0];
+    g.sp[g.nsp].pid = 0;
+    g.nsp++;
+    return 0;
+}
+
+static void spare_request(void)
+{
+    while (g.pid && g.fd >= 0 && g.nsp < CP_FORKSRV_SPARES && spare_request_one() == 0) {}
+}
+
+pid_t cp_forksrv_take_spare(const cp_fresh *how, int alive, int extra_fd, const char *data, size_t len, int *conn)
+{
+    (void)how;
+    (void)alive;
+    mine();
+    read_env();
+    if (g.off || g.nsp == 0) return 0;
+    if (!child_running(g.pid)) { /* a spare lives only as long as its server */
+        srv_drop();
+        return 0;
+    }
+    double deadline = cp_now() + g.timeout;
+    int ready = spare_ready(0, deadline);
+    if (ready < 0) { /* the server does not even clone: a new one */
+        srv_drop();
+        return 0;
+    }
+    if (!ready || !child_running(g.sp[0].pid)) {
+        spare_drop(deadline);
+        return 0;
+    }
+    req q;
+    const char *call;
+    cp_proc_keep_stdio(); /* 0-2 are sent */
+    if (req_make(&q, -1, extra_fd, len, &call)) return 0; /* the ordinary start reports it */
+    int r = req_send(g.sp[0].fd, &q, data, len, deadline);
+    req_free(&q);
+    if (r) {
+        spare_drop(deadline);
+        return 0;
+    }
+    pid_t pid = g.sp[0].pid;
+    *conn = g.sp[0].fd;
+    spare_shift();
+    spare_request();
+    return pid;
+}
+
+int cp_forksrv_spare_pids(pid_t *pids, int max)
+{
+    mine();
+    int n = 0;
+    for (int i = 0; i < g.nsp; i++) {
+        if (spare_ready(i, cp_now() + g.timeout) != 1) return n;
+        if (n < max) pids[n++] = g.sp[i].pid;
+    }
+    return n;
+}
+
 pid_t cp_forksrv_spawn(const cp_fresh *how, int alive, int conn, int extra_fd, const char *data, size_t len,
                        const char **call)
 {
     mine();
-    if (!g.env_read) {
-        g.env_read = 1;
-        const char *v = getenv("COPROC_FORK_SERVER");
-        if (v && strcmp(v, "0") == 0) g.off = 1;
-        if (v && strcmp(v, "exec") == 0) g.exec = 1;
-    }
+    read_env();
     if (g.off) return 0;
     /* A small host forks its first worker itself (and so has no server
      * while it has no worker); a large one never forks. */
     if (!g.pid && !alive && !g.exec && host_bytes() <= CP_FORKSRV_MAX_HOST) return 0;
 
-    req_head h;
-    memset(&h, 0, sizeof h);
-    h.magic = MAGIC;
-    h.host = (int32_t)getpid();
-    mode_t um = umask(0);
-    umask(um);
-    h.umask = (uint32_t)um;
-    prctl(PR_GET_NAME, h.comm);
-    for (int r = 0; r < NLIM; r++) {
-        if (getrlimit((__rlimit_resource_t)r, &h.lim[r])) h.lim[r].rlim_cur = h.lim[r].rlim_max = RLIM_INFINITY;
-    }
-    int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (cwd < 0 && (errno == EMFILE || errno == ENFILE)) {
-        *call = "open";
-        return -1;
-    }
-    size_t envlen = 0;
-    char *env = env_block(&envlen);
-    if (!env) {
-        if (cwd >= 0) close(cwd);
-        *call = "malloc";
-        errno = ENOMEM;
-        return -1;
-    }
-    h.envlen = envlen;
-    h.len = len;
-    int fds[K_MAX], nfds = 0;
-    int have[K_MAX] = {0, 1, 2, conn, cwd, extra_fd};
-    for (int k = 0; k < K_MAX; k++) {
-        if (have[k] < 0) continue;
-        h.fds |= 1u << k;
-        fds[nfds++] = have[k];
-    }
-
+    req q;
+    if (req_make(&q, conn, extra_fd, len, call)) return -1;
     pid_t pid = 0;
     for (int attempt = 0; attempt < 2 && pid == 0; attempt++) {
         if (!g.pid && srv_start(how)) break; /* no server: fork directly */
         double deadline = cp_now() + g.timeout;
-        struct iovec iov[3] = {{&h, sizeof h}, {env, envlen}, {(void *)data, len}};
         rep r;
         memset(&r, 0, sizeof r);
-        if (send_request(g.fd, iov, 3, fds, nfds, deadline) || recv_reply(g.fd, &r, deadline)) {
+        if (req_send(g.fd, &q, data, len, deadline) || recv_reply(g.fd, &r, deadline)) {
             srv_drop(); /* dead, or not answering: a new one */
             continue;
         }
@@ -478,10 +696,8 @@ pid_t cp_forksrv_spawn(const cp_fresh *how, int alive, int conn, int extra_fd, c
             break;
         }
     }
-    int e = errno;
-    free(env);
-    if (cwd >= 0) close(cwd);
-    errno = e;
+    req_free(&q);
+    if (pid > 0) spare_request(); /* the next start takes it */
     return pid;
 }
 
@@ -511,6 +727,8 @@ static int write_full(int fd, const void *buf, size_t n)
     return 0;
 }
 
+static char **g_env; /* the environment take_env made (kept, not lost, if environ changes) */
+
 /* The environment of the request, unless it is the one we have. */
 static void take_env(char *block, size_t n)
 {
@@ -533,18 +751,23 @@ static void take_env(char *block, size_t n)
         off += strlen(block + off) + 1;
     }
     v[count] = NULL;
-    environ = v;
+    g_env = environ = v;
 }
 
-/* The new worker, in the clone: become the host's child in every way that
- * matters, then run the caller's code. */
-static _Noreturn void child(const cp_fresh *how, const req_head *h, const int *fd, char *buf)
+/* In the clone: become the host's child in every way that matters. */
+static void become_child(pid_t host)
 {
     cp_forksrv_atfork_child();
     /* Die with the host; and if the host already went, go now. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != (pid_t)h->host) _exit(1);
+    if (getppid() != host) _exit(1);
     setpgid(0, 0);
+}
+
+/* Take on the host's state of the request, then run the caller's code.
+ * close_all: close every other fd (a spare did, and has made fds since). */
+static _Noreturn void run_request(const cp_fresh *how, const req_head *h, const int *fd, char *buf, int close_all)
+{
     char comm[sizeof h->comm + 1];
     memcpy(comm, h->comm, sizeof h->comm);
     comm[sizeof h->comm] = 0;
@@ -556,10 +779,49 @@ static _Noreturn void child(const cp_fresh *how, const req_head *h, const int *f
     if (fd[K_CWD] >= 0 && fchdir(fd[K_CWD]) != 0) _exit(1);
     umask((mode_t)h->umask);
     take_env(buf, (size_t)h->envlen);
-    cp_child_close_fds(fd[K_CONN], fd[K_EXTRA]);
+    if (close_all) {
+        cp_child_close_fds(fd[K_CONN], fd[K_EXTRA]);
+    } else {
+        for (int k = K_STDIN; k <= K_CWD; k++) {
+            if (k != K_CONN && fd[k] >= 0) close(fd[k]);
+        }
+    }
     cp_proc_keep_stdio();
     how->main(fd[K_CONN], fd[K_EXTRA], buf + h->envlen, (size_t)h->len);
     _exit(70);
+}
+
+/* The new worker, in the clone. */
+static _Noreturn void child(const cp_fresh *how, const req_head *h, const int *fd, char *buf)
+{
+    become_child((pid_t)h->host);
+    run_request(how, h, fd, buf, 1);
+}
+
+static int recv_head(int sock, req_head *h, int *fd);
+
+/* A spare, in the clone: set up, wait for its request on its connection
+ * (EOF: not wanted), then run it as child() would. cur are the server's
+ * limits (the host's as of the last request): the request's replace those
+ * that differ. */
+static _Noreturn void spare(const cp_fresh *how, pid_t host, int conn, const struct rlimit *cur)
+{
+    become_child(host);
+    cp_child_close_fds(conn, -1);
+    if (how->warm) how->warm();
+    req_head h;
+    int fd[K_MAX];
+    if (recv_head(conn, &h, fd) != 1 || h.kind != KIND_WORKER || fd[K_CONN] >= 0) _exit(0);
+    size_t total = (size_t)h.envlen + (size_t)h.len;
+    char *buf = malloc(total + 1);
+    if (!buf || read_full(conn, buf, total)) _exit(0);
+    buf[total] = 0;
+    for (int r = 0; r < NLIM; r++) {
+        if (h.lim[r].rlim_cur != cur[r].rlim_cur || h.lim[r].rlim_max != cur[r].rlim_max)
+            setrlimit((__rlimit_resource_t)r, &h.lim[r]);
+    }
+    fd[K_CONN] = conn;
+    run_request(how, &h, fd, buf, 0);
 }
 
 /* Receive a head and its fds: 1 got one, 0 end of file or a broken
@@ -620,6 +882,8 @@ static void reply(int sock, pid_t pid, int err, const char *call)
  * from holes spread over many pages of the server's heap, each of which it
  * would have to copy on its first write (copy-on-write faults cost ~12 us
  * apiece on some VMs). */
+static void *g_drained; /* the blocks taken, chained through their first word (kept, not lost) */
+
 static void drain_heap(void)
 {
 #ifdef __GLIBC__
@@ -632,7 +896,10 @@ static void drain_heap(void)
         /* Bounded: a large heap full of holes is not worth emptying. */
         while (taken < (8u << 20)) {
             char *p = malloc(sizes[i]);
-            if (!p || p >= top) break;
+            if (!p) break;
+            *(void **)p = g_drained;
+            g_drained = p;
+            if (p >= top) break;
             taken += sizes[i];
         }
     }
@@ -646,9 +913,33 @@ static void serve_one(const cp_fresh *how, int sock, struct rlimit *cur)
     int fd[K_MAX];
     int got = recv_head(sock, &h, fd);
     if (got == 0) _exit(0);
+    size_t total = (size_t)h.envlen + (size_t)h.len;
+    if (h.kind == KIND_SPARE) {
+        /* No answer on our socket: we write the spare's pid on its own
+         * connection, and if the clone fails the connection closes (the
+         * host serves the next start the ordinary way). No malloc either:
+         * each page we write after a clone is one more copy. */
+        if (total > 0 || got < 0) {
+            for (int k = 0; k < K_MAX; k++) {
+                if (fd[k] >= 0) close(fd[k]);
+            }
+            if (total > 0) _exit(0); /* not a spare request of ours */
+            return;
+        }
+        pid_t pid = fd[K_CONN] < 0 ? -1
+                    : (pid_t)syscall(SYS_clone, (unsigned long)(CLONE_PARENT | SIGCHLD), 0UL, 0UL, 0UL, 0UL);
+        if (pid == 0) spare(how, (pid_t)h.host, fd[K_CONN], cur);
+        if (pid > 0) {
+            int32_t p32 = (int32_t)pid;
+            (void)write_full(fd[K_CONN], &p32, sizeof p32);
+        }
+        for (int k = 0; k < K_MAX; k++) {
+            if (fd[k] >= 0) close(fd[k]);
+        }
+        return;
+    }
     /* The data comes whatever happens to the fds: read it (the stream
      * stays in step). */
-    size_t total = (size_t)h.envlen + (size_t)h.len;
     char *buf = malloc(total + 1);
     if (!buf || read_full(sock, buf, total)) _exit(0);
     buf[total] = 0;

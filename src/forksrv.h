@@ -43,6 +43,21 @@
  * started: user and groups, scheduling (nice, CPU affinity), cgroup and
  * namespaces.
  *
+ * The spare. After serving a worker the server clones the next one ahead
+ * of time: a spare, set up as far as it can be without knowing what it
+ * will run (the host's child, its own group, its connection, what
+ * cp_fresh.warm makes), waiting on its connection (where the server
+ * writes its pid for the host). The next fresh start hands it the request on that connection (one
+ * send, no answer to wait for) and asks the server for another spare
+ * without waiting either: the clone and the spare's set-up (most of its
+ * copy-on-write faults) happen while the host does other things. A spare
+ * is named CP_FORKSRV_NAME until it is taken (the Monitor leaves it out),
+ * exists only while the server does (a stop lets the server finish the
+ * spares it is cloning, then kills and reaps them; replacing a failed
+ * server kills them; a spare ends at EOF of its connection and dies with
+ * the host), and a spare that died, or whose server died, is reaped and
+ * replaced by a worker served the ordinary way.
+ *
  * Failure. A server that died, or does not answer within CP_FORKSRV_TIMEOUT
  * seconds, is killed, reaped and started again once; if it still cannot
  * serve, or the system refuses clone(CLONE_PARENT) (a sandbox, valgrind),
@@ -57,6 +72,7 @@
 #define CP_FORKSRV_NAME "coproc-forksrv" /* its comm (/proc/<pid>/stat) */
 #define CP_FORKSRV_TIMEOUT 5.0            /* seconds for one answer */
 #define CP_FORKSRV_MAX_HOST (256ull << 20) /* no fork of a larger heap */
+#define CP_FORKSRV_SPARES 2                /* spares made ahead (see below) */
 
 /* What a fresh worker runs (see cp_proc_spawn_fresh). */
 typedef struct cp_fresh {
@@ -78,6 +94,9 @@ typedef struct cp_fresh {
     /* Names this build (at most 15 bytes): a server answers with its own
      * and is used only when they are equal. */
     const char *version;
+    /* In a spare, before it waits for its request: what every worker makes
+     * first whatever it runs (its event loop, ...). May be NULL. */
+    void (*warm)(void);
 } cp_fresh;
 
 /* Start a fresh worker through this process's server (started when
@@ -89,6 +108,18 @@ typedef struct cp_fresh {
  * itself), or -1 with errno set and *call naming what failed. */
 pid_t cp_forksrv_spawn(const cp_fresh *how, int alive, int conn, int extra_fd, const char *data, size_t len,
                        const char **call);
+
+/* Start a fresh worker by handing the request to this process's spare
+ * (see above), when there is one ready and its server still runs. Returns
+ * its pid (> 0) with *conn our end of its connection (the caller's), or 0
+ * when there is no spare to take (then cp_forksrv_spawn). alive as for
+ * cp_forksrv_spawn. */
+pid_t cp_forksrv_take_spare(const cp_fresh *how, int alive, int extra_fd, const char *data, size_t len, int *conn);
+
+/* The pids of this process's spares (at most max), oldest first, waiting
+ * for each to say it is ready (bounded by the timeout); returns how many.
+ * For tests. */
+int   cp_forksrv_spare_pids(pid_t *pids, int max);
 
 /* The loop of a server started by exec (exec_path): serve the host
  * through sock. Never returns. */

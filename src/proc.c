@@ -164,19 +164,24 @@ static void reap_now(pid_t pid)
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
 }
 
-/* A worker's connection: a socketpair, close-on-exec, clear of 0-2. */
-static int open_pair(cp_proc *p, int sv[2])
+int cp_child_conn_pair(int sv[2])
 {
-    memset(p, 0, sizeof *p);
-    p->pidfd = -1;
     cp_proc_keep_stdio(); /* the socket must not land on 0-2 */
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return failed(p, "socketpair");
-    /* Large socket buffers: fewer wake-ups for big values. */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return -1;
     int sz = 4 << 20;
     for (int i = 0; i < 2; i++) {
         setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
         setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
     }
+    return 0;
+}
+
+/* A worker's connection (cp_child_conn_pair), p cleared. */
+static int open_pair(cp_proc *p, int sv[2])
+{
+    memset(p, 0, sizeof *p);
+    p->pidfd = -1;
+    if (cp_child_conn_pair(sv)) return failed(p, "socketpair");
     return 0;
 }
 
@@ -232,12 +237,21 @@ pid_t cp_proc_spawn(cp_proc *p, int *fd_out, int close_fds)
 
 pid_t cp_proc_spawn_fresh(cp_proc *p, int *fd_out, const cp_fresh *how, int extra_fd, const char *data, size_t len)
 {
+    /* From the fork server's spare, from the server, or forked from here
+     * (forksrv.h says when). */
+    int alive = g_procs_pid == cp_self_pid() && g_nfresh > 0;
+    int conn = -1;
+    pid_t pid = cp_forksrv_take_spare(how, alive, extra_fd, data, len, &conn);
+    if (pid > 0) {
+        memset(p, 0, sizeof *p);
+        p->pidfd = -1;
+        p->fresh = 1;
+        return adopt(p, pid, conn, fd_out);
+    }
     int sv[2];
     if (open_pair(p, sv)) return -1;
     const char *call = "fork";
-    /* From the fork server, or forked from here (forksrv.h says when). */
-    int alive = g_procs_pid == cp_self_pid() && g_nfresh > 0;
-    pid_t pid = cp_forksrv_spawn(how, alive, sv[1], extra_fd, data, len, &call);
+    pid = cp_forksrv_spawn(how, alive, sv[1], extra_fd, data, len, &call);
     if (pid == 0) {
         /* No server to ask: fork from here, as cp_proc_spawn. */
         fflush(NULL);

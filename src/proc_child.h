@@ -7,5 +7,8 @@
 void cp_child_reset_signals(void);
 /* Close every fd >= 3 except keep_a and keep_b (-1: none). */
 void cp_child_close_fds(int keep_a, int keep_b);
+/* A worker's connection: a close-on-exec stream socketpair clear of 0-2,
+ * with large buffers (fewer wake-ups for big values). 0, or -1 errno. */
+int  cp_child_conn_pair(int sv[2]);
 
 #endif

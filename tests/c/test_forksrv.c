@@ -99,7 +99,7 @@ static void worker_main(int fd, int extra_fd, const char *data, size_t len)
     _exit(c);
 }
 
-static const cp_fresh how = {NULL, NULL, worker_main, NULL, "test"};
+static const cp_fresh how = {NULL, NULL, worker_main, NULL, "test", NULL};
 
 typedef struct w {
     cp_proc p;
@@ -202,6 +202,94 @@ static void test_served_workers(void)
     CHECK(waitpid(srv, NULL, WNOHANG) < 0 && errno == ECHILD);
 }
 
+/* Pid's parent pid and process group (from /proc/<pid>/stat); -1 when gone. */
+static int stat_of(pid_t pid, int *ppid, int *pgid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    char st;
+    if (!p || sscanf(p + 1, " %c %d %d", &st, ppid, pgid) != 3) return -1;
+    return 0;
+}
+
+/* After a served start the server makes CP_FORKSRV_SPARES spares ahead:
+ * the host's children, in groups of their own, named like the server (the
+ * Monitor leaves them out); the next starts are the spares themselves, a
+ * spare that died is reaped and passed over, and the spares go (reaped)
+ * with the server when the last fresh worker ends. */
+static void test_spares(void)
+{
+    w a, b;
+    CHECK(start(&a, "a", -1) == 0);
+    CHECK(start(&b, "b", -1) == 0);
+    pid_t srv = cp_forksrv_pid();
+    CHECK(srv > 0);
+    pid_t sp[CP_FORKSRV_SPARES];
+    CHECK(cp_forksrv_spare_pids(sp, CP_FORKSRV_SPARES) == CP_FORKSRV_SPARES);
+    for (int i = 0; i < CP_FORKSRV_SPARES; i++) {
+        int ppid = 0, pgid = 0;
+        CHECK(stat_of(sp[i], &ppid, &pgid) == 0);
+        CHECK(ppid == (int)getpid() && pgid == (int)sp[i]);
+        char name[32];
+        name_of(sp[i], name, sizeof name);
+        CHECK(strcmp(name, CP_FORKSRV_NAME) == 0);
+        CHECK(sp[i] != srv && sp[i] != a.in.pid && sp[i] != b.in.pid);
+    }
+    /* The next start is the oldest spare, and another is made. */
+    w c;
+    CHECK(start(&c, "c", -1) == 0);
+    CHECK(c.in.pid == sp[0] && c.in.ppid == (int)getpid() && c.in.pgid == c.in.pid);
+    CHECK(strcmp(c.in.out, "c") == 0 && c.in.nfds == 4);
+    pid_t sp2[CP_FORKSRV_SPARES];
+    CHECK(cp_forksrv_spare_pids(sp2, CP_FORKSRV_SPARES) == CP_FORKSRV_SPARES);
+    CHECK(sp2[0] == sp[1] && sp2[1] != sp[0] && sp2[1] != sp[1]);
+    /* A spare killed while waiting: reaped, and the start goes on. */
+    kill(sp2[0], SIGKILL);
+    siginfo_t si;
+    CHECK(waitid(P_PID, (id_t)sp2[0], &si, WEXITED | WNOWAIT) == 0);
+    w d;
+    CHECK(start(&d, "d", -1) == 0);
+    CHECK(d.in.pid != sp2[0] && d.in.ppid == (int)getpid());
+    CHECK(waitpid(sp2[0], NULL, WNOHANG) < 0 && errno == ECHILD);
+    pid_t sp3[CP_FORKSRV_SPARES];
+    int n3 = cp_forksrv_spare_pids(sp3, CP_FORKSRV_SPARES);
+    CHECK(n3 == CP_FORKSRV_SPARES);
+    finish(&d, 0);
+    finish(&c, 0);
+    finish(&b, 0);
+    CHECK(cp_forksrv_spare_pids(sp3, CP_FORKSRV_SPARES) == n3); /* a still runs */
+    finish(&a, 0);
+    /* No fresh worker left: no server and no spare, all reaped. */
+    CHECK(cp_forksrv_pid() == 0);
+    CHECK(cp_forksrv_spare_pids(sp, CP_FORKSRV_SPARES) == 0);
+    CHECK(waitpid(srv, NULL, WNOHANG) < 0 && errno == ECHILD);
+    for (int i = 0; i < n3; i++) CHECK(waitpid(sp3[i], NULL, WNOHANG) < 0 && errno == ECHILD);
+    CHECK(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD); /* no child at all */
+}
+
+/* The last fresh worker ends while the server is still cloning the spares
+ * it was asked for: each of them is reaped all the same (no child is left,
+ * not even a zombie). */
+static void test_stop_while_cloning(void)
+{
+    for (int i = 0; i < 20; i++) {
+        w a, b;
+        CHECK(start(&a, "a", -1) == 0);
+        CHECK(start(&b, "b", -1) == 0); /* served: spares asked for, not waited for */
+        finish(&b, 0);
+        finish(&a, 0);
+        CHECK(cp_forksrv_pid() == 0);
+        CHECK(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD);
+    }
+}
+
 /* What changed in the host after the server started reaches the next
  * worker: cwd, umask, environment, limits, fd 1; an extra fd is passed. */
 static void test_host_state(void)
@@ -262,32 +350,50 @@ static void test_host_state(void)
  * killed after the timeout and replaced; a worker is started either way. */
 static void test_server_failures(void)
 {
-    w a, b, c, d, e;
+    w a, b, c, e;
     CHECK(start(&a, "a", -1) == 0);
     CHECK(start(&b, "b", -1) == 0);
     pid_t s1 = cp_forksrv_pid();
     CHECK(s1 > 0);
+    pid_t spares1[CP_FORKSRV_SPARES];
+    int n1 = cp_forksrv_spare_pids(spares1, CP_FORKSRV_SPARES);
+    CHECK(n1 == CP_FORKSRV_SPARES || !cp_forksrv_pid()); /* (none when clone(CLONE_PARENT) is refused: valgrind) */
     kill(s1, SIGKILL);
+    siginfo_t si;
+    CHECK(waitid(P_PID, (id_t)s1, &si, WEXITED | WNOWAIT) == 0); /* dead, not reaped */
     CHECK(start(&c, "c", -1) == 0);
     pid_t s2 = cp_forksrv_pid();
     CHECK(s2 > 0 && s2 != s1);
     CHECK(c.in.ppid == (int)getpid());
+    for (int i = 0; i < n1; i++) {
+        CHECK(c.in.pid != spares1[i]);                                  /* its spares went with it ... */
+        CHECK(waitpid(spares1[i], NULL, WNOHANG) < 0 && errno == ECHILD); /* ... reaped */
+    }
+    /* A stopped server: the spares it made serve the next starts (d), then
+     * e waits for the next spare for the timeout, and the server is killed
+     * and replaced. */
+    pid_t spares2[CP_FORKSRV_SPARES];
+    int n2 = cp_forksrv_spare_pids(spares2, CP_FORKSRV_SPARES);
     kill(s2, SIGSTOP);
     cp_forksrv_set_timeout(0.3);
+    w ds[CP_FORKSRV_SPARES];
+    for (int i = 0; i < n2; i++) {
+        CHECK(start(&ds[i], "d", -1) == 0);
+        CHECK(ds[i].in.pid == spares2[i]);
+    }
     double t0 = cp_now();
-    CHECK(start(&d, "d", -1) == 0);
+    CHECK(start(&e, "e", -1) == 0);
     double dt = cp_now() - t0;
     CHECK(dt >= 0.3 && dt < 10);
     cp_forksrv_set_timeout(0);
     CHECK(waitpid(s2, NULL, WNOHANG) < 0 && errno == ECHILD); /* killed and reaped */
-    CHECK(d.in.ppid == (int)getpid());
-    /* (d came from a new server, or from here if that one was slower than
+    CHECK(e.in.ppid == (int)getpid());
+    /* (e came from a new server, or from here if that one was slower than
      * the short timeout: valgrind) */
-    CHECK(start(&e, "e", -1) == 0);
     pid_t s3 = cp_forksrv_pid();
     CHECK(s3 > 0 && s3 != s2);
     finish(&e, 0);
-    finish(&d, 0);
+    for (int i = 0; i < n2; i++) finish(&ds[i], 0);
     finish(&c, 0);
     finish(&b, 0);
     finish(&a, 0);
@@ -304,19 +410,22 @@ static void test_die_with_host(void)
         close(pfd[0]);
         w a, b;
         if (start(&a, "a", -1) || start(&b, "b", -1)) _exit(1);
-        int pids[3] = {a.in.pid, b.in.pid, (int)cp_forksrv_pid()};
+        pid_t sp[CP_FORKSRV_SPARES];
+        int n = cp_forksrv_spare_pids(sp, CP_FORKSRV_SPARES);
+        int pids[3 + CP_FORKSRV_SPARES] = {a.in.pid, b.in.pid, (int)cp_forksrv_pid()};
+        for (int i = 0; i < n; i++) pids[3 + i] = (int)sp[i];
         write_all(pfd[1], pids, sizeof pids);
         pause();
         _exit(0);
     }
     close(pfd[1]);
-    int pids[3] = {0, 0, 0};
+    int pids[3 + CP_FORKSRV_SPARES] = {0};
     CHECK(read_all(pfd[0], pids, sizeof pids) == 0);
     close(pfd[0]);
-    CHECK(pids[2] > 0);
+    CHECK(pids[2] > 0 && pids[3] > 0);
     kill(host, SIGKILL);
     waitpid(host, NULL, 0);
-    for (int i = 0; i < 3; i++) CHECK(pids[i] > 0 && gone_within(pids[i], 10));
+    for (int i = 0; i < 3 + CP_FORKSRV_SPARES; i++) CHECK(pids[i] > 0 && gone_within(pids[i], 10));
 }
 
 /* A child forked from a host with a server forgets it: no server there,
@@ -332,7 +441,8 @@ static void test_forked_child_forgets(void)
     int fd = -1;
     pid_t pid = cp_proc_spawn(&p, &fd, 0);
     if (pid == 0) {
-        int ok = cp_forksrv_pid() == 0;
+        pid_t sp[CP_FORKSRV_SPARES];
+        int ok = cp_forksrv_pid() == 0 && cp_forksrv_spare_pids(sp, CP_FORKSRV_SPARES) == 0;
         w x, y;
         ok = ok && start(&x, "x", -1) == 0 && start(&y, "y", -1) == 0;
         ok = ok && cp_forksrv_pid() > 0 && cp_forksrv_pid() != srv && y.in.ppid == (int)getpid();
@@ -368,6 +478,8 @@ int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     test_served_workers();
+    test_spares();
+    test_stop_while_cloning();
     test_host_state();
     test_server_failures();
     test_die_with_host();

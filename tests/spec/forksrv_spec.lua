@@ -77,16 +77,27 @@ describe("fork server", function()
     assert.is_nil(code)
     assert.equal(9, sig)
     assert.equal(srv, core._forkserver_pid())       -- ws[1] still runs
+    local spares = core._forkserver_spares()
+    assert.is_true(#spares >= 1)
+    for _, pid in ipairs(spares) do
+      local st = stat(pid)
+      assert.equal(coproc.getpid(), st.ppid)       -- a spare is the host's child too,
+      assert.equal("coproc-forksrv", st.name)      -- named like the server
+    end
     ws[1]:terminate()
-    -- no fresh worker left: no server either (reaped)
+    -- no fresh worker left: no server either, nor spares (reaped)
     assert.is_nil(core._forkserver_pid())
     assert.is_true(gone(srv))
+    assert.same({}, core._forkserver_spares())
+    for _, pid in ipairs(spares) do assert.is_true(gone(pid)) end
   end)
 
-  it("is left out of the Monitor, which sees the served workers", function()
+  it("is left out of the Monitor with its spares, which sees the served workers", function()
     local ws = started(3)
     local srv = core._forkserver_pid()
     assert.is_number(srv)
+    local spares = core._forkserver_spares()
+    assert.is_true(#spares >= 1)
     local m <close> = coproc.Monitor { snapshot_seconds = 0.01 }:start()
     m:update_child_processes()
     local function has(stats, pid)
@@ -99,6 +110,7 @@ describe("fork server", function()
       return has(stats, ws[3]:pid()) and has(stats, ws[2]:pid())
     end, "the served workers in the Monitor")
     assert.is_false(has(stats, srv))
+    for _, pid in ipairs(spares) do assert.is_false(has(stats, pid)) end
     for _, w in ipairs(ws) do w:terminate() end
   end)
 
