@@ -5,6 +5,8 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <time.h>
+#include <unistd.h>
 
 #ifndef CP_VERSION
 #error "CP_VERSION comes from project(coproc VERSION ...) in CMakeLists.txt"
@@ -45,5 +47,17 @@ void cp_l_preload_core(lua_State *L)
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, cp_core_open);
     lua_setfield(L, -2, "coproc.core");
+    lua_pop(L, 1);
+}
+
+void cp_l_reseed(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_getglobal(L, "math");
+    lua_getfield(L, -1, "randomseed");
+    lua_pushinteger(L, (lua_Integer)getpid() * 1000003 ^ (lua_Integer)ts.tv_nsec);
+    lua_pushinteger(L, (lua_Integer)ts.tv_sec);
+    lua_pcall(L, 2, 0, 0);
     lua_pop(L, 1);
 }

@@ -5,8 +5,6 @@
 
 #include <lauxlib.h>
 #include <lualib.h>
-#include <time.h>
-#include <unistd.h>
 
 static lua_State *new_state(const char *path, const char *cpath)
 {
@@ -18,15 +16,7 @@ static lua_State *new_state(const char *path, const char *cpath)
     if (path) { lua_pushstring(W, path); lua_setfield(W, -2, "path"); }
     if (cpath) { lua_pushstring(W, cpath); lua_setfield(W, -2, "cpath"); }
     lua_pop(W, 1);
-    /* Two fresh states made within a second must not share a seed. */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    lua_getglobal(W, "math");
-    lua_getfield(W, -1, "randomseed");
-    lua_pushinteger(W, (lua_Integer)getpid() * 1000003 ^ (lua_Integer)ts.tv_nsec);
-    lua_pushinteger(W, (lua_Integer)ts.tv_sec);
-    lua_pcall(W, 2, 0, 0);
-    lua_pop(W, 1);
+    cp_l_reseed(W);
     return W;
 }
 

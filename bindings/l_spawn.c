@@ -39,18 +39,6 @@
 
 /* ---- the child's side ---- */
 
-static void reseed(lua_State *L)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    lua_getglobal(L, "math");
-    lua_getfield(L, -1, "randomseed");
-    lua_pushinteger(L, (lua_Integer)getpid() * 1000003 ^ (lua_Integer)ts.tv_nsec);
-    lua_pushinteger(L, (lua_Integer)ts.tv_sec);
-    lua_pcall(L, 2, 0, 0);
-    lua_pop(L, 1);
-}
-
 /* Run require("coproc.worker")[fn](messenger, ...) with nargs arguments
  * already pushed after the messenger; returns the exit code. */
 static int run_worker(lua_State *L, const char *fn, int nargs)
@@ -139,7 +127,7 @@ static _Noreturn void run_fresh(int fd, int arrival_order, const char *payload, 
     lua_State *W = g_zygote && strcmp(path, g_zpath) == 0 && strcmp(cpath, g_zcpath) == 0
                        ? g_zygote : new_state(path, cpath);
     if (!W) _exit(71);
-    reseed(W);
+    cp_l_reseed(W);
     l_messenger *lm = cp_l_messenger_push(W);
     if (cp_messenger_open(&lm->m, fd, arrival_order, NULL)) _exit(72);
     lua_pushlstring(W, payload, plen);
@@ -290,7 +278,7 @@ static _Noreturn void inherit_main(lua_State *L, int fd, int arrival_order, l_pr
     cp_malloc_default_keep(); /* a worker is coproc's own process (mtune.h) */
     if (lp->status_fd >= 0) close(lp->status_fd); /* the mapping stays */
     cp_l_batch_set_slot(lp->status);
-    reseed(L);
+    cp_l_reseed(L);
     l_messenger *lm = cp_l_messenger_push(L);
     if (cp_messenger_open(&lm->m, fd, arrival_order, NULL)) _exit(72);
     lua_pushvalue(L, 1);

@@ -26,6 +26,10 @@ void cp_l_forward_open(lua_State *L, int t);
  * copy from coproc/core.so. */
 void cp_l_preload_core(lua_State *L);
 
+/* [-0, +0, -] (core.c) math.randomseed from the pid and the clock: two fresh
+ * states made within a second (workers, ranks) must not share a seed. */
+void cp_l_reseed(lua_State *L);
+
 /* Message handler for lua_pcall: the error (a string, or an object with
  * __tostring such as coproc's errors) plus a traceback; an error that came
  * from another process (a field traceback, as WorkerError has) gets that
