@@ -1,6 +1,7 @@
 --- coproc: stateful worker processes for Lua, with prioritised,
 -- multi-channel messaging both ways. See docs/api.md.
 local core = require "coproc.core"
+require "coproc.flushing"   -- a request is written before a command blocks
 local async = require "coproc.async"
 local errors = require "coproc.errors"
 local options = require "coproc.options"

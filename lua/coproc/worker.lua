@@ -4,6 +4,7 @@
 -- return value is the process exit code.
 local core = require "coproc.core"
 local errors = require "coproc.errors"
+require "coproc.flushing"   -- a reply is written before a command blocks or ends us
 
 local M = {}
 

@@ -39,6 +39,23 @@ describe("faults", function()
     assert.matches("neither a 'run' method", tostring(err))
   end)
 
+  for _, how in ipairs { "os.execute", "io.popen" } do
+    it("replies sent just before " .. how .. " runs a command that kills the worker all arrive", function()
+      local w <close> = coproc.WorkerResource(function(m, kw)
+        local pid = m:receive_blocking()
+        for i = 1, 100 do m:send_reply(i) end   -- a burst: its tail is corked
+        local cmd = "kill -9 " .. pid
+        if kw.how == "os.execute" then os.execute(cmd) else io.popen(cmd):close() end
+        while true do end
+      end):start { how = how }
+      w.messenger:send_request(w:pid())
+      for i = 1, 100 do assert.equal(i, w.messenger:receive_blocking(nil, 60)) end
+      local ok, err = pcall(w.messenger.receive_blocking, w.messenger, nil, 60)
+      assert.is_false(ok)
+      assert.is_true(coproc.is(err, coproc.WorkerDied), tostring(err))
+    end)
+  end
+
   it("a SIGKILLed worker makes the pending receive raise WorkerDied, promptly", function()
     local w <close> = coproc.WorkerResource(function(m)
       local pid = m:receive_blocking()
