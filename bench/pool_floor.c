@@ -19,52 +19,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "floor.h"
+
 #define BATCH 8192
 #define WINDOW 4
 #define WORKERS 2
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void die(const char *what)
-{
-    perror(what);
-    exit(1);
-}
-
-static void write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) die("write");
-        c += w;
-        n -= (size_t)w;
-    }
-}
-
-/* 0 at EOF before the first byte, 1 when n bytes were read. */
-static int read_all(int fd, void *p, size_t n)
-{
-    char *c = p;
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, c + got, n - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) die("read");
-        if (r == 0) {
-            if (got == 0) return 0;
-            die("truncated batch");
-        }
-        got += (size_t)r;
-    }
-    return 1;
-}
 
 /* A batch on the wire: its first item's index, its count, the items. */
 typedef struct head { int64_t lo, n; } head;

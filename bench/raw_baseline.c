@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "floor.h"
+
 #define SMALL 40                 /* bytes per small message, prefix included */
 #define RTT_WARMUP 2000
 #define RTT_ITERS 20000
@@ -23,54 +25,6 @@
 #define BIG (1024 * 1024)      /* the 1 MiB round trip; 16 and 64 MiB too */
 #define BIG_MAX (64 * BIG)
 #define FORKS 100
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void die(const char *what)
-{
-    perror(what);
-    exit(1);
-}
-
-static void write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            die("write");
-        }
-        c += w;
-        n -= (size_t)w;
-    }
-}
-
-/* Returns 0 at EOF before the first byte, 1 when n bytes were read. */
-static int read_all(int fd, void *p, size_t n)
-{
-    char *c = p;
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, c + got, n - got);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            die("read");
-        }
-        if (r == 0) {
-            if (got == 0) return 0;
-            fprintf(stderr, "raw_baseline: truncated message\n");
-            exit(1);
-        }
-        got += (size_t)r;
-    }
-    return 1;
-}
 
 /* Writes a 4-byte length and then len payload bytes into out. */
 static void frame(char *out, const char *payload, uint32_t len)
