@@ -65,14 +65,19 @@ describe("faults", function()
     end):start()
     w.messenger:send_request(w:pid())
     assert.equal("got it", w.messenger:receive_blocking())
-    w.messenger:send_request("never answered")
-    w.messenger:send_request("nor this")
+    -- The host may know of the death already (the reply and the death can be
+    -- read in one round): then these sends raise WorkerDied too.
+    local sent = 0
+    for _, v in ipairs { "never answered", "nor this" } do
+      local sok, serr = pcall(w.messenger.send_request, w.messenger, v)
+      if sok then sent = sent + 1 else assert.is_true(coproc.is(serr, coproc.WorkerDied), tostring(serr)) end
+    end
     local ok, err = pcall(w.messenger.receive_blocking, w.messenger, nil, 60)
     assert.is_false(ok)
     assert.is_true(coproc.is(err, coproc.WorkerDied), tostring(err))
     assert.equal(w:pid(), err.pid)
     assert.equal(9, err.signal)
-    assert.equal(2, err.unanswered)
+    assert.equal(sent, err.unanswered)
     assert.matches("signal 9", tostring(err))
     -- and again on the next call, and sending says so too
     ok, err = pcall(w.messenger.receive_blocking, w.messenger)
