@@ -39,6 +39,19 @@ function M.worker(m, kw)
 end
 
 --- Channel of request i.
+--- The echo worker of the adapter specs: each request on channel "e" is
+-- answered with its data, after sleeping data.sleep seconds if it says so;
+-- notices are dropped.
+function M.echo(m)
+  while true do
+    local msg = m:receive_message_blocking("e")
+    if msg.is_request then
+      if type(msg.data) == "table" and msg.data.sleep then require("coproc").sleep(msg.data.sleep) end
+      m:send_reply(msg.data, "e")
+    end
+  end
+end
+
 function M.channel(i) return i % 2 == 0 and "even" or "odd" end
 
 --- What a host of the 3 x n runs sends for its i-th step: a notice, then a

@@ -5,6 +5,7 @@
  * other fd, the server lives as long as they do, a dead or stuck server is
  * replaced, and a forked child forgets its parent's server. */
 #include "check.h"
+#include "pid_check.h"
 #include "forksrv.h"
 #include "loop.h"
 #include "proc.h"
@@ -121,32 +122,6 @@ static void finish(w *x, char code)
     CHECK(cp_proc_wait(&x->p, 30) == 1);
     cp_proc_release(&x->p);
     close(x->fd);
-}
-
-/* Alive and not a zombie. */
-static int running(pid_t pid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return 0;
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
-}
-
-static int gone_within(pid_t pid, double seconds)
-{
-    double deadline = cp_now() + seconds;
-    while (running(pid)) {
-        if (cp_now() > deadline) return 0;
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
-    return 1;
 }
 
 static void name_of(pid_t pid, char *out, size_t n)

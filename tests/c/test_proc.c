@@ -3,6 +3,7 @@
  * exit-code convention, exec'd commands, the interruptible wait, and
  * terminate_all. */
 #include "check.h"
+#include "pid_check.h"
 #include "loop.h"
 #include "proc.h"
 
@@ -20,33 +21,6 @@
 #include <unistd.h>
 
 static int is_open(int fd) { return fcntl(fd, F_GETFD) >= 0; }
-
-/* Alive and not a zombie (/proc/<pid>/stat state). */
-static int running(pid_t pid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return 0;
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
-}
-
-/* Bounded wait for pid to stop running (it is not our child). */
-static int gone_within(pid_t pid, double seconds)
-{
-    double deadline = cp_now() + seconds;
-    while (running(pid)) {
-        if (cp_now() > deadline) return 0;
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
-    return 1;
-}
 
 static void write_all(int fd, const void *p, size_t n)
 {

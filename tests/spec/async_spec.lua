@@ -10,17 +10,7 @@ local function cancel_leftovers()
   for _, t in ipairs(async._live()) do t:cancel() end
 end
 
-local function echo(m)
-  while true do
-    local msg = m:receive_message_blocking("e")
-    if msg.is_request then
-      if type(msg.data) == "table" and msg.data.sleep then
-        require("coproc").sleep(msg.data.sleep)
-      end
-      m:send_reply(msg.data, "e")
-    end
-  end
-end
+local echo = util.echo
 
 describe("coproc.async", function()
   after_each(cancel_leftovers)

@@ -13,15 +13,7 @@ local coproc = require "coproc"
 local ccq = require "coproc.cqueues"
 local util = require "loops_testutil"
 
-local function echo(m)
-  while true do
-    local msg = m:receive_message_blocking("e")
-    if msg.is_request then
-      if type(msg.data) == "table" and msg.data.sleep then require("coproc").sleep(msg.data.sleep) end
-      m:send_reply(msg.data, "e")
-    end
-  end
-end
+local echo = util.echo
 
 -- Run cq until it is empty, at most limit seconds.
 local function loop(cq, limit)

@@ -13,15 +13,7 @@ local coproc = require "coproc"
 local util = require "loops_testutil"
 local cluv   -- required after the first block, which must run without it
 
-local function echo(m)
-  while true do
-    local msg = m:receive_message_blocking("e")
-    if msg.is_request then
-      if type(msg.data) == "table" and msg.data.sleep then require("coproc").sleep(msg.data.sleep) end
-      m:send_reply(msg.data, "e")
-    end
-  end
-end
+local echo = util.echo
 
 -- Run the loop at most `limit` seconds; true when it ended by itself.
 local function run_for(limit)
