@@ -38,11 +38,12 @@ awk -v rounds="$ROUNDS" '
   }
   END {
     printf "%-22s %9s %9s %9s    (%d rounds)\n", "per worker", "min", "median", "max", rounds
-    fig("floor_one"); fig("floor_many"); fig("start_one"); fig("start_many")
+    fig("floor_one"); fig("floor_many"); fig("start_one"); fig("start_one_named"); fig("start_many")
     fig("start_one_big"); fig("start_one_bigfirst")
     fig("floor_pss", "KiB"); fig("start_pss", "KiB")
     print ""
     ratio("fresh start vs C fork + lua_State floor", "start_one", "floor_one", 1.5)
+    ratio("class naming coproc vs the floor", "start_one_named", "floor_one", 1.5)
     ratio("256 at once vs the floor 256 at once", "start_many", "floor_many", 1.5)
     ratio("300 MiB host (grown with workers) vs floor", "start_one_big", "floor_one", 1.5)
     ratio("300 MiB host (grown first) vs floor", "start_one_bigfirst", "floor_one", 1.5)

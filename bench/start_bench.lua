@@ -5,7 +5,8 @@
 --   coproc-lua bench/start_bench.lua [small|big|bigfirst] [n_one] [n_many]
 --
 --   small     start_one: n_one workers one at a time (start, one round trip;
---             they stay alive until the timing is over), and start_many:
+--             they stay alive until the timing is over), start_one_named:
+--             the same with a class whose code names coproc, and start_many:
 --             n_many workers started at once, then their first replies;
 --   big       start_one_big: as start_one, in a host grown to 300 MiB RSS
 --             while two workers run (so the fork server, made when a second
@@ -33,6 +34,18 @@ function Echo:run()
   while true do m:send_reply(m:receive_blocking()) end
 end
 
+-- The same, written as users often write it: its code names coproc (an
+-- upvalue the worker must resolve), here to report a fault nobody raises.
+local Named = coproc.class {}
+function Named:run()
+  local m = self.messenger
+  while true do
+    local msg = m:receive_blocking()
+    if msg == nil then error(coproc.Error("no message")) end
+    m:send_reply(msg)
+  end
+end
+
 local function rss_mib()
   local f = assert(io.open("/proc/self/statm"))
   local _, rss = f:read("n", "n")
@@ -40,8 +53,8 @@ local function rss_mib()
   return rss * 4096 / 2 ^ 20
 end
 
-local function start(i)
-  local w = coproc.WorkerResource(Echo):start()
+local function start(i, class)
+  local w = coproc.WorkerResource(class or Echo):start()
   w.messenger:send_request(i)
   return w
 end
@@ -92,12 +105,13 @@ local function pss_kib(pid)
   return tonumber(s:match("\nPss:%s+(%d+)"))
 end
 
--- k workers, one at a time; seconds per worker, and their mean PSS.
-local function one_at_a_time(k)
+-- k workers (of class, default Echo), one at a time; seconds per worker,
+-- and their mean PSS.
+local function one_at_a_time(k, class)
   local ws = {}
   local t0 = now()
   for i = 1, k do
-    ws[i] = start(i)
+    ws[i] = start(i, class)
     first_reply(ws[i], i)
   end
   local dt = now() - t0
@@ -122,6 +136,7 @@ if mode == "small" then
   local dt, pss = one_at_a_time(n_one)
   report("start_one", dt * 1e6, "us", "%.1f")
   report("start_pss", pss, "KiB", "%.1f")
+  report("start_one_named", one_at_a_time(n_one, Named) * 1e6, "us", "%.1f")
   report("start_many", at_once(n_many) * 1e6, "us", "%.1f")
   report("host_rss_mib", rss_mib(), "MiB", "%.0f")
 elseif mode == "big" then
