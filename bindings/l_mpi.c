@@ -19,6 +19,7 @@
  *   msghandler                          the interpreter's: error + traceback(s)
  *   raw_pingpong(peer, iters, bytes, tag) -> seconds per round trip
  *                                      plain C MPI_Send/MPI_Recv (bench)
+ *   _yield_state() -> job_default, now | nil   MPI's yielding (tests)
  *
  * Misuse raises argument errors; an MPI call that fails raises an error
  * with MPI's own message (Open MPI's default handler usually aborts the job
@@ -355,6 +356,17 @@ static int l_pid_alive(lua_State *L)
     return 1;
 }
 
+/* _yield_state() -> nil (coproc's polls leave MPI's yielding alone), or
+ * job_default, now (booleans; for tests). */
+static int l_yield_state(lua_State *L)
+{
+    int def, now;
+    if (!cp_mpi_yield_state(&def, &now)) { lua_pushnil(L); return 1; }
+    lua_pushboolean(L, def);
+    lua_pushboolean(L, now);
+    return 2;
+}
+
 static int l_raw_pingpong(lua_State *L)
 {
     need_init(L);
@@ -412,6 +424,7 @@ __attribute__((visibility("default"))) int luaopen_coproc_mpi_core(lua_State *L)
         {"links", l_links},
         {"set_max_sleep", l_set_max_sleep},
         {"raw_pingpong", l_raw_pingpong},
+        {"_yield_state", l_yield_state},
         {"pid_alive", l_pid_alive},
         {"msghandler", cp_l_msghandler},
         {NULL, NULL}

@@ -55,6 +55,7 @@
 #define CP_MPI_WINDOW   (512u << 10) /* bytes sent and not confirmed, per link */
 #define CP_MPI_WINDOW_MSGS 256      /* messages sent and not confirmed, per link */
 #define CP_MPI_SMALL    4096        /* received with MPI_Mrecv straight into place */
+#define CP_MPI_EAGER_POLLS 32       /* polls after a send or a message made without yielding */
 #define CP_MPI_NOTICE_TAG 0         /* link tags are even and above it */
 #define CP_MPI_CREDIT_TAG(t) ((t) + 1) /* a link's confirmations */
 
@@ -89,6 +90,11 @@ int  cp_mpi_link_peer(const cp_messenger *m, int *tag);
 
 /* Links still alive: open ones and tombstones. */
 int  cp_mpi_links(void);
+
+/* Whether coproc's polls turn Open MPI's yielding off for a moment (1:
+ * the job yields when idle, job_default set; now is the setting as it is
+ * at this moment, outside a poll), else 0. */
+int  cp_mpi_yield_state(int *job_default, int *now);
 /* Poll until only open links are left (every tombstone is retired) or
  * timeout seconds pass: 1 when none is left, 0 on timeout. */
 int  cp_mpi_quiesce(double timeout);

@@ -40,6 +40,21 @@ describe("coproc.mpi.WorkerResource", function()
     assert.equal(2, m:replies_received("add"))
   end)
 
+  it("leaves the job's MPI yielding as it was outside its own polls", function()
+    -- mpirun --oversubscribe on this machine: Open MPI yields when idle, and
+    -- coproc's polls turn that off only for the few polls after a send
+    local w <close> = coproc.mpi.WorkerResource(Acc):start()
+    for i = 1, 50 do
+      w.messenger:send_request(i, "add")
+      w.messenger:receive_blocking("add", 10)
+    end
+    local job, now = require("coproc.mpi_core")._yield_state()
+    if job ~= nil then
+      assert.is_true(job)
+      assert.equal(job, now)
+    end
+  end)
+
   it("queues by priority on the rank (lower first)", function()
     local Sorter = coproc.class {}
     function Sorter:run()
