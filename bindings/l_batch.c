@@ -76,14 +76,14 @@ static int l_run_batch(lua_State *L)
         if (star) {
             int a = lua_gettop(L);
             if (!lua_istable(L, a))
-                return luaL_error(L, "starmap item %I is a %s, not a table of arguments",
-                                  lo + j - 1, luaL_typename(L, a));
+                return luaL_error(L, "a starmap item must be a table of arguments, not a %s",
+                                  luaL_typename(L, a)); /* the host names the item */
             lua_Integer na;
             lua_pushliteral(L, "n");
             if (lua_rawget(L, a) == LUA_TNUMBER) na = lua_tointeger(L, -1);
             else na = (lua_Integer)lua_rawlen(L, a);
             lua_pop(L, 1);
-            if (na < 0 || na > 250) return luaL_error(L, "starmap item %I has %I arguments (at most 250)", lo + j - 1, na);
+            if (na < 0 || na > 250) return luaL_error(L, "a starmap item has %I arguments (at most 250)", na);
             luaL_checkstack(L, (int)na + 2, "too many arguments");
             for (lua_Integer k = 1; k <= na; k++) lua_rawgeti(L, a, k);
             lua_remove(L, a);

@@ -312,6 +312,24 @@ static int fds_left(int n)
     return k == n;
 }
 
+/* The codec's path starts at the {target, kwargs} pair it was given: name
+ * those ("(at [2]["fh"])" -> "(at kwargs["fh"])"). */
+static void name_path(char *err, size_t size)
+{
+    static const char *const names[] = {"(at target", "(at kwargs"};
+    for (int i = 0; i < 2; i++) {
+        char from[8];
+        snprintf(from, sizeof from, "(at [%d]", i + 1);
+        char *at = strstr(err, from);
+        if (!at) continue;
+        char rest[CP_CODEC_ERRLEN];
+        snprintf(rest, sizeof rest, "%s", at + strlen(from));
+        size_t head = (size_t)(at - err);
+        snprintf(at, size - head, "%s%s", names[i], rest);
+        return;
+    }
+}
+
 static int l_spawn(lua_State *L)
 {
     luaL_checkany(L, 1);
@@ -357,6 +375,7 @@ static int l_spawn(lua_State *L)
         char err[CP_CODEC_ERRLEN];
         if (cp_codec_encode(L, lua_gettop(L), &req, err, sizeof err)) {
             cp_buf_free(&req);
+            name_path(err, sizeof err);
             return cp_l_error(L, "EncodeError", "cannot send the worker to a fresh process: %s", err);
         }
         lua_settop(L, 3);

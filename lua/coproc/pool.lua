@@ -209,7 +209,7 @@ local POOL_OPTIONS = {
   max_restarts = "nonnegint", restart_window = "nonneg", buffersize = "posint", functions = "table",
   _target = "any", _max_auto = "posint", _max_batches = "posint", _lazy_fid = "any",
   timeout = "nonneg", star = "boolean", progress_stream = "any", trust = { "code", "data" },
-  _resource = "any", _stop_all = "any",
+  _resource = "any", _stop_all = "any", max_frame = "posint",
 }
 M._POOL_OPTIONS = POOL_OPTIONS  -- coproc.mpi.Pool takes the same options
 
@@ -224,6 +224,10 @@ function M.Pool(n, opts)
     error(("bad argument #1 to 'Pool' (positive integer expected, got %s)"):format(tostring(n)), 2)
   end
   n = ni
+  if opts.max_frame and (opts.max_frame < 64 or opts.max_frame > 0xffffffff) then
+    error(("bad option 'max_frame' to 'Pool' (64 .. 2^32-1 bytes expected, got %s)"):format(
+      tostring(opts.max_frame)), 2)
+  end
   if opts.functions and opts.method ~= "inherit" then
     error("bad option 'functions' to 'Pool' (only with method = \"inherit\")", 2)
   end
@@ -248,9 +252,10 @@ function M.Pool(n, opts)
     new_resource = opts._resource or coproc.WorkerResource,
     stop_all = opts._stop_all or resource.stop_all,
     buffersize = opts.buffersize or BUFFERSIZE,
+    max_frame = opts.max_frame,
     kwargs = {
       path = package.path, cpath = package.cpath,
-      initializer = opts.initializer, initargs = opts.initargs,
+      initializer = opts.initializer, initargs = opts.initargs, max_frame = opts.max_frame,
     },
     workers = {}, by_m = {}, mlist = {},
     queue = { n = 0 }, jobs = {}, njobs = 0,
@@ -283,6 +288,7 @@ function Pool:_spawn()
   -- one (an MPI rank) gets batches with ticket 0, which it runs whole.
   local tickets = {}
   if res._proc then for t = 64, 1, -1 do tickets[#tickets + 1] = t end end
+  if self.max_frame then res.messenger:set_max_frame(self.max_frame) end
   local w = {
     res = res, m = res.messenger, pid = res:pid(), proc = res._proc,
     name = res.describe and res:describe() or ("worker " .. tostring(res:pid())),
@@ -445,6 +451,12 @@ end
 -- back when half of that is released, so memory stays bounded whatever the
 -- length of the iterator.
 function Pool:_new_job(kind, fn, items, n, opts, star, what, level, src)
+  if self.reading_items then
+    if src then src.close() end
+    error(("coproc pool: '%s' called from inside an items iterator of the same pool "
+      .. "(the pool is in the middle of sending work; compute the items first, "
+      .. "or use another pool)"):format(what), level + 1)
+  end
   self:_raise_callback_error()
   self:_reap_abandoned()
   if self.state == "broken" then self:_revive() end
@@ -705,7 +717,9 @@ end
 -- (0 once it is done), or nil when the iterator raised (the job then
 -- fails with that error).
 function Pool:_read_items(job, r, lo, k)
+  self.reading_items = true   -- the iterator runs inside a dispatch: see _new_job
   local ok, got = pcall(iterable.fill, job.src, job.items, lo, k)
+  self.reading_items = false
   if not ok then
     self:_end_job(job, got)
     return nil
@@ -720,6 +734,23 @@ function Pool:_read_items(job, r, lo, k)
     if job.pending == 0 and not job.err_at then self:_end_job(job) end
   end
   return got
+end
+
+-- An EncodeError from sending a batch of k items from lo: the items sit in
+-- the message from slot 9 on, so the path's first step names the item.
+-- Rewrites the message to name the item and the path within it, and
+-- returns the item's index (nil when the error is not about an item).
+local function item_of_encode_error(err, lo, k)
+  local msg = tostring(err.message)
+  local slot, rest = msg:match("%(at %[(%d+)%](.-)%)")
+  local j = slot and tonumber(slot) - 8
+  if not j or j < 1 or j > k then return nil end
+  local index = lo + j - 1
+  local at = rest ~= "" and (" (at %s)"):format(rest) or ""
+  msg = msg:gsub(" ?%(at %[%d+%].-%)", function() return at end, 1)
+  err.index = index
+  err.message = ("%s (item %d)"):format(msg, index)
+  return index
 end
 
 -- Send one batch from the top range to w. Returns true if the queue changed.
@@ -767,18 +798,21 @@ function Pool:_send_batch(w, r)
       end
       self:_on_death(w, err)
     else
-      -- An item that cannot be encoded: this job fails at that item (the
-      -- error says which), the pool goes on.
-      heap_drop(self.queue, r)
-      if type(err) == "table" then
-        local at = tostring(err.message):match("%(at %[(%d+)%]")
-        local j = at and tonumber(at) - 8
-        if j and j >= 1 and j <= k then
-          err.index = lo + j - 1
-          err.message = ("%s (item %d)"):format(err.message, err.index)
+      -- An item that cannot be encoded: the job fails at that item, as if
+      -- a worker had raised there (map and imap still deliver the items
+      -- before it, and raise the lowest failing item); the pool goes on.
+      local index = type(err) == "table" and item_of_encode_error(err, lo, k)
+      if not index then
+        heap_drop(self.queue, r)
+        self:_end_job(job, err)
+      else
+        if r.frontier then
+          -- the items read stay with the job, as a range of their own
+          r.lo = lo + k
+          self:_requeue(job, lo, lo + k - 1, r.tries or 0)
         end
+        self:_fail_at(job, err, index)
       end
-      self:_end_job(job, err)
     end
     return true
   end
@@ -796,7 +830,7 @@ function Pool:_send_batch(w, r)
     heap_pop(self.queue)
   end
   if job.kind == "future" then job.batch_w, job.batch_bid = w, bid end
-  w.inflight[bid] = { job = job, lo = lo, n = k, est = est, tries = r.tries, ticket = ticket }
+  w.inflight[bid] = { job = job, lo = lo, n = k, off = 0, est = est, tries = r.tries, ticket = ticket }
   w.batches = w.batches + 1
   w.work = w.work + est
   w.dispatched = w.dispatched + k
@@ -926,62 +960,80 @@ local function task_error(w, err, index)
   return new_error("WorkerError", fields)
 end
 
+-- nok results of job for items lo.. came in (in r from r[5] on, unless
+-- stored: already in job.results).
+function Pool:_took_results(job, lo, nok, r, stored)
+  if not stored then
+    local results, base = job.results, lo - 5
+    for j = 5, 4 + nok do results[base + j] = r[j] end
+  end
+  job.pending = job.pending - nok
+  local src = job.src
+  if src then
+    local items = job.items
+    for i = lo, lo + nok - 1 do items[i] = nil end
+  end
+  if job.kind == "imap" or job.kind == "map" then
+    if job.kind == "imap" then job.ranges[lo] = nok end
+    local got = job.got
+    got[lo] = nok
+    if job.err_at then job.missing = job.missing - nok end
+    if src then
+      -- keep only the ranges past the answered prefix (bounded memory)
+      local f = job.floor
+      local g = got[f]
+      while g do
+        got[f] = nil
+        f = f + g
+        g = got[f]
+      end
+      job.floor = f
+      if job.kind == "map" then self:_release(job, nok) end
+    end
+  elseif job.kind == "unordered" then
+    local k = job.ndone + 1
+    job.done_lo[k], job.done_n[k], job.ndone = lo, nok, k
+  end
+  if job.bar then job.bar:advance(nok) end
+end
+
+-- A part of batch b's results (a batch whose results together exceed a
+-- frame, pool_worker.lua): the next nok items of the batch; the batch
+-- stays in flight, its final reply counts from the item after them.
+function Pool:_on_part(w, b, nok, stored, r)
+  local job, lo = b.job, b.lo + b.off
+  b.off = b.off + nok
+  self.tasks_done = self.tasks_done + nok
+  if job.finished or (job.err_at and lo >= job.err_at) then return end
+  if job.err_at and lo + nok > job.err_at then nok = job.err_at - lo end
+  if nok > 0 then self:_took_results(job, lo, nok, r, stored) end
+end
+
 -- r = {bid, seconds, nok, err, r1..r_nok}; stored: the results are already
--- in the job's results table (_on_raw).
+-- in the job's results table (_on_raw). err == true: a part (_on_part).
 function Pool:_on_reply(w, r, stored)
   local bid = r[1]
   local b = w.inflight[bid]
   if not b then return end
+  local job, nok, err = b.job, r[3], r[4]
+  if err == true then return self:_on_part(w, b, nok, stored, r) end
   w.inflight[bid] = nil
   w.batches = w.batches - 1
   w.work = w.batches == 0 and 0 or w.work - b.est
-  local job, nok, err = b.job, r[3], r[4]
   give_ticket(w, b.ticket)
   self.tasks_done = self.tasks_done + nok
+  local lo = b.lo + b.off
   if nok > 0 then
     local c = r[2] / nok
     if c < 1e-8 then c = 1e-8 end
     learn_cost(self, job, c)
   end
   if job.finished then return end
-  if job.err_at and b.lo >= job.err_at then return end   -- past its error
-  if job.err_at and b.lo + nok > job.err_at then nok = job.err_at - b.lo; err = false end
-  if nok > 0 then
-    if not stored then
-      local results, base = job.results, b.lo - 5
-      for j = 5, 4 + nok do results[base + j] = r[j] end
-    end
-    job.pending = job.pending - nok
-    local src = job.src
-    if src then
-      local items = job.items
-      for i = b.lo, b.lo + nok - 1 do items[i] = nil end
-    end
-    if job.kind == "imap" or job.kind == "map" then
-      if job.kind == "imap" then job.ranges[b.lo] = nok end
-      local got = job.got
-      got[b.lo] = nok
-      if job.err_at then job.missing = job.missing - nok end
-      if src then
-        -- keep only the ranges past the answered prefix (bounded memory)
-        local f = job.floor
-        local g = got[f]
-        while g do
-          got[f] = nil
-          f = f + g
-          g = got[f]
-        end
-        job.floor = f
-        if job.kind == "map" then self:_release(job, nok) end
-      end
-    elseif job.kind == "unordered" then
-      local k = job.ndone + 1
-      job.done_lo[k], job.done_n[k], job.ndone = b.lo, nok, k
-    end
-    if job.bar then job.bar:advance(nok) end
-  end
+  if job.err_at and lo >= job.err_at then return end   -- past its error
+  if job.err_at and lo + nok > job.err_at then nok = job.err_at - lo; err = false end
+  if nok > 0 then self:_took_results(job, lo, nok, r, stored) end
   if err then
-    local index = b.lo + nok
+    local index = lo + nok
     self:_fail_at(job, task_error(w, err, index), index)
   elseif job.err_at then
     if job.missing <= 0 then self:_end_job(job, job.err_pending) end
@@ -1037,6 +1089,7 @@ function Pool:_on_death(w, err)
   for bid, b in pairs(inflight) do
     local job = b.job
     local hi = b.lo + b.n - 1
+    local first = b.lo + b.off   -- the parts before it were delivered
     if job.finished then
       goto next_batch -- its call is over: nothing to run again
     elseif bid == sbid and sitem and sitem >= 1 and sitem <= b.n then
@@ -1049,7 +1102,7 @@ function Pool:_on_death(w, err)
         pid = w.pid, exitcode = exitcode, signal = signal, index = culprit, unanswered = b.n,
       })
       last = e
-      self:_requeue(job, b.lo, culprit - 1, b.tries)
+      self:_requeue(job, first, culprit - 1, b.tries)
       self:_requeue(job, culprit + 1, hi, b.tries)
       if b.tries < job.retries then
         self:_requeue(job, culprit, culprit, b.tries + 1)
@@ -1061,12 +1114,12 @@ function Pool:_on_death(w, err)
       -- first: the whole batch counts as a try.
       local e = new_error("WorkerDied", {
         message = ("%s died (%s) %s items %d..%d"):format(w.name, cause,
-          (sitem or 0) >= 1 and "while sending the results of" or "before running", b.lo, hi),
-        pid = w.pid, exitcode = exitcode, signal = signal, index = b.lo, unanswered = b.n,
+          (sitem or 0) >= 1 and "while sending the results of" or "before running", first, hi),
+        pid = w.pid, exitcode = exitcode, signal = signal, index = first, unanswered = hi - first + 1,
       })
       last = e
-      if b.tries < job.retries then self:_requeue(job, b.lo, hi, b.tries + 1)
-      else self:_fail_at(job, e, b.lo) end
+      if b.tries < job.retries then self:_requeue(job, first, hi, b.tries + 1)
+      else self:_fail_at(job, e, first) end
     else
       -- Never started: run it elsewhere, as it was.
       self:_requeue(job, b.lo, hi, b.tries)
@@ -1149,15 +1202,15 @@ function Pool:_on_raw(w, raw)
     return
   end
   local b = w.inflight[bid]
-  if not b or math.type(nok) ~= "integer" or nok < 0 or nok > b.n then
+  if not b or math.type(nok) ~= "integer" or nok < 0 or nok > b.n - b.off then
     return self:_on_reply(w, { bid, secs, nok, err })   -- ignored or checked there
   end
-  local job = b.job
+  local job, lo = b.job, b.lo + b.off
   local keep = nok
-  if job.finished or (job.err_at and b.lo >= job.err_at) then keep = 0
-  elseif job.err_at and b.lo + keep > job.err_at then keep = job.err_at - b.lo end
+  if job.finished or (job.err_at and lo >= job.err_at) then keep = 0
+  elseif job.err_at and lo + keep > job.err_at then keep = job.err_at - lo end
   if keep > 0 then
-    local ok, bad, why = decode_into(raw, job.results, b.lo - 5, 5, keep, opts)
+    local ok, bad, why = decode_into(raw, job.results, lo - 5, 5, keep, opts)
     if ok == nil then
       -- elements 5 .. bad-1 are stored; the item at bad fails
       local good = bad > 5 and bad - 5 or 0
@@ -1297,6 +1350,10 @@ end
 
 -- Pump until done() is true. Raises coproc.Timeout after timeout seconds.
 function Pool:_wait_until(done, timeout, what)
+  if self.reading_items then
+    error(("coproc pool: %s waited on from inside an items iterator of the same pool "
+      .. "(the pool is in the middle of sending work)"):format(what), 3)
+  end
   local deadline = timeout and clock() + timeout
   while not done() do
     local t

@@ -122,6 +122,7 @@ end
 -- (LazyPool, inherited by fork, never sent).
 function M.run(m, kw, lazy)
   kw = kw or {}
+  if kw.max_frame then m:set_max_frame(kw.max_frame) end
   local defs = {}         -- fid -> {kind, data, shared, fn, err}
   local insts = {}        -- jid -> {fid =, fn =} (non-shared functions)
   local init_err = false  -- once set, every task fails with it (pool stays sane)
@@ -209,14 +210,40 @@ function M.run(m, kw, lazy)
     return pcall(send_slice, m, { reply[1], reply[2], nok, reply[4] }, reply, 5, 4 + nok)
   end
 
+  -- Results a..b of reply as parts ({bid, 0, count, true, results...}, the
+  -- host keeps the batch open), halving a part that is over the frame
+  -- limit. Returns true, or false, the error and the first result not sent.
+  local function too_big(e) return tostring(message_of(e)):find("maximum frame size", 1, true) ~= nil end
+  local function send_parts(reply, a, b)
+    local ok, e = pcall(send_slice, m, { reply[1], 0, b - a + 1, true }, reply, 4 + a, 4 + b)
+    if ok then return true end
+    if b > a and too_big(e) then
+      local mid = (a + b) // 2
+      local ok1, e1, at = send_parts(reply, a, mid)
+      if not ok1 then return false, e1, at end
+      return send_parts(reply, mid + 1, b)
+    end
+    return false, e, a
+  end
+
   -- Send the reply; a result that cannot be sent becomes an EncodeError for
-  -- its item (the items before it are still delivered).
+  -- its item (the items before it are still delivered). Results that fit
+  -- one by one but not all in one frame go as parts.
   local function reply_with(reply)
     local ok, e = send(reply)
     if ok then return true end
     local cls = is_coproc_error(e) and rawget(e, "class")
     if not (cls and cls.name == "EncodeError") then return false, e end
     local nok = reply[3]
+    if nok > 1 and too_big(e) then
+      local sent, pe, at = send_parts(reply, 1, nok)
+      if sent then return send({ reply[1], reply[2], 0, reply[4] }) end
+      -- results 1..at-1 went; the one at `at` cannot go (or the link broke)
+      local pcls = is_coproc_error(pe) and rawget(pe, "class")
+      if not (pcls and pcls.name == "EncodeError") then return false, pe end
+      local why = message_of(pe):gsub("^EncodeError: ", ""):gsub("^cannot send: ", "")
+      return send({ reply[1], reply[2], 0, failure("encode", "the result cannot be sent to the host: " .. why) })
+    end
     local bad, why = nil, message_of(e)
     for j = 1, nok do
       local eok, ee = pcall(encode, reply[4 + j])
