@@ -67,15 +67,19 @@ function Bar:advance(n)
     -- "\27[K" clears to the end of the line: a shorter line (ETA 00:06
     -- after 00:065) leaves nothing of the longer one behind.
     self.stream:write("\r", self:line(), "\27[K")
+    self.drawn = self.done
     if self.stream.flush then self.stream:flush() end
   end
 end
 
---- Final redraw and newline. Idempotent.
+--- Final redraw and newline (only the newline when the last line drawn
+-- was already the final state: a log file gets the last line once).
+-- Idempotent.
 function Bar:finish()
   if self.finished then return end
   self.finished = true
-  self.stream:write("\r", self:line(), "\27[K\n")
+  if self.drawn == self.done then self.stream:write("\n")
+  else self.stream:write("\r", self:line(), "\27[K\n") end
   if self.stream.flush then self.stream:flush() end
 end
 

@@ -38,6 +38,29 @@ describe("coproc.progress", function()
     assert.falsy(out:text():find("ETA %S+%s+%S"), out:text())
   end)
 
+  it("writes the final line once to a stream that is not a terminal", function()
+    local chunks = {}
+    local log = { write = function(self, ...) for _, c in ipairs { ... } do chunks[#chunks + 1] = c end return self end }
+    local t = 0
+    local bar = progress.new(10, { force = true, stream = log, clock = function() return t end, interval = 0 })
+    t = 1; bar:advance(5)
+    t = 2; bar:advance(5)
+    bar:finish()
+    local text = table.concat(chunks)
+    local _, finals = text:gsub("10/10 100%%", "")
+    assert.equal(1, finals, text)
+    assert.equal("\n", text:sub(-1))
+    -- a bar finished before its last redraw still ends on the final state
+    chunks = {}
+    bar = progress.new(10, { force = true, stream = log, clock = function() return t end, interval = 100 })
+    t = 3; bar:advance(3)
+    t = 4; bar:advance(3)
+    bar:finish()
+    text = table.concat(chunks)
+    assert.truthy(text:find("6/10", 1, true), text)
+    assert.equal("\n", text:sub(-1))
+  end)
+
   it("measures wall time by default, not CPU time", function()
     local out = screen()
     local bar = progress.new(10, { force = true, stream = out })
