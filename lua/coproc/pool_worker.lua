@@ -103,6 +103,7 @@ function M.resolve(name)
     -- require's own "not found" names this module; anything else (the
     -- module raised, or a module it requires is missing) is its load error.
     if why:find("module '" .. modname .. "' not found", 1, true) ~= 1 then
+      why = why:gsub("\n%s*", " ")   -- a syntax error is on the line after "error loading module"
       error(("cannot load module '%s' for '%s': %s"):format(modname, name, why), 0)
     end
     missing = missing or first_line(why)
