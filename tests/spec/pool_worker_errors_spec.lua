@@ -141,3 +141,36 @@ describe("a task that sets the standard globals to nil", function()
     assert.same({ pid }, pool:pids())
   end)
 end)
+
+describe("a WorkerResource target (lua/coproc/worker.lua)", function()
+  local function error_of(target)
+    local w <close> = coproc.WorkerResource(target):start()
+    w.messenger:send_request("go")
+    local ok, err = pcall(w.messenger.receive_blocking, w.messenger)
+    assert.is_false(ok)
+    assert.is_true(coproc.is(err, coproc.WorkerError), tostring(err))
+    return err, tostring(err)
+  end
+
+  it("error(false) and error(42): the value shows and arrives", function()
+    local err, msg = error_of(function(m) m:receive_blocking(); error(false) end)
+    assert.matches(": false$", msg)
+    assert.equal(false, err.value)
+    err, msg = error_of(function(m) m:receive_blocking(); error(42) end)
+    assert.matches(": 42$", msg)
+    assert.equal(42, err.value)
+  end)
+
+  it("its error still reaches the host after it set the globals to nil", function()
+    local err, msg = error_of(function(m)
+      m:receive_blocking()
+      local raise, G, pairs_ = error, _G, pairs
+      local names = {}
+      for k in pairs_(G) do names[#names + 1] = k end
+      for i = 1, #names do G[names[i]] = nil end
+      raise({ code = 9 })
+    end)
+    assert.equal(9, err.value.code)
+    assert.matches("{code = 9}", msg, 1, true)
+  end)
+end)
