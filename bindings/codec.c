@@ -1031,6 +1031,38 @@ static int dec_payload_array(dec *d, const unsigned char **pp, const unsigned ch
     return 0;
 }
 
+/* The error of a NAME whose require failed. require's own "not found"
+ * (its first line; the rest lists every path tried) says the module is not
+ * there; anything else is the module's load error, kept whole: a syntax
+ * error is on the line after "error loading module ...". */
+static void name_load_error(dec *d, const char *msg, const char *mod, size_t modlen, const char *dot,
+                            const char *ks, int klen)
+{
+    char why[200];
+    size_t w = 0;
+    int mlen = modlen > 200 ? 200 : (int)modlen;
+    if (!msg) msg = "require failed (a non-string error)";
+    size_t len = strlen(msg);
+    int missing = len >= 19 + modlen && memcmp(msg, "module '", 8) == 0 && memcmp(msg + 8, mod, modlen) == 0
+        && memcmp(msg + 8 + modlen, "' not found", 11) == 0;
+    for (const char *c = msg; *c && w < sizeof why - 1; c++) {
+        if (*c == '\n') {
+            if (missing) break;
+            why[w++] = ' ';     /* "\n\t" between the lines reads as one space */
+            while (c[1] == '\t') c++;
+        } else {
+            why[w++] = *c;
+        }
+    }
+    if (missing && w > 0 && why[w - 1] == ':') w--;
+    why[w] = 0;
+    if (missing)
+        dec_fail(d, NULL, "cannot resolve '%.*s%s%.*s': %s", mlen, mod, dot, klen, ks, why);
+    else
+        dec_fail(d, NULL, "cannot load module '%.*s' for '%.*s%s%.*s': %s", mlen, mod, mlen, mod, dot, klen,
+                 ks, why);
+}
+
 /* NAME: [module, key|nil] -> require(module)[key] */
 static int dec_name(dec *d, const hdr *x, int depth)
 {
@@ -1052,11 +1084,7 @@ static int dec_name(dec *d, const hdr *x, int depth)
         lua_getglobal(L, "require");
         lua_pushlstring(L, (const char *)m.data, m.n);
         if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-            const char *msg = lua_tostring(L, -1);
-            int ml = 0;
-            if (msg) while (msg[ml] && msg[ml] != '\n' && ml < 120) ml++;
-            dec_fail(d, NULL, "cannot resolve '%.*s%s%.*s': %.*s", mlen, (const char *)m.data, dot,
-                     klen, ks, ml, msg ? msg : "require failed");
+            name_load_error(d, lua_tostring(L, -1), (const char *)m.data, m.n, dot, ks, klen);
             lua_pop(L, 2);
             return -1;
         }

@@ -5,6 +5,12 @@ local core = require "coproc.core"
 
 local M = {}
 
+-- Taken at load time: workers describe errors with these after a task may
+-- have set the globals to nil.
+local type, error, pcall, tostring, rawget = type, error, pcall, tostring, rawget
+local setmetatable, getmetatable, pairs, ipairs = setmetatable, getmetatable, pairs, ipairs
+local sort, concat = table.sort, table.concat
+
 local Error = {}
 Error.__index = Error
 Error.__name = "coproc.Error"
@@ -50,7 +56,8 @@ end
 
 --- A line of text for any error value: a string as it is, an object with
 -- __tostring through it, a table as a short rendering of its plain fields
--- (`{code = 404, msg = "not found"}`), anything else by its type.
+-- (`{code = 404, msg = "not found"}`), a number or boolean as tostring
+-- gives it (`42`, `false`), anything else by its type.
 function M.describe_value(v)
   if type(v) == "string" then return v end
   local mt = getmetatable(v)
@@ -58,10 +65,12 @@ function M.describe_value(v)
     local ok, s = pcall(tostring, v)
     if ok and type(s) == "string" then return s end
   end
-  if type(v) ~= "table" then return ("(a %s error value)"):format(type(v)) end
+  local vt = type(v)
+  if vt == "number" or vt == "boolean" then return tostring(v) end  -- as lua5.4 shows error(42)
+  if vt ~= "table" then return ("(a %s error value)"):format(vt) end
   local keys = {}
   for k in pairs(v) do keys[#keys + 1] = k end
-  table.sort(keys, function(a, b)
+  sort(keys, function(a, b)
     if type(a) == type(b) and (type(a) == "string" or type(a) == "number") then return a < b end
     return type(a) < type(b)
   end)
@@ -74,7 +83,7 @@ function M.describe_value(v)
     local key = type(k) == "string" and k:match("^[%a_][%w_]*$") and k or ("[" .. tostring(k) .. "]")
     parts[#parts + 1] = key .. " = " .. shown
   end
-  return "{" .. table.concat(parts, ", ") .. "}"
+  return "{" .. concat(parts, ", ") .. "}"
 end
 
 --- The fields of a coproc error that are plain data (strings, numbers,

@@ -50,16 +50,38 @@ local errors = require "coproc.errors"
 
 local M = {}
 
-local traceback, unpack = debug.traceback, table.unpack
+-- Everything used at call time is a local taken at load time: a task may
+-- set globals such as `type` or `table` to nil, and the loop serving it
+-- must go on (docs/pool.md, "Errors").
+local type, error, pcall, xpcall, require = type, error, pcall, xpcall, require
+local tostring, rawget, getmetatable, pairs = tostring, rawget, getmetatable, pairs
+local traceback, getupvalue = debug.traceback, debug.getupvalue
+local unpack, concat = table.unpack, table.concat
+local math_type = math.type
 local clock = os.clock
+local globals = _G
 local encode, decode, decode_prefix = core.encode, core.decode, core.decode_prefix
 local run_batch, batch_item, batch_done, claim = core.run_batch, core.batch_item, core.batch_done, core.claim
 local table_new = core.table_new
 
 local BATCH_HEAD = 8   -- {"t", bid, fid, jid, star, ended, ticket, n}, then the items
 
+local function callable(v)
+  if type(v) == "function" then return true end
+  local mt = type(v) == "table" and getmetatable(v)
+  return type(mt) == "table" and rawget(mt, "__call") ~= nil
+end
+
+-- The first line of a message, for require's "module 'x' not found:" and
+-- its list of every path it tried.
+local function first_line(s)
+  return (s:match("^[^\n]*"):gsub(":$", ""))
+end
+
 --- Find a function by name: "mod.fn", "mod.sub.fn" (longest requirable
 -- module prefix wins), or a global path like "string.format" / "print".
+-- A module that exists but raises while loading is an error naming it and
+-- carrying its error, not a name that cannot be found.
 function M.resolve(name)
   if type(name) ~= "string" then return name end
   local parts = {}
@@ -72,15 +94,28 @@ function M.resolve(name)
     end
     return v
   end
-  local v
+  local v, found, missing = nil, nil, nil   -- found: parts[1..found] is a module
   for cut = #parts - 1, 1, -1 do
-    local modname = table.concat(parts, ".", 1, cut)
+    local modname = concat(parts, ".", 1, cut)
     local ok, mod = pcall(require, modname)
-    if ok then v = walk(mod, cut + 1); break end
+    if ok then v, found = walk(mod, cut + 1), cut; break end
+    local why = type(mod) == "string" and mod or errors.describe_value(mod)
+    -- require's own "not found" names this module; anything else (the
+    -- module raised, or a module it requires is missing) is its load error.
+    if why:find("module '" .. modname .. "' not found", 1, true) ~= 1 then
+      why = why:gsub("\n%s*", " ")   -- a syntax error is on the line after "error loading module"
+      error(("cannot load module '%s' for '%s': %s"):format(modname, name, why), 0)
+    end
+    missing = missing or first_line(why)
   end
-  if v == nil then v = walk(_G, 1) end
-  if type(v) ~= "function" and not (type(v) == "table" and (getmetatable(v) or {}).__call) then
-    error(("cannot resolve function name '%s' in the worker"):format(name), 0)
+  if v == nil then v = walk(globals, 1) end
+  if not callable(v) then
+    local why
+    if v ~= nil then why = "it is a " .. type(v)
+    elseif found then
+      why = ("module '%s' has no function '%s'"):format(concat(parts, ".", 1, found), concat(parts, ".", found + 1))
+    else why = missing end
+    error(("cannot resolve function name '%s' in the worker%s"):format(name, why and ": " .. why or ""), 0)
   end
   return v
 end
@@ -148,7 +183,7 @@ function M.run(m, kw, lazy)
   local function upvalues_of(f)
     local vals, i = {}, 1
     while true do
-      local name, v = debug.getupvalue(f, i)
+      local name, v = getupvalue(f, i)
       if name == nil then return vals end
       vals[i] = v
       i = i + 1
@@ -157,7 +192,7 @@ function M.run(m, kw, lazy)
   local function unchanged(f, vals)
     local i = 1
     while true do
-      local name, v = debug.getupvalue(f, i)
+      local name, v = getupvalue(f, i)
       if name == nil then return true end
       if v ~= vals[i] then return false end
       i = i + 1
@@ -184,7 +219,7 @@ function M.run(m, kw, lazy)
       if not ok then f = "no inherited function " .. tostring(d.data) end
     else
       ok, f = pcall(decode, d.data)
-      if ok and type(f) ~= "function" and not (type(f) == "table" and (getmetatable(f) or {}).__call) then
+      if ok and not callable(f) then
         ok, f = false, "the function decoded to a " .. type(f)
       end
     end
@@ -273,7 +308,7 @@ function M.run(m, kw, lazy)
   -- Run a batch and reply {bid, seconds, nok, err, results...}. nok is less
   -- than n without an error when the host took the rest back.
   local function run(bid, ticket, f, ferr, src, lo, n, star, late_err)
-    if math.type(ticket) ~= "integer" then ticket = 0 end
+    if math_type(ticket) ~= "integer" then ticket = 0 end
     local reply = table_new(4 + n, 0)
     reply[1], reply[2], reply[3], reply[4] = bid, 0, 0, false
     if ferr then
@@ -316,7 +351,7 @@ function M.run(m, kw, lazy)
       if type(ended) == "table" then
         for i = 1, #ended do insts[ended[i]] = nil end
       end
-      if bid ~= nil and (bad == nil or bad > BATCH_HEAD) and math.type(n) == "integer" then
+      if bid ~= nil and (bad == nil or bad > BATCH_HEAD) and math_type(n) == "integer" then
         local f, ferr = function_for(fid, jid)
         ferr = init_err or ferr
         local nrun, late = n, false
@@ -326,7 +361,7 @@ function M.run(m, kw, lazy)
         end
         sent_ok, sent_err = run(bid, ticket, f, ferr, msg, BATCH_HEAD + 1, nrun, star, late)
       elseif bid ~= nil then
-        sent_ok, sent_err = run(bid, math.type(ticket) == "integer" and ticket or 0, nil,
+        sent_ok, sent_err = run(bid, math_type(ticket) == "integer" and ticket or 0, nil,
           failure("decode", "coproc pool: malformed batch: " .. tostring(derr)), msg, 1, 0, false)
       end
     elseif op == "r" then

@@ -8,6 +8,13 @@ require "coproc.flushing"   -- a reply is written before a command blocks or end
 
 local M = {}
 
+-- Taken at load time: the target may set globals such as `pcall` to nil
+-- before it returns or raises, and what reports that must still work.
+local type, error, pcall, xpcall, tostring = type, error, pcall, xpcall, tostring
+local rawget, setmetatable, getmetatable, pairs = rawget, setmetatable, getmetatable, pairs
+local traceback = debug.traceback
+local decode = core.decode
+
 local function instantiate(target, messenger, kwargs)
   if type(target) == "function" then
     return function() return target(messenger, kwargs) end
@@ -35,12 +42,13 @@ local function handler(e)
   if errors.is(e, errors.ResourceRequestedClose) then return e end
   if errors.is(e) then
     local msg = tostring(rawget(e, "message"))
-    return { message = msg, traceback = debug.traceback(tostring(e), 2), class = e.class.name,
+    return { message = msg, traceback = traceback(tostring(e), 2), class = e.class.name,
              fields = errors.plain_fields(e) }
   end
   local msg = errors.describe_value(e)
-  return { message = msg, traceback = debug.traceback(msg, 2),
-           value = type(e) ~= "string" and e or nil }
+  local info = { message = msg, traceback = traceback(msg, 2) }
+  if type(e) ~= "string" then info.value = e end   -- error(false) keeps its false
+  return info
 end
 
 --- Run target in this process; returns the exit code.
@@ -52,7 +60,7 @@ function M.run(messenger, target, kwargs)
     done, err = xpcall(body, handler)
     if done then return 0 end
   else
-    err = { message = tostring(body), traceback = debug.traceback(tostring(body), 1) }
+    err = { message = tostring(body), traceback = traceback(tostring(body), 1) }
   end
   if errors.is(err, errors.ResourceRequestedClose) then return 0 end
   -- Report to the host; if it is gone there is nobody to tell.
@@ -62,7 +70,7 @@ end
 
 --- Entry point of a "fresh" worker: decode {target, kwargs} and run.
 function M.main_fresh(messenger, payload)
-  local ok, t = pcall(core.decode, payload)
+  local ok, t = pcall(decode, payload)
   if not ok then
     pcall(messenger.send_error, messenger, { message = "cannot rebuild the worker: " .. tostring(t) })
     return 1
