@@ -21,7 +21,7 @@ end
 
 describe("codec: a function's own _ENV", function()
   it("a local _ENV table goes by value", function()
-    local function mk() local _ENV = { K = 7 }; return function() return K end end
+    local function mk() local _ENV = { K = 7 }; return function() return K end end -- luacheck: ignore 431 113
     local g = mk()
     local h = rt(g)
     assert.equal(7, g())
@@ -72,7 +72,9 @@ describe("codec: a function's own _ENV", function()
     assert.equal(v.get, me)
     assert.equal(0, env.n) -- the sender's environment is untouched
     -- A local _ENV shared by two closures: one variable, one table.
+    -- luacheck: push ignore 431 111 113
     local function mk() local _ENV = { c = 10 }; return function() c = c + 1 end, function() return c end end
+    -- luacheck: pop
     local bump, read = mk()
     local w = rt({ bump, read })
     w[1](); w[1]()
@@ -90,7 +92,7 @@ describe("codec: a function's own _ENV", function()
   end)
 
   it("trust mode 'data' refuses such a function as any other", function()
-    local function mk() local _ENV = { K = 7 }; return function() return K end end
+    local function mk() local _ENV = { K = 7 }; return function() return K end end -- luacheck: ignore 431 113
     local s = encode(mk())
     local ok, e = pcall(decode, s, { trust = "data" })
     assert.is_false(ok)

@@ -54,7 +54,9 @@ describe("Pool: every call runs with the upvalues of that moment", function()
 
   it("an _ENV of the function's own is a table upvalue: host changes seen, a call's own stay in it", function()
     local one <close> = coproc.Pool(1)
+    -- luacheck: push ignore 431 111 113
     local function mk(env) local _ENV = env; return function() n = n + 1; return { K, n } end end
+    -- luacheck: pop
     local env = { K = 7, n = 0 }
     local g = mk(env)
     assert.same({ 7, 1 }, one:apply(g))
