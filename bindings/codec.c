@@ -489,12 +489,8 @@ static int enc_function(enc *e, int idx, int depth)
             if (enc_fixext(e, EXT_UPREF, pl, 8)) return -1;
         } else {
             if (pset_add(&e->ups, id, (uint64_t)self << 32 | (uint32_t)i)) return enc_oom(e);
-            if (name && strcmp(name, "_ENV") == 0 && lua_type(L, -1) == LUA_TTABLE) {
-                /* Whatever environment the function had here (a sandbox,
-                 * busted's spec env), it runs on the receiver's globals. */
-                lua_pop(L, 1);
-                lua_pushvalue(L, e->globals);
-            }
+            /* _ENV is an upvalue like the others: the globals table goes
+             * as GLOBALS (enc_table), any other environment by value. */
             e->path[depth + 1] = (pathc){PC_NONE, 0, 0, NULL};
             e->path[depth + 2] = (pathc){PC_UPVAL, 0, 0, name};
             if (enc_value(e, lua_gettop(L), depth + 2)) return -1;

@@ -120,17 +120,19 @@ local function heap_drop(h, r)
 end
 
 -- What state fn can keep in a worker between calls: "none" (no upvalue but
--- _ENV: one decoded instance can serve every call), "scalars" (its upvalues
--- are numbers, strings, booleans or nil: the worker reuses an instance as
--- long as they still hold the values it was sent) or false (a table or
--- function upvalue: a fresh instance for every call).
+-- an _ENV that is the globals: one decoded instance can serve every call),
+-- "scalars" (its upvalues are numbers, strings, booleans or nil: the worker
+-- reuses an instance as long as they still hold the values it was sent) or
+-- false (a table or function upvalue, an _ENV of its own included: a fresh
+-- instance for every call).
+local GLOBALS = debug.getregistry()[2]   -- LUA_RIDX_GLOBALS: what the codec sends as GLOBALS
 local function fn_state(fn)
   if type(fn) ~= "function" or debug.getinfo(fn, "S").what == "C" then return "none" end
   local kind = "none"
   for i = 1, huge do
     local name, v = debug.getupvalue(fn, i)
     if name == nil then return kind end
-    if name ~= "_ENV" then
+    if name ~= "_ENV" or not rawequal(v, GLOBALS) then
       local t = type(v)
       if t == "table" or t == "function" or t == "userdata" or t == "thread" then return false end
       kind = "scalars"

@@ -36,7 +36,7 @@
 -- changed in the host between calls (they make a new definition), and
 -- changes the function made to its own upvalues in an earlier call, never
 -- leak into a later one. Cheaper where that is invisible: a function whose
--- only upvalue is _ENV (state "none") is decoded once; one whose upvalues
+-- only upvalue is an _ENV that is the globals (state "none") is decoded once; one whose upvalues
 -- are scalars ("scalars") is decoded again only when a call changed them.
 --
 -- Nothing a batch does ends the worker: receiving, decoding, calling and

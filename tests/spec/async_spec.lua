@@ -1,6 +1,8 @@
 -- coproc's own scheduler (coproc.async, run_all, sleep): inside a task,
 -- receives, coproc.wait, flush and future:result() yield instead of
 -- blocking, so one host serves many workers from straight-line code.
+local describe, it, before_each, after_each, assert = describe, it, before_each, after_each, assert
+local _ENV = _G   -- shipped functions must not capture busted's sandbox
 local coproc = require "coproc"
 local async = require "coproc.async"
 local util = require "loops_testutil"

@@ -215,17 +215,16 @@ describe("codec functions", function()
     assert.equal(_G, rt(_G))
   end)
 
-  it("rebinds any _ENV to the receiver's globals", function()
-    -- DESIGN: _ENV binds to the target's globals, whatever it was here (a
-    -- sandbox table, busted's spec environment).
+  it("copies an _ENV that is not the globals table (more in codec_env_spec)", function()
     local env = setmetatable({ x = 7 }, { __index = _G })
     local f = load("return x, type(print)", "=custom", "t", env)
     local g = rt(f)
     local x, t = g()
-    assert.is_nil(x)
+    assert.equal(7, x)
     assert.equal("function", t)
     local _, genv = debug.getupvalue(g, 1)
-    assert.equal(_G, genv)
+    assert.are_not.equal(env, genv)
+    assert.are_not.equal(_G, genv)
   end)
 
   it("keeps line information for tracebacks", function()

@@ -1,6 +1,8 @@
 -- coproc inside cqueues controllers: receives yield to the controller
 -- (the ticker failure of issue #10), the messenger as a cqueues pollable,
 -- quiet sockets with queued messages, drive, and 3 workers x many requests.
+local describe, it, before_each, after_each, assert, pending = describe, it, before_each, after_each, assert, pending
+local _ENV = _G   -- shipped functions must not capture busted's sandbox
 local has_cq, cqueues = pcall(require, "cqueues")
 if not has_cq then
   describe("coproc.cqueues", function()

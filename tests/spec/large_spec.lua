@@ -6,6 +6,9 @@
 -- refuses oversized frames on both sides with a clear error. And malloc:
 -- tuned to keep large blocks in coproc-lua and in workers, never in a stock
 -- lua5.4 that only requires coproc unless asked (COPROC_MALLOC, tune_malloc).
+local describe, it, before_each, after_each, assert = describe, it, before_each, after_each, assert
+local spec_env = _ENV   -- busted's: finally is looked up in it while a test runs
+local _ENV = _G   -- shipped functions must not capture busted's sandbox
 local coproc = require "coproc"
 local core = require "coproc.core"
 
@@ -135,7 +138,7 @@ describe("large payloads", function()
       wm:send_reply(string.rep("z", 2 * MIB))
       wm:receive_blocking()
     end):start()
-    finally(function() worker:close() end)
+    spec_env.finally(function() worker:close() end)
     worker.messenger:set_max_frame(1 * MIB)
     worker.messenger:send_request("go")
     local ok, err = pcall(worker.messenger.receive_blocking, worker.messenger, { timeout = 30 })

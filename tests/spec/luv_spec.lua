@@ -1,6 +1,9 @@
 -- coproc inside a luv loop: the three failures seen with a bare
 -- uv.new_poll(m:fileno()) (issue #10), coproc.luv.on_message and drive,
 -- and 3 workers x many requests through the adapter.
+local describe, it, before_each, after_each = describe, it, before_each, after_each
+local setup, assert, pending = setup, assert, pending
+local _ENV = _G   -- shipped functions must not capture busted's sandbox
 local has_luv, uv = pcall(require, "luv")
 if not has_luv then
   describe("coproc.luv", function()

@@ -1,5 +1,7 @@
 -- The messenger API on both sides: values, channels, priorities, counters,
 -- receive variants, close and error messages.
+local describe, it, before_each, after_each, assert = describe, it, before_each, after_each, assert
+local _ENV = _G   -- shipped functions must not capture busted's sandbox
 local coproc = require "coproc"
 
 -- A worker that runs commands sent by the host: {op, args...}; replies with

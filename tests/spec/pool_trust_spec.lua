@@ -52,6 +52,26 @@ describe("Pool: every call runs with the upvalues of that moment", function()
     assert.equal(0, count)
   end)
 
+  it("an _ENV of the function's own is a table upvalue: host changes seen, a call's own stay in it", function()
+    local one <close> = coproc.Pool(1)
+    -- luacheck: push ignore 431 111 113
+    local function mk(env) local _ENV = env; return function() n = n + 1; return { K, n } end end
+    -- luacheck: pop
+    local env = { K = 7, n = 0 }
+    local g = mk(env)
+    assert.same({ 7, 1 }, one:apply(g))
+    env.K = 8
+    assert.same({ 8, 1 }, one:apply(g))
+    assert.same({ 8, 1 }, one:apply(g))   -- the previous call's n = 1 did not leak
+    assert.same({ { 8, 1 }, { 8, 2 }, { 8, 3 }, n = 3 }, one:map(g, range(3), { chunksize = 3 }))
+    assert.equal(0, env.n)
+    -- An environment falling back on the globals: they are the worker's.
+    local pid = getpid()
+    local h = load("return { K, getpid() ~= host, type(string.rep), rawget(_ENV, 'string') }", "=env_h", "t",
+      setmetatable({ K = 9, host = pid, getpid = getpid }, { __index = _G }))
+    assert.same({ 9, true, "function" }, one:apply(h))
+  end)
+
   it("a shared upvalue of two functions stays shared inside one call", function()
     local state = { n = 0 }
     local function bump() state.n = state.n + 1; return state.n end
