@@ -1002,7 +1002,7 @@ end
 -- A part of batch b's results (a batch whose results together exceed a
 -- frame, pool_worker.lua): the next nok items of the batch; the batch
 -- stays in flight, its final reply counts from the item after them.
-function Pool:_on_part(w, b, nok, stored, r)
+function Pool:_on_part(b, nok, stored, r)
   local job, lo = b.job, b.lo + b.off
   b.off = b.off + nok
   self.tasks_done = self.tasks_done + nok
@@ -1018,7 +1018,7 @@ function Pool:_on_reply(w, r, stored)
   local b = w.inflight[bid]
   if not b then return end
   local job, nok, err = b.job, r[3], r[4]
-  if err == true then return self:_on_part(w, b, nok, stored, r) end
+  if err == true then return self:_on_part(b, nok, stored, r) end
   w.inflight[bid] = nil
   w.batches = w.batches - 1
   w.work = w.batches == 0 and 0 or w.work - b.est

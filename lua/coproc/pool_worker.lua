@@ -247,18 +247,18 @@ function M.run(m, kw, lazy)
 
   -- Results a..b of reply as parts ({bid, 0, count, true, results...}, the
   -- host keeps the batch open), halving a part that is over the frame
-  -- limit. Returns true, or false, the error and the first result not sent.
+  -- limit. Returns true, or false and the error of the first result not sent.
   local function too_big(e) return tostring(message_of(e)):find("maximum frame size", 1, true) ~= nil end
   local function send_parts(reply, a, b)
     local ok, e = pcall(send_slice, m, { reply[1], 0, b - a + 1, true }, reply, 4 + a, 4 + b)
     if ok then return true end
     if b > a and too_big(e) then
       local mid = (a + b) // 2
-      local ok1, e1, at = send_parts(reply, a, mid)
-      if not ok1 then return false, e1, at end
+      local ok1, e1 = send_parts(reply, a, mid)
+      if not ok1 then return false, e1 end
       return send_parts(reply, mid + 1, b)
     end
-    return false, e, a
+    return false, e
   end
 
   -- Send the reply; a result that cannot be sent becomes an EncodeError for
@@ -271,9 +271,10 @@ function M.run(m, kw, lazy)
     if not (cls and cls.name == "EncodeError") then return false, e end
     local nok = reply[3]
     if nok > 1 and too_big(e) then
-      local sent, pe, at = send_parts(reply, 1, nok)
+      local sent, pe = send_parts(reply, 1, nok)
       if sent then return send({ reply[1], reply[2], 0, reply[4] }) end
-      -- results 1..at-1 went; the one at `at` cannot go (or the link broke)
+      -- the parts before the failing one went; that result cannot go (or
+      -- the link broke): the host counts the error from the item after them
       local pcls = is_coproc_error(pe) and rawget(pe, "class")
       if not (pcls and pcls.name == "EncodeError") then return false, pe end
       local why = message_of(pe):gsub("^EncodeError: ", ""):gsub("^cannot send: ", "")

@@ -68,8 +68,7 @@ describe("coproc.Pool at the edges", function()
   end)
 
   it("names the keyword argument that cannot be sent to a worker", function()
-    local C = coproc.class {}
-    function C:run() end
+    local C = coproc.class { run = function() end }
     local ok, e = pcall(function() return coproc.WorkerResource(C):start { a = { fh = io.stdout } } end)
     assert.is_false(ok)
     assert.matches('(at kwargs["a"]["fh"])', tostring(e), 1, true)

@@ -22,6 +22,7 @@
 ---@field timeout? number default timeout of the calls, seconds
 ---@field star? boolean unpack each item as the arguments (starmap)
 ---@field buffersize? integer items read from an iterator but not yet yielded, at most (16384)
+---@field max_frame? integer the largest message between the pool and a worker, in bytes (512 MiB; 64 .. 2^32-1)
 ---@field functions? function[] inherit pools: functions the workers may run from their inherited copy
 
 ---@class coproc.MapOptions
