@@ -164,6 +164,7 @@ typedef struct {
     int marks;    /* stack index of the marks table, 0 if none exists */
     int index;    /* rich: stack index of the name index */
     int globals;  /* rich: stack index of the globals table */
+    int gc_held;  /* rich: the pass stopped the collector (enc_hold_gc) */
     uint32_t nobj;     /* objects numbered so far */
     uint32_t lastobj;  /* number given by the last enc_seen */
     pset seen, ups;
@@ -171,6 +172,23 @@ typedef struct {
     size_t errlen;
     pathc path[CP_CODEC_MAX_DEPTH + 4];
 } enc;
+
+/* The rich pass may allocate Lua objects only in a few places (building
+ * the name index, naming a userdata's type); a collection step there could
+ * run a __gc that sends or flushes while the buffer holds a partial value.
+ * So the collector is stopped just before those, and started again after
+ * the pass. Not on every rich pass: starting it again resets its debt
+ * (LUA_GCRESTART), so the next allocation runs a step. A step per function
+ * encoded made each pool:submit cost a collection (in generational mode a
+ * minor one, which re-traverses every touched old table, such as a list of
+ * the futures kept): O(heap) per send. */
+static void enc_hold_gc(enc *e)
+{
+    if (!e->gc_held && lua_gc(e->L, LUA_GCISRUNNING)) {
+        e->gc_held = 1;
+        lua_gc(e->L, LUA_GCSTOP);
+    }
+}
 
 static void app(char *o, size_t n, size_t *w, const char *fmt, ...)
 {
@@ -578,6 +596,7 @@ static int enc_typed(enc *e, int idx, int depth, int type)
         /* Naming its type pushes a string (may raise): leave that to the
          * protected rich pass. */
         if (!e->rich) { e->restart = 1; return -1; }
+        enc_hold_gc(e);
         const char *tn = NULL;
         if (luaL_getmetafield(L, idx, "__name") != LUA_TNIL) {
             tn = lua_tostring(L, -1); /* stays valid: the metatable holds it */
@@ -639,9 +658,12 @@ static int is_stdlib(const char *s)
 }
 
 /* [-0, +1, m] Push the name index. */
-static void push_index(lua_State *L)
+static void push_index(lua_State *L, enc *e)
 {
-    luaL_checkstack(L, 12, "building the name index"); /* runs protected (rich_pass) */
+    if (!lua_checkstack(L, 12)) { /* raising allocates the message */
+        enc_hold_gc(e);
+        luaL_checkstack(L, 12, "building the name index"); /* runs protected (rich_pass) */
+    }
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     int loaded = lua_gettop(L);
     /* Signature of package.loaded: its size and a sum over (name, value)
@@ -668,6 +690,7 @@ static void push_index(lua_State *L)
         }
     }
     lua_pop(L, 1);
+    enc_hold_gc(e);
     lua_newtable(L);
     int index = lua_gettop(L);
     /* Module values first, then fields of the standard library, then fields
@@ -751,7 +774,7 @@ static int rich_pass(lua_State *L)
     if (!g_marks_made) {}
     else if (lua_rawgetp(L, LUA_REGISTRYINDEX, &MARKS_KEY) == LUA_TTABLE) e->marks = lua_gettop(L);
     else lua_pop(L, 1);
-    push_index(L);
+    push_index(L, e);
     e->index = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
     e->globals = lua_gettop(L);
@@ -824,12 +847,10 @@ static int encode_run(lua_State *L, const enc_what *w, cp_buf *out, char *err, s
         lua_pushlightuserdata(L, &e);
         lua_pushvalue(L, w->idx);
         if (w->list) lua_pushvalue(L, w->list);
-        /* No collection step (so no finalizer) while the buffer holds a
-         * partial value: a __gc that sends or flushes would write it out. */
-        int gc = lua_gc(L, LUA_GCISRUNNING);
-        if (gc) lua_gc(L, LUA_GCSTOP);
+        /* The pass stops the collector where it allocates (enc_hold_gc). */
+        e.gc_held = 0;
         int st = lua_pcall(L, w->list ? 3 : 2, 1, 0);
-        if (gc) lua_gc(L, LUA_GCRESTART);
+        if (e.gc_held) lua_gc(L, LUA_GCRESTART);
         if (st == LUA_OK) rc = (int)lua_tointeger(L, -1);
         else {
             rc = -1;

@@ -17,8 +17,28 @@ Future.__index = Future
 Future.__name = "coproc.Future"
 M.Future = Future
 
+-- f._job is the pool's job while the task runs; once it ended (settle) it
+-- is the future itself, holding only what the methods read of a finished
+-- job. So a kept future does not keep the job's bookkeeping (its tables,
+-- the function, the arguments): a list of many done futures stays small
+-- for the collector. The nil fields size the table for those up front.
+-- job.cancelled is f._cancelled there (f.cancelled is the method).
 function M.new(pool, job)
-  return setmetatable({ _pool = pool, _job = job }, Future)
+  return setmetatable({ _pool = pool, _job = job, _callbacks = nil,
+    finished = nil, started = nil, _cancelled = nil, err = nil, results = nil }, Future)
+end
+
+--- The task of f ended (job finished): f keeps its outcome, not the job.
+function M.settle(f, job)
+  f.finished, f.started, f._cancelled = true, job.started, job.cancelled
+  f.err, f.results = job.err, job.results
+  f._job = f
+end
+
+local function was_cancelled(f)
+  local j = f._job
+  if j == f then return f._cancelled == true end
+  return j.cancelled == true
 end
 
 function M.is_future(v) return getmetatable(v) == Future end
@@ -91,7 +111,7 @@ function Future:cancel()
 end
 
 function Future:cancelled()
-  return self._job.cancelled == true
+  return was_cancelled(self)
 end
 
 --- fn(future) runs in the host once the task ends (result, error or
@@ -118,7 +138,7 @@ end
 
 function Future:__tostring()
   local j = self._job
-  local state = j.cancelled and "cancelled" or j.err and "failed" or j.finished and "done"
+  local state = was_cancelled(self) and "cancelled" or j.err and "failed" or j.finished and "done"
     or j.started and "running" or "pending"
   return ("coproc.Future(%s)"):format(state)
 end

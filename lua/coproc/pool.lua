@@ -474,8 +474,12 @@ function Pool:_new_job(kind, fn, items, n, opts, star, what, level, src)
     prio = opts.priority or self.priority, seq = self.seq,
     retries = opts.retries or self.retries,
     pending = n, results = src and {} or new_results(n), finished = false, started = false,
-    ranges = {}, got = {}, done_lo = {}, done_n = {}, ndone = 0, sent_to = {},
+    sent_to = {},
   }
+  -- what the results of each kind are tracked with (_on_reply)
+  if kind == "imap" then job.ranges = {} end
+  if kind == "map" or kind == "imap" then job.got = {} end
+  if kind == "unordered" then job.done_lo, job.done_n, job.ndone = {}, {}, 0 end
   if src then
     job.src, job.items, job.open, job.n, job.pending = src, {}, true, 0, 0
     job.held, job.floor = 0, 1
@@ -568,7 +572,10 @@ function Pool:_end_job(job, err)
     if job.kind == "map" then job.results.n = job.n end
   end
   local f = job.future
-  if f and f._callbacks then self.due[#self.due + 1] = f end
+  if f then
+    Future.settle(f, job)
+    if f._callbacks then self.due[#self.due + 1] = f end
+  end
 end
 
 ---------------------------------------------------------------- callbacks

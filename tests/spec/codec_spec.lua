@@ -359,6 +359,23 @@ describe("codec encode errors", function()
     assert.is_true(collectgarbage("isrunning"))
   end)
 
+  it("keeps the collector's pace: encoding a function runs no collection step", function()
+    -- Restarting a stopped collector resets its debt, so the next
+    -- allocation runs a step: once per function encoded, that was a
+    -- collection per pool:submit. A minor collection would free `young`.
+    local mode = collectgarbage("generational")
+    finally(function() collectgarbage(mode) end)
+    local ballast = {}
+    for i = 1, 20000 do ballast[i] = { i } end   -- the next minor collection is 20% of this away
+    encode(function() end)                       -- the name index is built (it may hold the collector)
+    collectgarbage()
+    local young = setmetatable({ {} }, { __mode = "v" })
+    for _ = 1, 20 do encode(function() return #ballast end) end
+    assert.is_table(young[1])
+    collectgarbage("step")                       -- a step does collect it
+    assert.is_nil(young[1])
+  end)
+
   it("leaves nothing behind after a failure", function()
     encode_error({ 1, 2, { io.stdout } })
     assert.equal("93010203", hex(encode({ 1, 2, 3 })))
