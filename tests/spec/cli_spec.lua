@@ -1,5 +1,7 @@
 -- The coproc-lua interpreter: lua5.4-compatible command line, -m, preloaded
 -- coproc.core, exit codes. Runs the binary named by COPROC_LUA.
+local describe, it, assert, setup, teardown = describe, it, assert, setup, teardown
+local _ENV = _G   -- functions sent to workers take their globals, not busted's sandbox
 local LUA = os.getenv("COPROC_LUA") or "coproc-lua" -- ctest sets it; `luarocks test`: the one on PATH
 local SOURCE_DIR = os.getenv("COPROC_SOURCE_DIR")
 local U = require "pool_testutil"

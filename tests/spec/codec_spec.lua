@@ -1,4 +1,7 @@
 -- The value codec: core.encode / core.decode (bindings/codec.c).
+local describe, it, assert, before_each, after_each = describe, it, assert, before_each, after_each
+local spec_env = _ENV   -- busted's: finally is looked up in it while a test runs
+local _ENV = _G   -- functions sent to workers take their globals, not busted's sandbox
 local core = require "coproc.core"
 pcall(require, "coproc.errors") -- installs the error factory when present
 
@@ -253,7 +256,7 @@ describe("codec functions", function()
 
   it("names a module's fields, but sends a script's global functions by value", function()
     package.loaded.codec_spec_mod = { f = function() return "mod" end, data = { 1 } }
-    finally(function() package.loaded.codec_spec_mod = nil end)
+    spec_env.finally(function() package.loaded.codec_spec_mod = nil end)
     local m = package.loaded.codec_spec_mod
     assert.equal(m.f, rt(m.f))   -- looked up by name: the same function
     assert.equal(m, rt(m))
@@ -264,7 +267,7 @@ describe("codec functions", function()
     assert.are_not.equal(m.data, d)
     assert.same(m.data, d)
     in_G("function codec_spec_global() return 42 end", "codec_global.lua")
-    finally(function() _G.codec_spec_global = nil end)
+    spec_env.finally(function() _G.codec_spec_global = nil end)
     local g = rt(_G.codec_spec_global)
     assert.are_not.equal(_G.codec_spec_global, g) -- by value
     assert.equal(42, g())
@@ -291,7 +294,7 @@ describe("codec functions", function()
     assert.equal(41, s:len2())
     -- a class reachable by name keeps its identity
     package.loaded.codec_spec_cls = Point
-    finally(function() package.loaded.codec_spec_cls = nil end)
+    spec_env.finally(function() package.loaded.codec_spec_cls = nil end)
     local p = rt(Point.new(1, 2))
     assert.equal(Point, getmetatable(p))
   end)
@@ -364,7 +367,7 @@ describe("codec encode errors", function()
     -- allocation runs a step: once per function encoded, that was a
     -- collection per pool:submit. A minor collection would free `young`.
     local mode = collectgarbage("generational")
-    finally(function() collectgarbage(mode) end)
+    spec_env.finally(function() collectgarbage(mode) end)
     local ballast = {}
     for i = 1, 20000 do ballast[i] = { i } end   -- the next minor collection is 20% of this away
     encode(function() end)                       -- the name index is built (it may hold the collector)
@@ -616,7 +619,7 @@ describe("codec trust modes", function()
     f:close()
     local old = package.path
     package.path = dir .. "/?.lua;" .. old
-    finally(function()
+    spec_env.finally(function()
       package.path = old
       package.loaded.codec_trust_mod = nil
       os.remove(marker); os.remove(dir .. "/codec_trust_mod.lua"); os.remove(dir)
@@ -723,7 +726,7 @@ describe("codec bytecode", function()
     local code = counts(bc)
     local dir = os.tmpname()
     local script = os.tmpname()
-    finally(function() os.remove(dir); os.remove(script) end)
+    spec_env.finally(function() os.remove(dir); os.remove(script) end)
     local f = assert(io.open(dir, "wb"))
     f:write(bin32(func_of(patch(bc, k, 1 << 24))), bin32(func_of(patch(bc, code, 1 << 30))))
     f:close()
@@ -896,7 +899,7 @@ describe("codec across processes", function()
     rawset(_G, "MARKER", "parent")
     local data = os.tmpname()
     local script = os.tmpname()
-    finally(function() os.remove(data); os.remove(script); rawset(_G, "MARKER", nil) end)
+    spec_env.finally(function() os.remove(data); os.remove(script); rawset(_G, "MARKER", nil) end)
     local f = assert(io.open(data, "wb"))
     f:write(encode(payload))
     f:close()
@@ -1112,7 +1115,7 @@ describe("codec batches", function()
   it("sends deep closures through a pool", function()
     local coproc = require "coproc"
     local pool = coproc.Pool(2)
-    finally(function() pool:terminate() end)
+    spec_env.finally(function() pool:terminate() end)
     local f = closure_chain(90)
     local r = pool:map(f, { 1, 2, 3 })
     assert.same({ 91, 92, 93 }, { r[1], r[2], r[3] })

@@ -1,6 +1,8 @@
 -- core.decode_into (a msgpack array's tail decoded straight into a table)
 -- and m:send_reply_slice (a reply encoded from a head and a slice): the
 -- pool's reply path, host and worker side.
+local describe, it, assert = describe, it, assert
+local _ENV = _G   -- functions sent to workers take their globals, not busted's sandbox
 local coproc = require "coproc"
 local core = coproc.core
 

@@ -1,6 +1,9 @@
 -- Faults: errors in workers, killed workers, big values both ways, exit
 -- statuses of the user's own children, malformed frames, the host dying,
 -- Ctrl-C in coproc-lua.
+local describe, it, assert = describe, it, assert
+local spec_env = _ENV   -- busted's: finally is looked up in it while a test runs
+local _ENV = _G   -- functions sent to workers take their globals, not busted's sandbox
 local coproc = require "coproc"
 local U = require "pool_testutil"
 
@@ -193,7 +196,7 @@ describe("faults", function()
       io.write(w:pid(), "\n"); io.flush()
       while true do end
     ]])
-    finally(function() os.remove(script) end)
+    spec_env.finally(function() os.remove(script) end)
     local p = io.popen(("%q %q & echo $!"):format(COPROC_LUA, script))
     local host = tonumber(p:read("l"))
     local worker = tonumber(p:read("l"))
@@ -215,7 +218,7 @@ describe("faults", function()
       ws[1].messenger:receive_blocking()      -- blocks until interrupted
     ]])
     local out = os.tmpname()
-    finally(function() os.remove(script); os.remove(out) end)
+    spec_env.finally(function() os.remove(script); os.remove(out) end)
     local p = io.popen(("(%q %q; echo \"status $?\") > %q 2>&1 & echo $!"):format(COPROC_LUA, script, out))
     local sh = tonumber(p:read("l"))
     p:close()

@@ -3,6 +3,8 @@
 -- host's children all the same (parent, process group, exit status and
 -- signal, the Monitor's tree, dying with the host); a large host starts its
 -- server afresh (posix_spawn of coproc-lua) instead of forking.
+local describe, it, assert = describe, it, assert
+local _ENV = _G   -- functions sent to workers take their globals, not busted's sandbox
 local coproc = require "coproc"
 local core = coproc.core
 

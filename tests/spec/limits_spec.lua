@@ -2,6 +2,9 @@
 -- sends that never wait, a worker that closed its end but runs on, large
 -- frames that cost what has arrived, the bound on queued bytes, and Ctrl-C
 -- in a stock lua5.4.
+local describe, it, assert = describe, it, assert
+local spec_env = _ENV   -- busted's: finally is looked up in it while a test runs
+local _ENV = _G   -- functions sent to workers take their globals, not busted's sandbox
 local coproc = require "coproc"
 local U = require "pool_testutil"
 
@@ -64,7 +67,7 @@ describe("send timeout", function()
     assert.equal(0, m:unsent())
     local pid = w:pid()
     signal(pid, "STOP")
-    finally(function() resume(pid) end)
+    spec_env.finally(function() resume(pid) end)
     local sent, err, elapsed = 0, nil, nil
     for i = 1, 40 do
       local t0 = coproc.now()
@@ -97,7 +100,7 @@ describe("send timeout", function()
     m:set_send_timeout(0.1)
     local pid = w:pid()
     signal(pid, "STOP")
-    finally(function() resume(pid) end)
+    spec_env.finally(function() resume(pid) end)
     local big = string.rep("z", 1 << 20)
     local filled = false
     for _ = 1, 60 do
@@ -275,7 +278,7 @@ describe("the bound on queued bytes", function()
     -- the worker stops reading too: our output cannot drain
     local pid = w:pid()
     signal(pid, "STOP")
-    finally(function() resume(pid) end)
+    spec_env.finally(function() resume(pid) end)
     m:set_send_timeout(30)
     local big = string.rep("x", 4 << 20)
     local t0 = coproc.now()
@@ -299,7 +302,7 @@ describe("Ctrl-C in a stock lua5.4", function()
   it("interrupts a blocking receive at the first Ctrl-C and leaves no worker", function()
     local marker, out = os.tmpname(), os.tmpname()
     local script = os.tmpname() .. ".lua"
-    finally(function() os.remove(marker); os.remove(out); os.remove(script) end)
+    spec_env.finally(function() os.remove(marker); os.remove(out); os.remove(script) end)
     os.remove(marker)
     local f = assert(io.open(script, "w"))
     f:write(([[
@@ -329,7 +332,7 @@ describe("Ctrl-C in a stock lua5.4", function()
       m:close()
       return worker ~= nil
     end, 60))
-    finally(function() if U.pid_exists(host) then os.execute("kill -9 " .. host) end end)
+    spec_env.finally(function() if U.pid_exists(host) then os.execute("kill -9 " .. host) end end)
     local t0 = coproc.now()
     signal(host, "INT")
     local text

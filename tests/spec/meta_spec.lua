@@ -3,6 +3,8 @@
 -- modules export, every method of their classes, every option their option
 -- checks accept and every error class; and nothing that is gone. A failure
 -- lists each missing or stale name with the file and what to write there.
+local describe, it, assert, before_each = describe, it, assert, before_each
+local _ENV = _G   -- functions sent to workers take their globals, not busted's sandbox
 local coproc = require "coproc"
 local errors = require "coproc.errors"
 local pool = require "coproc.pool"

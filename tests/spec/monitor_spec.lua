@@ -1,4 +1,6 @@
 -- monitor_spec.lua: coproc.Monitor / coproc.monitor (lua/coproc/monitor.lua).
+local describe, it, assert = describe, it, assert
+local _ENV = _G   -- functions sent to workers take their globals, not busted's sandbox
 local coproc = require "coproc"
 local monitor = require "coproc.monitor"
 local C = coproc.core.monitor

@@ -2,6 +2,7 @@
 -- loads the MPI module or libmpi; its calls outside an MPI job say how to
 -- start one. The MPI side itself is tested under mpirun (tests/mpi).
 local describe, it, assert = describe, it, assert
+local _ENV = _G   -- functions sent to workers take their globals, not busted's sandbox
 local coproc = require "coproc"
 
 local function maps_libmpi()

@@ -1,4 +1,6 @@
 -- progress_spec.lua: the progress bar (lua/coproc/progress.lua).
+local describe, it, assert = describe, it, assert
+local _ENV = _G   -- functions sent to workers take their globals, not busted's sandbox
 local coproc = require "coproc"
 local progress = require "coproc.progress"
 

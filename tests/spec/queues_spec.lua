@@ -1,6 +1,7 @@
 -- coproc.PriorityQueue, MultiQueue, PriorityMultiQueue (the Python coproc's
 -- queues) and coproc.sleep (issue #9, items 6 and 12).
 local describe, it, assert = describe, it, assert
+local _ENV = _G   -- functions sent to workers take their globals, not busted's sandbox
 local coproc = require "coproc"
 
 describe("coproc.PriorityQueue", function()

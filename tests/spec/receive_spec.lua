@@ -1,6 +1,8 @@
 -- Receiving: try_receive (nil, err instead of raising), the options form,
 -- message-level receives, Messenger.new_pair, receive_available's .n and
 -- receive_remaining past nil replies (issue #9, items 3, 5 and 12).
+local describe, it, assert, before_each, after_each = describe, it, assert, before_each, after_each
+local _ENV = _G   -- functions sent to workers take their globals, not busted's sandbox
 local coproc = require "coproc"
 
 local function pair(opts)

@@ -4,6 +4,8 @@
 -- nothing is lost, doubled or reordered across those bounds, and the end of
 -- the connection (EOF, a malformed frame) still comes after every message.
 -- Counters, not timings. COPROC_TEST_SCALE shrinks the streams (valgrind).
+local describe, it, assert = describe, it, assert
+local _ENV = _G   -- functions sent to workers take their globals, not busted's sandbox
 local coproc = require "coproc"
 local core = require "coproc.core"
 

@@ -3,6 +3,8 @@
 -- core.version and coproc._VERSION (a compile definition), coproc-lua -v,
 -- the release rockspec (file name, version, tag), the man page. Run from the
 -- source directory (ctest, `luarocks test`).
+local describe, it, assert = describe, it, assert
+local _ENV = _G   -- functions sent to workers take their globals, not busted's sandbox
 local coproc = require "coproc"
 local U = require "pool_testutil"
 

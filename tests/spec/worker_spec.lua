@@ -1,5 +1,8 @@
 -- WorkerResource: start methods, targets, kwargs, life cycle, the seed's
 -- two patterns, and cleanup (no zombies).
+local describe, it, assert = describe, it, assert
+local spec_env = _ENV   -- busted's: finally is looked up in it while a test runs
+local _ENV = _G   -- functions sent to workers take their globals, not busted's sandbox
 local coproc = require "coproc"
 
 local function echo(m)
@@ -66,7 +69,7 @@ describe("WorkerResource", function()
 
   it("'fresh' workers do not see host globals; 'inherit' ones do", function()
     rawset(_G, "COPROC_TEST_GLOBAL", "from host")
-    finally(function() rawset(_G, "COPROC_TEST_GLOBAL", nil) end)
+    spec_env.finally(function() rawset(_G, "COPROC_TEST_GLOBAL", nil) end)
     local function probe(m) m:send_norequest(tostring(rawget(_G, "COPROC_TEST_GLOBAL"))) end
     local f <close> = coproc.WorkerResource(probe):start()
     assert.equal("nil", f.messenger:receive_blocking())
