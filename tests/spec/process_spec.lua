@@ -2,7 +2,7 @@
 -- closed stdio), the worker's own children and terminate, running out of
 -- fds, many start/terminate cycles, a long run. Most cases run a script in
 -- a separate coproc-lua (or stock lua5.4) so that its fds are known.
-local describe, it, assert = describe, it, assert
+local describe, it, assert, pending = describe, it, assert, pending
 local _ENV = _G   -- functions sent to workers take their globals, not busted's sandbox
 local coproc = require "coproc"
 
