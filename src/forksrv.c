@@ -95,14 +95,15 @@ static struct {
     pid_t pid;    /* the server, 0: none */
     int   fd;     /* our end of its socket, -1: none */
     int   off;    /* 1: turned off; 2: clone(CLONE_PARENT) refused here */
-    int   exec;   /* start servers by exec even when small (COPROC_FORK_SERVER=exec) */
+    int   exec;   /* every worker from an exec'd server, the first too (COPROC_FORK_SERVER=exec) */
+    int   fork;   /* a small host forks its server (COPROC_FORK_SERVER=fork) */
     int   env_read;
     double timeout;
     /* The spares asked for, oldest first: our end of each one's
      * connection, and its pid once it said it (0: not yet). */
     struct { int fd; pid_t pid; } sp[CP_FORKSRV_SPARES];
     int   nsp;
-} g = {0, 0, -1, 0, 0, 0, CP_FORKSRV_TIMEOUT, {{-1, 0}}, 0};
+} g = {0, 0, -1, 0, 0, 0, 0, CP_FORKSRV_TIMEOUT, {{-1, 0}}, 0};
 
 void cp_forksrv_set_timeout(double seconds)
 {
@@ -398,12 +399,11 @@ static int srv_exec(const cp_fresh *how)
     return 0;
 }
 
-/* Start a server (forked while we are small, else exec'd) and wait for its
- * hello: its pid and its build, which must be ours. */
-static int srv_start(const cp_fresh *how)
+/* Start a server and wait for its hello: its pid and its build, which
+ * must be ours. Exec'd (forksrv.h, "Large hosts"); forked where there is
+ * no executable to serve, or when asked, while we are small. */
+static int srv_hello(const cp_fresh *how)
 {
-    int r = !g.exec && host_bytes() <= CP_FORKSRV_MAX_HOST ? srv_fork(how) : srv_exec(how);
-    if (r) return -1;
     rep hello;
     if (recv_reply(g.fd, &hello, cp_now() + g.timeout) || hello.pid != g.pid
         || strncmp(hello.call, how->version ? how->version : "", sizeof hello.call) != 0) {
@@ -412,6 +412,18 @@ static int srv_start(const cp_fresh *how)
         return -1;
     }
     return 0;
+}
+
+static int srv_start(const cp_fresh *how)
+{
+    int small = host_bytes() <= CP_FORKSRV_MAX_HOST;
+    if (g.fork && small) return srv_fork(how) ? -1 : srv_hello(how);
+    if (srv_exec(how) == 0 && srv_hello(how) == 0) return 0;
+    /* No executable to serve, or one of another build: fork it instead,
+     * for good (no exec is tried again for each start). */
+    if (!small) return -1;
+    g.fork = 1;
+    return srv_fork(how) ? -1 : srv_hello(how);
 }
 
 /* Wait until fd is ready for ev or the deadline passes: 1 ready, 0 timed
@@ -574,6 +586,7 @@ static void read_env(void)
     const char *v = getenv("COPROC_FORK_SERVER");
     if (v && strcmp(v, "0") == 0) g.off = 1;
     if (v && strcmp(v, "exec") == 0) g.exec = 1;
+    if (v && strcmp(v, "fork") == 0) g.fork = 1;
 }
 
 /* Ask the server for spares up to CP_FORKSRV_SPARES (no answer to wait

@@ -15,17 +15,23 @@
  * when the last fresh worker is reaped, so a process without workers has no
  * extra child.
  *
+ * Exec'd. The server is started with posix_spawn (nothing of the host is
+ * copied) of an executable that serves (cp_fresh.exec_path: coproc-lua,
+ * run with LD_BIND_NOW): a worker cloned from it takes fewer page faults
+ * and less private memory than one cloned from a server forked from the
+ * host (which inherits the host's libraries, heap and lazy bindings).
+ * Without such an executable, a small host forks the server; so it does
+ * with COPROC_FORK_SERVER=fork (as valgrind runs need: an exec'd server
+ * and its workers would run outside valgrind).
+ *
  * Large hosts. A host whose malloc heap (its arena: a Lua state's small
  * objects; big blocks mapped on their own do not count) holds at most
- * CP_FORKSRV_MAX_HOST bytes forks the server (and its first worker) itself:
- * cheap, and the workers share the host's pages as forks do. Past that size
- * a fork costs more than
- * starting a process afresh (the page tables alone), and a server forked
- * from the host would be as large and keep the host's pages shared (each
- * page the host writes afterwards would be copied once): a larger host
- * starts its server with posix_spawn (nothing of the host is copied) of an
- * executable that serves (cp_fresh.exec_path: coproc-lua), and takes every
- * fresh worker from it; without one it forks them itself.
+ * CP_FORKSRV_MAX_HOST bytes forks its first worker itself: cheap, and a
+ * program with one worker then has no server. Past that size a fork costs
+ * more than starting a process afresh (the page tables alone): a larger
+ * host takes every fresh worker from the server, the first too (so does
+ * any host with COPROC_FORK_SERVER=exec); without an executable to serve
+ * it forks them itself.
  *
  * Who is the parent. The server makes each worker with clone(CLONE_PARENT),
  * so the worker's parent is the host, exactly as if the host had forked it:

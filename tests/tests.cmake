@@ -24,6 +24,9 @@ if(COPROC_VALGRIND)
     --suppressions=${PROJECT_SOURCE_DIR}/tests/valgrind.supp --trace-children=no -q)
   # Specs with many workers or round trips (process_spec) run fewer of them.
   list(APPEND CP_TEST_ENV "COPROC_TEST_SCALE=0.01")
+  # An exec'd fork server (the default) and its workers would run outside
+  # valgrind (--trace-children=no): fork it, as valgrind then follows.
+  list(APPEND CP_TEST_ENV "COPROC_FORK_SERVER=fork")
 endif()
 set(CP_SPEC_LUA ${LUA_EXE})
 if(COPROC_SANITIZE)
