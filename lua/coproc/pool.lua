@@ -258,6 +258,7 @@ function M.Pool(n, opts)
     kwargs = {
       path = package.path, cpath = package.cpath,
       initializer = opts.initializer, initargs = opts.initargs, max_frame = opts.max_frame,
+      trust = opts.trust,
     },
     workers = {}, by_m = {}, mlist = {},
     queue = { n = 0 }, jobs = {}, njobs = 0,

@@ -134,6 +134,18 @@ end
 -- worker's traceback, the coproc class name when it is a coproc error, and
 -- the value itself when it is neither a string nor a coproc error and can
 -- be sent (error({code = 404}) arrives as err.value.code == 404).
+-- A pool with trust = "data" refuses functions and metatables in replies:
+-- an error value with them would turn the task's error into "refused", so
+-- there the value goes only when it is plain data (its message always goes).
+local DATA_ONLY = { trust = "data" }
+local values_trust = "code"
+
+local function sendable(v)
+  local ok, s = pcall(encode, v)
+  if not ok then return false end
+  return values_trust ~= "data" or (pcall(decode, s, DATA_ONLY))
+end
+
 local function describe(e, level)
   local msg = message_of(e)
   local info = { message = msg, traceback = traceback(msg, level or 2) }
@@ -142,7 +154,7 @@ local function describe(e, level)
     info.class = type(cls) == "table" and cls.name or nil
     info.fields = errors.plain_fields(e)
   elseif type(e) ~= "string" and e ~= nil then
-    if pcall(encode, e) then info.value = e end
+    if sendable(e) then info.value = e end
   end
   return info
 end
@@ -158,6 +170,7 @@ end
 function M.run(m, kw, lazy)
   kw = kw or {}
   if kw.max_frame then m:set_max_frame(kw.max_frame) end
+  if kw.trust == "data" then values_trust = "data" end
   local defs = {}         -- fid -> {kind, data, shared, fn, err}
   local insts = {}        -- jid -> {fid =, fn =} (non-shared functions)
   local init_err = false  -- once set, every task fails with it (pool stays sane)
