@@ -78,9 +78,15 @@ static void run_close_hooks(lua_State *L, int i)
     lua_settop(L, hooks - 1);
 }
 
+/* What close() waits at most for the peer to take what is still to be
+ * written (a peer that reads takes it at once; one that does not loses it). */
+#define CLOSE_FLUSH_SECONDS 1.0
+
 static int l_close(lua_State *L)
 {
     l_messenger *lm = check(L, 1);
+    if (lm->m.state == CP_M_OPEN && lm->m.owner == cp_self_pid() && cp_buf_size(&lm->m.out))
+        cp_messenger_flush(&lm->m, CLOSE_FLUSH_SECONDS);
     if (lm->m.fd >= 0) run_close_hooks(L, 1);
     cp_messenger_close(&lm->m);
     return 0;

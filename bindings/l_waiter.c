@@ -158,11 +158,18 @@ static int l_wait_for(lua_State *L)
     return 1;
 }
 
+/* flush_all([timeout]): write what every messenger holds back; with a
+ * timeout, wait up to that long until it is written -> true, or false. */
 static int l_flush_all(lua_State *L)
 {
-    (void)L;
-    cp_messenger_flush_all();
-    return 0;
+    if (lua_isnoneornil(L, 1)) {
+        cp_messenger_flush_all();
+        return 0;
+    }
+    double t = luaL_checknumber(L, 1);
+    luaL_argcheck(L, t >= 0 && !isnan(t), 1, "timeout must be a non-negative number");
+    lua_pushboolean(L, cp_messenger_flush_all_wait(isinf(t) ? -1 : t));
+    return 1;
 }
 
 static int l_arrivals(lua_State *L)

@@ -312,6 +312,21 @@ void cp_messenger_flush_all(void)
             cp_messenger_flush_nb(m);
 }
 
+static int all_out_done(void *ud)
+{
+    (void)ud;
+    for (cp_messenger *m = g_all; m; m = m->next)
+        if (m->state == CP_M_OPEN && cp_buf_size(&m->out) && !cp_messenger_held(m)) return 0;
+    return 1;
+}
+
+int cp_messenger_flush_all_wait(double timeout)
+{
+    if (g_all_pid != cp_self_pid()) return 1;
+    cp_messenger_flush_all();
+    return cp_loop_wait(all_out_done, NULL, timeout) == 1;
+}
+
 static int out_done_or_held(void *ud)
 {
     cp_messenger *m = ud;

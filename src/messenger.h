@@ -264,6 +264,10 @@ int  cp_messenger_ready(const cp_messenger *m, const cp_chan *c);
 int  cp_messenger_ready_any(const cp_messenger *m);
 /* Flush every messenger of the process that has pending output. */
 void cp_messenger_flush_all(void);
+/* The same, then wait (reading meanwhile) until every messenger of this
+ * process has written what it holds, at most timeout seconds: 1 when all
+ * is written (or held back by a peer's bound), 0 on timeout. */
+int  cp_messenger_flush_all_wait(double timeout);
 /* Messages queued so far by all messengers of the process together: a
  * foreign loop's adapter compares it across calls to learn that some wait
  * read messages into queues (their sockets are then quiet). */

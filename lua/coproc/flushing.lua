@@ -1,5 +1,5 @@
---- coproc.flushing (internal): `os.execute` and `io.popen` that first write
--- the pending output of every messenger of this process.
+--- coproc.flushing (internal): `os.execute`, `io.popen` and `os.exit` that
+-- first write the pending output of every messenger of this process.
 --
 -- A send within 50 µs of the previous write is corked so that a burst goes
 -- out in one write (docs/design-notes.md, "Coalesced sends"); it is written
@@ -20,5 +20,15 @@ end
 
 os.execute = flushing(os.execute)  -- luacheck: ignore 122
 io.popen = flushing(io.popen)      -- luacheck: ignore 122
+
+-- os.exit ends the process: what is still to be written goes first (a
+-- worker's last reply), waiting at most EXIT_FLUSH_SECONDS for peers that
+-- read slowly, as a worker that returns does.
+local EXIT_FLUSH_SECONDS = 10
+local exit = os.exit
+os.exit = function(...)  -- luacheck: ignore 122
+  pcall(flush_all, EXIT_FLUSH_SECONDS)
+  return exit(...)
+end
 
 return true
