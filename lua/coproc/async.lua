@@ -183,11 +183,12 @@ local function run(stop, deadline, what)
       local pools = {}
       for i = #conds, 1, -1 do conds[i] = nil end
       local n, next_deadline = gather(conds, owner, pools)
-      if deadline and deadline < next_deadline then next_deadline = deadline end
+      -- (the tasks' own deadlines only: the run's timeout wakes nobody)
       if n == 0 and next_deadline == huge then
         error(("coproc.%s: every task waits and nothing can wake them (%d task(s) waiting on each other)")
           :format(what, #live), 0)
       end
+      if deadline and deadline < next_deadline then next_deadline = deadline end
       local timeout = next_deadline < huge and math.max(0, next_deadline - now()) or nil
       local ready = wait_for(conds, n, timeout)
       if next(pools) then
