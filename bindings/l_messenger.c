@@ -1389,6 +1389,11 @@ static int l_wait(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     double timeout = opt_timeout(L, 2);
+    if (lua_rawlen(L, 1) == 0) {
+        /* Nothing to wait for can ever be ready: say so now, not never. */
+        lua_newtable(L);
+        return 1;
+    }
     lua_settop(L, 2);
     if (timeout < 0) lua_pushnil(L);
     else lua_pushnumber(L, cp_now() + timeout);

@@ -1,6 +1,6 @@
 -- Nothing sent is lost at the end: messages a messenger still holds when it
 -- is closed, and a worker's last replies when it calls os.exit, reach the
--- peer before the connection ends.
+-- peer before the connection ends; and a wait on nothing returns at once.
 local describe, it, assert = describe, it, assert
 local _ENV = _G   -- functions sent to workers take their globals, not busted's sandbox
 local coproc = require "coproc"
@@ -14,6 +14,15 @@ local function drain(m)
     got[#got + 1] = v
   end
 end
+
+describe("coproc.wait on nothing", function()
+  it("returns {} at once, timeout or not", function()
+    local t0 = coproc.now()
+    assert.same({}, coproc.wait({}))
+    assert.same({}, coproc.wait({}, 30))
+    assert.is_true(coproc.now() - t0 < 5)
+  end)
+end)
 
 describe("nothing sent is lost", function()
   it("close() writes what the messenger holds before it closes", function()
