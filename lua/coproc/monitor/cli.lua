@@ -151,7 +151,7 @@ function M.main(args)
   end
 
   -- Wait for the end: the command's exit, the watched pid's, or --duration.
-  local exit, interrupted
+  local exit, interrupted, watched_ended
   local deadline = o.duration and core.now() + o.duration
   local wok, werr = pcall(function()
     if cmd then
@@ -164,6 +164,8 @@ function M.main(args)
       while C.exists(o.pid) and not (deadline and core.now() >= deadline) do
         mon.messenger:await_available(0.1) -- the monitor sends nothing: a plain interruptible wait
       end
+      -- not our child: its exit status is not ours to know
+      watched_ended = not C.exists(o.pid)
       exit = 0
     end
   end)
@@ -207,7 +209,8 @@ function M.main(args)
   if not o.quiet then
     local who = cmd and o.command[1] or ("pid " .. o.pid)
     local how = interrupted and ("stopped by %s"):format(SIGNAL_NAMES[interrupted] or ("signal " .. interrupted))
-      or ("exited with %d"):format(exit)
+      or (cmd and ("exited with %d"):format(exit))
+      or (watched_ended and "ended" or "still running at the end of --duration")
     io.stderr:write(("coproc.monitor: %s %s; %d samples, %d processes, peak %s %s\n"):format(who, how,
       #stats.t, #stats.procs, stats.metric:upper(), format.bytes(stats:peak())))
   end
