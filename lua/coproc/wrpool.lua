@@ -144,7 +144,17 @@ function WRP:map_messages(data, channel, opts)
   end
   local n = #self
   local ms, idx = {}, {}
-  for i = 1, n do ms[i] = self[i].messenger; idx[ms[i]] = i end
+  -- stale[m]: replies m still owes to requests of an earlier loop (left by
+  -- break): they are not this loop's, and are dropped as they come
+  local stale = {}
+  for i = 1, n do
+    local m = self[i].messenger
+    if m == nil then
+      error(("coproc.WorkerResourcePool: worker %d is not started (call start() first)"):format(i), 2)
+    end
+    ms[i], idx[m] = m, i
+    stale[m] = m:remaining(channel)
+  end
   local out, head, tail = {}, 1, 0      -- replies waiting to be yielded
   local exhausted = false
   local outstanding = 0
@@ -153,7 +163,7 @@ function WRP:map_messages(data, channel, opts)
     if exhausted then return end
     for i = 1, n do
       local m = ms[i]
-      while m:remaining(channel) < depth do
+      while m:remaining(channel) - stale[m] < depth do
         local v, ended = pull()
         if ended then exhausted = true; return end
         m:send_request(v, channel)
@@ -166,7 +176,7 @@ function WRP:map_messages(data, channel, opts)
     while head > tail do
       feed()
       if outstanding == 0 then return nil end
-      local ready = core.wait(ms)
+      local ready = core.wait(ms)   -- (a stale reply wakes it too: dropped below)
       for r = 1, #ready do
         local m = ready[r]
         -- counted by the replies counter: a nil reply leaves a hole in the list
@@ -175,11 +185,13 @@ function WRP:map_messages(data, channel, opts)
         local k = m:replies_received(channel) - before
         local count = #list
         if k > count then count = k end
-        for j = 1, count do
+        local drop = stale[m] < count and stale[m] or count
+        stale[m] = stale[m] - drop
+        for j = drop + 1, count do
           tail = tail + 1
           out[tail] = { idx[m], list[j] }
         end
-        outstanding = outstanding - k
+        outstanding = outstanding - (k - drop)
       end
     end
     local e = out[head]

@@ -56,6 +56,23 @@ describe("coproc.WorkerResourcePool", function()
     for _, w in ipairs(pool) do assert.equal(0, w.messenger:remaining()) end
   end)
 
+  it("map_messages after a loop left by break: its own replies, all of them", function()
+    local pool <close> = coproc.WorkerResourcePool(2, EchoProcess, { prefix = "#" }):start()
+    for _ in pool:map_messages(U.range(6)) do break end   -- luacheck: ignore 512 (leaves requests unanswered)
+    local got = {}
+    for _, reply in pool:map_messages({ "a", "b", "c" }) do got[#got + 1] = reply end
+    table.sort(got)
+    assert.same({ "#a", "#b", "#c" }, got)
+    for _, w in ipairs(pool) do assert.equal(0, w.messenger:remaining()) end
+  end)
+
+  it("map_messages on a pool not started says so", function()
+    local pool = coproc.WorkerResourcePool(1, EchoProcess)
+    local ok, err = pcall(pool.map_messages, pool, { 1 })
+    assert.is_false(ok)
+    assert.matches("worker 1 is not started (call start() first)", tostring(err), 1, true)
+  end)
+
   it("map_messages yields (worker index, reply): a nil reply does not end the loop", function()
     local Maybe = coproc.class {}
     function Maybe:run()
