@@ -102,6 +102,17 @@ describe("coproc.Monitor", function()
     assert.truthy(p.vms[#p.vms] >= p.rss[#p.rss])
   end)
 
+  it("still answers when sampling takes longer than its interval", function()
+    local t0 = coproc.now()
+    local m = coproc.Monitor { snapshot_seconds = 1e-6 }
+    m:start()
+    m:add_note("behind")
+    local st = m:get_stats()
+    m:stop()
+    assert.is_true(#st.t >= 1)
+    assert.is_true(coproc.now() - t0 < 10, "took " .. (coproc.now() - t0) .. " s")
+  end)
+
   it("handles a watched child that exits, and sees new ones", function()
     local m <close> = coproc.Monitor { snapshot_seconds = 0.01 }:start()
     local w = coproc.WorkerResource(hog):start()

@@ -216,12 +216,19 @@ local function run(m, kw)
         goto continue
       end
       now = core.now()
+    elseif m:queue_size() > 0 or C.wait_readable(fd, 0) then
+      -- Behind the clock (a slow sample or plot): the host's requests still
+      -- come first, or a monitor slower than its interval never answers.
+      if drain() then return end
     end
     s:sample(now)
     since_fig = since_fig + 1
     if since_fig >= fig_every then since_fig = 0; s:save_fig(false) end
     next_t = next_t + iv
-    if next_t < now then next_t = now + iv end -- fell behind: skip, do not burst
+    do
+      local after = core.now()
+      if next_t < after then next_t = after + iv end -- fell behind: skip, do not burst
+    end
     ::continue::
   end
 end
