@@ -211,10 +211,36 @@ function Monitor:log(note, details)
   return self:add_note(note, details, { do_log = true, do_label = false, do_print = false })
 end
 
+-- The worker is stopped (SIGSTOP, Ctrl-Z of its group): it answers nothing
+-- until it is continued.
+local function is_stopped(pid)
+  local f = pid and io.open("/proc/" .. pid .. "/stat")
+  if not f then return false end
+  local st = f:read("a"):match("%) (%a)")
+  f:close()
+  return st == "T" or st == "t"
+end
+
+-- The answer to a request sent on m, within timeout seconds; waits in
+-- slices so that a stopped worker is noticed within one.
+local function answer(w, m, timeout, what)
+  local deadline = core.now() + timeout
+  while true do
+    local left = deadline - core.now()
+    local ok, v = pcall(m.receive_blocking, m, nil, left < 0.5 and (left > 0 and left or 0) or 0.5)
+    if ok then return v end
+    if not errors.is(v, errors.Timeout) or core.now() >= deadline then error(v, 0) end
+    if is_stopped(w and w:pid()) then
+      errors.raise(errors.MonitorError, ("coproc.Monitor: its worker (pid %d) is stopped and cannot %s")
+        :format(w:pid(), what))
+    end
+  end
+end
+
 local function request(self, msg, timeout)
   local m = need(self)
   m:send_request(msg)
-  return m:receive_blocking(nil, timeout or 60)
+  return answer(self.worker, m, timeout or 60, "answer")
 end
 
 --- Look for new descendants now (they are also found on their own within
@@ -250,7 +276,7 @@ function Monitor:stop()
   self.worker, self.messenger = nil, nil
   local ok, err = pcall(function()
     m:send_request({ op = "stop" })
-    m:receive_blocking(nil, 120)
+    answer(w, m, 120, "stop (it was killed)")
     w:join(10)
   end)
   w:close()
