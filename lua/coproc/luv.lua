@@ -263,7 +263,17 @@ function sync(d)
 end
 
 function pump_drive(d)
-  d.pool:pump(0)    -- a done callback's error ends the loop, as any error in a luv callback does
+  -- A done callback's error ends the loop, as any error in a luv callback
+  -- does; luv prints only string errors ("Uncaught Error: (null)" for an
+  -- error object), so it goes as its message and traceback.
+  local ok, err = pcall(d.pool.pump, d.pool, 0)
+  if not ok then
+    if type(err) ~= "string" then
+      local tb = type(err) == "table" and rawget(err, "traceback")
+      err = tostring(err) .. (type(tb) == "string" and tb ~= "" and ("\n" .. tb) or "")
+    end
+    error(err, 0)
+  end
   sync(d)
 end
 

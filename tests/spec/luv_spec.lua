@@ -262,3 +262,28 @@ describe("coproc.luv, 3 workers x many requests", function()
     assert.is_true(cpu < 0.5 * wall, ("host CPU %.3f s for %.3f s of wall time"):format(cpu, wall))
   end)
 end)
+
+describe("coproc.luv.drive: a done callback that raises", function()
+  it("ends the loop with the error's message and traceback, not '(null)'", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+local coproc = require "coproc"
+local cluv = require "coproc.luv"
+local uv = require "luv"
+local pool = coproc.Pool(1)
+cluv.drive(pool)
+pool:apply_async(function() return 1 end, {}, { callback = function() error("cb boom") end })
+uv.run()
+]])
+    f:close()
+    local exe = os.getenv("COPROC_LUA") or "coproc-lua"
+    local h = io.popen(exe .. " " .. script .. " 2>&1")
+    local out = h:read("a")
+    h:close()
+    os.remove(script)
+    assert.matches("CallbackError: error in a done callback: .*cb boom", out)
+    assert.matches("stack traceback", out, 1, true)
+    assert.not_matches("(null)", out, 1, true)
+  end)
+end)
