@@ -14,7 +14,9 @@
  *                             t seconds (nil: no limit) passed first
  *   core.sleep(t)             block t seconds, the messengers still flowing
  *   core.flush_all()          write the pending output of every messenger
- *   core.arrivals()           messages queued so far by all messengers
+ *   core.arrivals()           messages queued so far by all messengers (and
+ *                             closes, and progress noted)
+ *   core.note_progress()      a wait may end without a message (a pool job ended)
  *
  * Interrupts (Ctrl-C) raise coproc.Interrupted from wait_for and sleep. */
 #include "lcore.h"
@@ -172,6 +174,13 @@ static int l_flush_all(lua_State *L)
     return 1;
 }
 
+static int l_note_progress(lua_State *L)
+{
+    (void)L;
+    cp_messenger_note_progress();
+    return 0;
+}
+
 static int l_arrivals(lua_State *L)
 {
     lua_pushinteger(L, (lua_Integer)cp_messenger_arrivals());
@@ -186,6 +195,7 @@ void cp_l_waiter_open(lua_State *L, int t)
         {"wait_for", l_wait_for},
         {"flush_all", l_flush_all},
         {"arrivals", l_arrivals},
+        {"note_progress", l_note_progress},
         {NULL, NULL},
     };
     t = lua_absindex(L, t);

@@ -268,10 +268,14 @@ void cp_messenger_flush_all(void);
  * process has written what it holds, at most timeout seconds: 1 when all
  * is written (or held back by a peer's bound), 0 on timeout. */
 int  cp_messenger_flush_all_wait(double timeout);
-/* Messages queued so far by all messengers of the process together: a
- * foreign loop's adapter compares it across calls to learn that some wait
- * read messages into queues (their sockets are then quiet). */
+/* Messages queued so far by all messengers of the process together, plus
+ * connections closed and other progress noted (cp_messenger_note_progress):
+ * a foreign loop's adapter compares it across calls to learn that some wait
+ * may end (a message read into a queue leaves its socket quiet). */
 uint64_t cp_messenger_arrivals(void);
+/* Something a wait may be waiting for happened without a message (a pool
+ * call ended, a future was cancelled). */
+void cp_messenger_note_progress(void);
 
 /* Wait until cp_messenger_ready (c) — or, with c NULL and any set, any
  * channel. Flushes pending output first. Returns 1/0/-1 like cp_loop_wait. */

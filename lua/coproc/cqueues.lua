@@ -52,7 +52,22 @@ local function closed(m)
   return m:is_closed()
 end
 
+-- cqueues keeps the fds it polls registered; one closed under it makes
+-- the controller fail ("unable to update event disposition: Bad file
+-- descriptor"). So each messenger polled here tells cqueues before its fd
+-- is closed (a pool terminated from another coroutine), which also wakes
+-- the coroutines polling it.
+local hooked = setmetatable({}, { __mode = "k" })
+local function on_close(m)
+  local fd = m:fileno()
+  if fd >= 0 then cqueues.cancel(fd) end
+end
+
 local function make(m, mode, channel)
+  if not hooked[m] then
+    hooked[m] = true
+    core.on_close(m, on_close)
+  end
   local ready
   if mode == "w" then
     ready = function() return closed(m) or m:unsent() == 0 end

@@ -44,6 +44,7 @@ local isyieldable = coroutine.isyieldable
 local core = coproc.core
 local table_new, encode, wait_ready = core.table_new, core.encode, core.wait
 local decode_into = core.decode_into
+local note_progress = core.note_progress
 local clock = core.now
 M._clock = clock
 
@@ -546,6 +547,7 @@ function Pool:_end_job(job, err)
   if job.finished then return end
   job.finished = true
   job.err = err
+  note_progress()   -- a wait for it in another loop's coroutine may end now
   self.jobs[job] = nil
   self.njobs = self.njobs - 1
   -- Workers that made an instance of a stateful function for this job may

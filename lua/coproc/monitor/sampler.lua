@@ -216,10 +216,6 @@ local function run(m, kw)
         goto continue
       end
       now = core.now()
-    elseif m:queue_size() > 0 or C.wait_readable(fd, 0) then
-      -- Behind the clock (a slow sample or plot): the host's requests still
-      -- come first, or a monitor slower than its interval never answers.
-      if drain() then return end
     end
     s:sample(now)
     since_fig = since_fig + 1
@@ -227,7 +223,12 @@ local function run(m, kw)
     next_t = next_t + iv
     do
       local after = core.now()
-      if next_t < after then next_t = after + iv end -- fell behind: skip, do not burst
+      if next_t < after then
+        next_t = after + iv -- fell behind: skip, do not burst
+        -- and serve the host now: a monitor slower than its interval would
+        -- otherwise never answer (after the sample: a stop still has one)
+        if (m:queue_size() > 0 or C.wait_readable(fd, 0)) and drain() then return end
+      end
     end
     ::continue::
   end
