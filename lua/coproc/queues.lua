@@ -83,7 +83,11 @@ local function multi(name, new_queue, with_priority)
   MQ.__index = MQ
   MQ.__name = "coproc." .. name
 
-  local function key(ch) if ch == nil then return DEFAULT end return ch end
+  local function key(ch)
+    if ch == nil then return DEFAULT end
+    if ch ~= ch then error("bad channel (NaN cannot name a channel)", 4) end
+    return ch
+  end
 
   local function queue(self, ch, create)
     local k = key(ch)

@@ -477,6 +477,13 @@ describe("coproc-lua -m coproc.monitor", function()
     assert.equal(s.procs[1].pid, monitor.Stats.from_json(js).pid)
   end)
 
+  it("--duration ends a command that ignores SIGTERM with SIGKILL", function()
+    local t0 = coproc.now()
+    local code = run("-q --duration 0.3 -- sh -c 'trap \"\" TERM; sleep 30'")
+    assert.equal(128 + 9, code)
+    assert.is_true(coproc.now() - t0 < 15)
+  end)
+
   it("--pid: says whether the watched process ended or still runs (its status is not ours)", function()
     local h = io.popen("sleep 30 & echo $!")
     local pid = h:read("n")

@@ -32,6 +32,15 @@ describe("coproc.PriorityQueue", function()
 end)
 
 describe("coproc.MultiQueue and PriorityMultiQueue", function()
+  it("refuses NaN as a channel, readably", function()
+    for _, Q in ipairs { coproc.MultiQueue, coproc.PriorityMultiQueue } do
+      local q = Q()
+      local ok, err = pcall(q.put, q, 1, 0 / 0)
+      assert.is_false(ok)
+      assert.matches("bad channel (NaN cannot name a channel)", tostring(err), 1, true)
+    end
+  end)
+
   it("one FIFO per channel, nil the default channel", function()
     local q = coproc.MultiQueue()
     q:put(1); q:put(2, "a"); q:put(3); q:put(4, "a")

@@ -33,7 +33,7 @@ local function parser()
       "was collected until then is written.")
   p:flag("-h --help", "Show this help and exit.")
   p:option("--interval", "Seconds between samples.", "0.25"):convert(positive("--interval"))
-  p:option("--duration", "Stop after this many seconds (the command gets SIGTERM).")
+  p:option("--duration", "Stop after this many seconds (the command gets SIGTERM, and SIGKILL 2 s later).")
     :convert(positive("--duration"))
   p:option("--pid", "Watch this running process instead of starting a command.")
     :convert(function(s)
@@ -158,7 +158,11 @@ function M.main(args)
       exit = cmd:wait(o.duration)
       if exit == nil then -- --duration passed
         cmd:kill(15)
-        exit = cmd:wait()
+        exit = cmd:wait(2)
+        if exit == nil then -- it ignores SIGTERM
+          cmd:kill(9)
+          exit = cmd:wait()
+        end
       end
     else
       while C.exists(o.pid) and not (deadline and core.now() >= deadline) do
