@@ -7,6 +7,7 @@
  * is not reading, respects max_frame, and leaves an interrupt for the next
  * wait. Run under valgrind by the vg build (no leak of a kept block). */
 #include "check.h"
+#include "messenger_pair.h"
 #include "loop.h"
 #include "messenger.h"
 
@@ -18,16 +19,6 @@
 #include <unistd.h>
 
 #define MIB (1u << 20)
-
-static void pair(cp_messenger *a, cp_messenger *b)
-{
-    int sv[2];
-    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
-    cp_messenger_init(a);
-    cp_messenger_init(b);
-    CHECK(cp_messenger_open(a, sv[0], 0, NULL) == 0);
-    CHECK(cp_messenger_open(b, sv[1], 0, NULL) == 0);
-}
 
 static cp_chan *nil_chan(cp_messenger *m)
 {

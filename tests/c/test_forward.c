@@ -3,6 +3,7 @@
  * bytes; CLOSE/ERROR go first and keep their kind; a slow far side stops
  * the relay at max_unsent; a dead far side is reported. */
 #include "check.h"
+#include "messenger_pair.h"
 #include "forward.h"
 #include "loop.h"
 #include "messenger.h"
@@ -11,16 +12,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-static void pair(cp_messenger *a, cp_messenger *b)
-{
-    int sv[2];
-    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
-    cp_messenger_init(a);
-    cp_messenger_init(b);
-    CHECK(cp_messenger_open(a, sv[0], 0, NULL) == 0);
-    CHECK(cp_messenger_open(b, sv[1], 0, NULL) == 0);
-}
 
 /* A frame on channel key whose payload is the msgpack str s. */
 static void send_str(cp_messenger *m, int kind, const char *key, size_t kl, double prio, unsigned flags, const char *s)

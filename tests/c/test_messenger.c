@@ -5,6 +5,7 @@
  * that grow with what arrived, the bound on queued bytes, the exit drain;
  * the process-wide arrivals count. */
 #include "check.h"
+#include "messenger_pair.h"
 #include "loop.h"
 #include "messenger.h"
 
@@ -16,16 +17,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-static void pair(cp_messenger *a, cp_messenger *b)
-{
-    int sv[2];
-    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
-    cp_messenger_init(a);
-    cp_messenger_init(b);
-    CHECK(cp_messenger_open(a, sv[0], 0, NULL) == 0);
-    CHECK(cp_messenger_open(b, sv[1], 0, NULL) == 0);
-}
 
 /* Send a frame whose payload is a msgpack bin of n bytes of fill. */
 static void send_bin(cp_messenger *m, double prio, unsigned flags, size_t n, char fill)
