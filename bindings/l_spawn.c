@@ -22,6 +22,8 @@
 #include "loop.h"
 #include "mtune.h"
 #include "proc.h"
+#include "prefault.h"
+#include "messenger.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -124,6 +126,18 @@ static void prepare(const char *data, size_t len)
     if (g_zpath && g_zcpath) g_zygote = W;
 }
 
+/* A worker of the fork server marks the pages it touched (prefault.h) at
+ * its first idle moment after a message came in: its start and its first
+ * answer are behind it. */
+static pid_t g_learner; /* the worker, not a process it forks */
+
+static void learn_when_fed(void)
+{
+    if (cp_self_pid() != g_learner) return;
+    if (cp_messenger_arrivals() == 0) cp_loop_at_idle(learn_when_fed);
+    else cp_prefault_learn();
+}
+
 /* The fresh worker: runs coproc.worker.main_fresh on the payload. */
 static _Noreturn void run_fresh(int fd, int arrival_order, const char *payload, size_t plen, const char *path,
                                 const char *cpath)
@@ -134,6 +148,10 @@ static _Noreturn void run_fresh(int fd, int arrival_order, const char *payload, 
     cp_l_reseed(W);
     l_messenger *lm = cp_l_messenger_push(W);
     if (cp_messenger_open(&lm->m, fd, arrival_order, NULL)) _exit(72);
+    if (cp_prefault_wants_learners()) {
+        g_learner = cp_self_pid();
+        cp_loop_at_idle(learn_when_fed);
+    }
     lua_pushlstring(W, payload, plen);
     int code = run_worker(W, "main_fresh", 1);
     cp_l_messenger_drain(lm, 10.0);
@@ -261,6 +279,15 @@ static int l_forkserver_spares(lua_State *L)
         lua_pushinteger(L, pids[i]);
         lua_rawseti(L, -2, i + 1);
     }
+    return 1;
+}
+
+/* core._prefault_marked() -> the pages this process's fork server has
+ * learned its children touch (prefault.h), -1 outside a server's children
+ * (for tests). */
+static int l_prefault_marked(lua_State *L)
+{
+    lua_pushinteger(L, cp_prefault_marked());
     return 1;
 }
 
@@ -441,4 +468,6 @@ void cp_l_spawn_open(lua_State *L, int t)
     lua_setfield(L, t, "_forkserver_pid");
     lua_pushcfunction(L, l_forkserver_spares);
     lua_setfield(L, t, "_forkserver_spares");
+    lua_pushcfunction(L, l_prefault_marked);
+    lua_setfield(L, t, "_prefault_marked");
 }

@@ -14,6 +14,7 @@
 #include "loop.h"
 #include "proc.h"
 #include "proc_child.h"
+#include "prefault.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -807,6 +808,7 @@ static _Noreturn void run_request(const cp_fresh *how, const req_head *h, const 
 /* The new worker, in the clone. */
 static _Noreturn void child(const cp_fresh *how, const req_head *h, const int *fd, char *buf)
 {
+    cp_prefault_apply();
     become_child((pid_t)h->host);
     run_request(how, h, fd, buf, 1);
 }
@@ -819,6 +821,7 @@ static int recv_head(int sock, req_head *h, int *fd);
  * that differ. */
 static _Noreturn void spare(const cp_fresh *how, pid_t host, int conn, const struct rlimit *cur)
 {
+    cp_prefault_apply();
     become_child(host);
     cp_child_close_fds(conn, -1);
     if (how->warm) how->warm();
@@ -964,6 +967,7 @@ static void serve_one(const cp_fresh *how, int sock, struct rlimit *cur)
     if (!prepared) {
         if (how->prepare) how->prepare(buf + h.envlen, (size_t)h.len);
         drain_heap();
+        cp_prefault_init();
         prepared = 1;
     }
     /* The host's limits are the worker's (RLIMIT_NPROC counts at the clone). */

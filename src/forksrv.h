@@ -64,6 +64,10 @@
  * the host), and a spare that died, or whose server died, is reaped and
  * replaced by a worker served the ordinary way.
  *
+ * Page faults. Every spare and served worker first maps in, in a few
+ * madvise calls, the pages the server's first workers were seen to touch
+ * (prefault.h): on some VMs each fault of a new process costs 25-60 us.
+ *
  * Failure. A server that died, or does not answer within CP_FORKSRV_TIMEOUT
  * seconds, is killed, reaped and started again once; if it still cannot
  * serve, or the system refuses clone(CLONE_PARENT) (a sandbox, valgrind),

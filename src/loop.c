@@ -143,9 +143,19 @@ static void run_with_sources(struct ev_loop *loop)
     cp_source_poll_all();
 }
 
+static void (*g_at_idle)(void);
+
+void cp_loop_at_idle(void (*fn)(void)) { g_at_idle = fn; }
+
 int cp_loop_wait(int (*ready)(void *ud), void *ud, double timeout)
 {
     if (ready(ud)) return 1;
+    if (g_at_idle && timeout != 0) {
+        void (*fn)(void) = g_at_idle;
+        g_at_idle = NULL;
+        fn();
+        if (ready(ud)) return 1;
+    }
     struct ev_loop *loop = cp_loop();
     cp_loop_mark();
     if (timeout == 0) {

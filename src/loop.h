@@ -45,6 +45,10 @@ void cp_loop_mark(void);
  * epoll about fds only while there are some. */
 void cp_loop_count_fds(int delta);
 
+/* fn runs once, when a wait of this process is next about to block (its
+ * next idle moment; a fresh worker's first, prefault.h); NULL: none. */
+void cp_loop_at_idle(void (*fn)(void));
+
 /* Run the loop until ready(ud) is true, timeout seconds pass (< 0: no
  * limit), or an interrupt arrives. Returns 1 ready, 0 timed out, -1
  * interrupted. ready() is checked before blocking. Fd-less event sources

@@ -94,6 +94,35 @@ describe("fork server", function()
     for _, pid in ipairs(spares) do assert.is_true(gone(pid)) end
   end)
 
+  it("maps in, in each new worker, the pages its first workers touched", function()
+    -- Each worker says how many pages were marked when it started
+    -- (src/prefault.h), then works as usual.
+    local function report(m)
+      m:send_reply(require("coproc.core")._prefault_marked())
+      echo(m)
+    end
+    local ws, seen = {}, {}
+    for i = 1, 12 do
+      ws[i] = coproc.WorkerResource(report):start()
+      seen[i] = ws[i].messenger:receive_blocking(nil, 30)
+      ws[i].messenger:send_request(i)
+      assert.equal(i, ws[i].messenger:receive_blocking(nil, 30))
+    end
+    local served = false
+    for i = 1, 12 do
+      assert.is_number(seen[i])
+      if seen[i] >= 0 and not served then
+        served = true
+        assert.equal(0, seen[i])                      -- the server's first worker: nothing yet
+      elseif served then
+        assert.is_true(seen[i] >= seen[i - 1])        -- marks only add up
+      end
+    end
+    -- Under valgrind there is no server (its clone is refused): all -1.
+    if served then assert.is_true(seen[12] > 0) end
+    for _, w in ipairs(ws) do w:terminate() end
+  end)
+
   it("is left out of the Monitor with its spares, which sees the served workers", function()
     local ws = started(3)
     local srv = core._forkserver_pid()
