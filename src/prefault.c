@@ -15,7 +15,7 @@
 #define MADV_POPULATE_WRITE 23
 #endif
 
-#define MAX_RANGES 128
+#define MAX_RANGES 512
 #define PM_PRESENT (1ull << 63)
 #define PM_EXCLUSIVE (1ull << 56)
 #define READ_GAP 8 /* unmarked pages of code mapped too, to save calls */
@@ -43,24 +43,38 @@ static table *g_t;
 static size_t g_tsize;
 
 /* The mappings worth watching: private ones with something to read, not
- * the kernel's own ([vdso], [vvar]...). */
+ * the kernel's own ([vdso], [vvar]...); when they hold more than
+ * CP_PREFAULT_MAX_PAGES, the largest are left out (a sanitizer's shadow,
+ * big anonymous blocks), not the many small ones (libraries, heap, stack). */
 static int note_ranges(size_t *pages)
 {
     FILE *f = fopen("/proc/self/maps", "re");
     if (!f) return -1;
     char line[512];
     size_t total = 0;
+    g_nr = 0;
     while (fgets(line, sizeof line, f) && g_nr < MAX_RANGES) {
         unsigned long lo, hi;
         char perm[8], path[256] = "";
         if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %255s", &lo, &hi, perm, path) < 3) continue;
         if (perm[3] != 'p' || (perm[0] != 'r' && perm[2] != 'x') || strncmp(path, "[v", 2) == 0) continue;
         size_t n = (hi - lo) / g_page;
-        if (n == 0 || total + n > CP_PREFAULT_MAX_PAGES) continue;
-        g_r[g_nr++] = (range){(uintptr_t)lo, (uint32_t)n, (uint32_t)total, perm[1] == 'w'};
+        if (n == 0 || n > CP_PREFAULT_MAX_PAGES) continue;
+        g_r[g_nr++] = (range){(uintptr_t)lo, (uint32_t)n, 0, perm[1] == 'w'};
         total += n;
     }
     fclose(f);
+    while (total > CP_PREFAULT_MAX_PAGES) {
+        int big = 0;
+        for (int i = 1; i < g_nr; i++) if (g_r[i].n > g_r[big].n) big = i;
+        total -= g_r[big].n;
+        g_r[big] = g_r[--g_nr];
+    }
+    total = 0;
+    for (int i = 0; i < g_nr; i++) {
+        g_r[i].first = (uint32_t)total;
+        total += g_r[i].n;
+    }
     *pages = total;
     return g_nr > 0 ? 0 : -1;
 }
@@ -72,7 +86,6 @@ int cp_prefault_init(void)
     if (v && strcmp(v, "0") == 0) return -1;
     g_page = (size_t)sysconf(_SC_PAGESIZE);
     size_t pages;
-    g_nr = 0;
     if (note_ranges(&pages)) return -1;
     g_tsize = sizeof(table) + (pages + 63) / 64 * sizeof(uint64_t);
     void *m = mmap(NULL, g_tsize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
