@@ -205,8 +205,9 @@ static int compute(lua_State *L, l_plot *p)
 {
     if (p->have_layout) return 0;
     char err[256];
-    if (cp_plot_compute_layout(&p->s, &p->layout, err, sizeof err) < 0)
-        return cp_l_oserror(L, ENOMEM, "layout", "plot layout");
+    int rc = cp_plot_compute_layout(&p->s, &p->layout, err, sizeof err);
+    if (rc == -2) return cp_l_error(L, "MonitorError", "cannot draw the plot: %s", err);
+    if (rc < 0) return cp_l_oserror(L, ENOMEM, "layout", "plot layout");
     p->have_layout = 1;
     return 0;
 }

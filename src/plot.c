@@ -309,6 +309,11 @@ int cp_plot_draw(const cp_plot_spec *s, const cp_plot_layout *l, char *err, size
     for (int i = 0; i < NCOLOURS; i++) { r[i] = PALETTE[i][0]; g[i] = PALETTE[i][1]; b[i] = PALETTE[i][2]; }
     plot_abort_msg[0] = '\0';
     plsabort(on_abort);
+    /* With an error code and message to set, PLplot reports a problem
+     * there instead of printing it on stderr. */
+    PLINT plerr = 0;
+    char plmsg[320] = "";
+    plsError(&plerr, plmsg);
     plsdev(dev);
     plsfnam(s->path);
     plspage(90, 90, l->width, l->height, 0, 0);
@@ -335,6 +340,7 @@ int cp_plot_draw(const cp_plot_spec *s, const cp_plot_layout *l, char *err, size
 
     plend();
     plsabort(NULL);
+    if (plerr && !plot_abort_msg[0]) snprintf(plot_abort_msg, sizeof plot_abort_msg, "%s", plmsg);
     free(bx);
     free(by);
     if (plot_abort_msg[0]) {

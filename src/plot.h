@@ -89,8 +89,9 @@ typedef struct cp_plot_layout {
     cp_rect unplaced_box;   /* "k notes not labelled", when unplaced > 0 */
 } cp_plot_layout;
 
-/* Compute the layout of s into l. Returns 0, or -1 with a message (out of
- * memory). Free it with cp_plot_layout_free. */
+/* Compute the layout of s into l. Returns 0, -1 with a message (out of
+ * memory), or -2 with one (the image is too small for its text). Free it
+ * with cp_plot_layout_free. */
 int  cp_plot_compute_layout(const cp_plot_spec *s, cp_plot_layout *l, char *err, size_t errlen);
 void cp_plot_layout_free(cp_plot_layout *l);
 

@@ -530,6 +530,18 @@ int cp_plot_compute_layout(const cp_plot_spec *s, cp_plot_layout *l, char *err, 
             l->legend = (cp_rect){x0, y0, x0 + w, y0 + h};
         }
     }
+    /* Too small for its text (a tiny image, a huge font): the panels would
+     * leave the image, and PLplot refuses such a viewport. */
+    cp_rect last = s->include_cpu ? l->cpu : l->mem;
+    if (l->mem.x1 - l->mem.x0 < 3 * l->em || l->mem.y1 - l->mem.y0 < 2 * l->em || last.y1 > l->height) {
+        env_free(&c.total);
+        env_free(&c.all);
+        if (err && errlen)
+            snprintf(err, errlen, "a %dx%d plot is too small for its text at %g pt (a larger width and height, "
+                     "or a smaller font_size)", l->width, l->height, l->em / PX_PER_PT);
+        cp_plot_layout_free(l);
+        return -2;
+    }
     size_t best_h = h0, best_unplaced = (size_t)-1;
     for (size_t hi = h0; hi < nh; hi++) {
         memory_axis(&l->memory, c.peak, headrooms[hi]);

@@ -129,6 +129,45 @@ describe("coproc.Monitor", function()
     assert.is_false(os.execute("kill -0 " .. pid .. " 2>/dev/null") == true)
   end)
 
+  it("says its worker died (SIGKILL) as a MonitorError, for requests, notes and stop()", function()
+    local m = coproc.Monitor {}
+    m:start()
+    local pid = m:worker_pid()
+    os.execute("kill -KILL " .. pid)
+    local ok, err = pcall(m.get_stats, m)
+    assert.is_false(ok)
+    assert.is_true(coproc.is(err, coproc.MonitorError), tostring(err))
+    assert.matches("(pid " .. pid .. ") died", tostring(err), 1, true)
+    assert.is_true(coproc.is(err.cause), tostring(err.cause))
+    ok, err = pcall(m.add_note, m, "after it died")
+    assert.is_false(ok)
+    assert.is_true(coproc.is(err, coproc.MonitorError), tostring(err))
+    ok, err = pcall(m.stop, m)
+    assert.is_false(ok)
+    assert.is_true(coproc.is(err, coproc.MonitorError), tostring(err))
+    assert.is_false(m:is_alive())
+    assert.is_true(pcall(m.stop, m))                 -- stopped: a second stop does nothing
+  end)
+
+  it("refuses, readably, to be used from a forked child; the host's monitor goes on", function()
+    local m <close> = coproc.Monitor {}:start()
+    _G.monitor_spec_m = m
+    local w <close> = coproc.WorkerResource(function(msgr)
+      local ok, err = pcall(_G.monitor_spec_m.add_note, _G.monitor_spec_m, "from the child")
+      msgr:send_reply({ ok = ok, monitor_error = coproc.is(err, coproc.MonitorError), msg = tostring(err) })
+      msgr:receive_blocking()
+    end, { method = "inherit" }):start()
+    local r = w.messenger:receive_blocking(nil, 30)
+    _G.monitor_spec_m = nil
+    assert.is_false(r.ok)
+    assert.is_true(r.monitor_error, r.msg)
+    assert.matches("belongs to pid " .. getpid(), r.msg, 1, true)
+    m:add_note("in the host")
+    local notes = m:get_stats().notes
+    assert.equal(1, #notes)
+    assert.equal("in the host", notes[1].note)
+  end)
+
   it("handles a watched child that exits, and sees new ones", function()
     local m <close> = coproc.Monitor { snapshot_seconds = 0.01 }:start()
     local w = coproc.WorkerResource(hog):start()
@@ -171,9 +210,16 @@ describe("coproc.Monitor", function()
     m:add_note("phase one", "details here", { do_print = false })
     m:log("only logged")
     m:label("only labelled")
+    m:log("two\nlines", "and\r\nmore")
     local notes = m:get_stats().notes -- a round trip: the notes before it are handled
     assert.same({ true, false, true }, { notes[1].label, notes[2].label, notes[3].label })
+    assert.equal("two\nlines", notes[4].note)         -- the note itself is kept as given
     local text = read_file(log)
+    -- one line per note: a line break in a note is written as \n
+    assert.truthy(text:find("| two\\nlines: and\\r\\nmore\n", 1, true))
+    local lines = 0
+    for _ in text:gmatch("\n") do lines = lines + 1 end
+    assert.equal(4, lines)                              -- started + 3 logged notes
     assert.truthy(text:find("monitor started: pid " .. getpid(), 1, true))
     assert.truthy(text:find("| phase one: details here", 1, true))
     assert.truthy(text:find("| only logged", 1, true))
@@ -251,6 +297,35 @@ describe("coproc.Monitor", function()
     assert.truthy(e.message:find("cannot write plot file '/nonexistent-dir/x.png'", 1, true))
   end)
 
+  it("refuses plot sizes it cannot draw, readably, before any file is made", function()
+    local m <close> = coproc.Monitor { snapshot_seconds = 0.01 }:start()
+    m:add_note("n", nil, { do_print = false })
+    local stats = m:get_stats()
+    local path = tmp("size.png")
+    os.remove(path)
+    for _, case in ipairs {
+      { { width = 99 }, "bad option 'width' to 'save_memory_plot' (an integer number of pixels 100..20000 expected, got 99)" },
+      { { height = 1e30 }, "bad option 'height' to 'save_memory_plot' (an integer number of pixels 100..20000 expected, got 1e+30)" },
+      { { width = 640.5 }, "bad option 'width' to 'save_memory_plot' (an integer number of pixels 100..20000 expected, got 640.5)" },
+      { { font_size = 0 }, "bad option 'font_size' to 'save_memory_plot' (a number of points 1..200 expected, got 0)" },
+      { { width = "wide" }, "bad option 'width' to 'save_memory_plot' (an integer number of pixels 100..20000 expected, got string)" },
+    } do
+      local ok, err = pcall(stats.save_memory_plot, stats, path, case[1])
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(case[2], 1, true), tostring(err))
+    end
+    -- In range, but no room for the text: a MonitorError saying so (PLplot
+    -- would print its own error and leave a broken image).
+    local ok, err = pcall(stats.save_memory_plot, stats, path, { width = 100, height = 100 })
+    assert.is_false(ok)
+    assert.is_true(coproc.is(err, coproc.MonitorError), tostring(err))
+    assert.truthy(tostring(err):find("a 100x100 plot is too small for its text at 11 pt", 1, true), tostring(err))
+    assert.is_nil(read_file(path))
+    -- The smallest sizes that fit are drawn.
+    stats:save_memory_plot(path, { width = 150, height = 120 })
+    assert.equal(150, (string.unpack(">I4", read_file(path), 17)))
+  end)
+
   it("keeps PSS right across exec (within 10% of a direct smaps_rollup read)", function()
     -- sh execs a Lua that holds 96 MiB: a kept-open smaps_rollup would stay
     -- bound to the shell's address space (PSS ~1 MiB, USS 0).
@@ -259,7 +334,10 @@ describe("coproc.Monitor", function()
     local prog = ("local s = string.rep('x', 96 << 20); local f = io.open(%q, 'w'); f:write(#s); f:close(); " ..
       "while io.open(%q) do os.execute('sleep 0.05 </dev/null >/dev/null 2>&1') end"):format(marker, marker)
     local cmd <close> = C.spawn { "sh", "-c", "read x < /dev/null; exec lua5.4 -e \"$0\"", prog }
-    local m <close> = coproc.Monitor { pid = cmd:pid(), snapshot_seconds = 0.01, include_children = false }:start()
+    -- PSS re-read at every sample (by default each process's every 0.5 s,
+    -- and the last read could predate the fill).
+    local m <close> = coproc.Monitor { pid = cmd:pid(), snapshot_seconds = 0.01, smaps_seconds = 0.01,
+      include_children = false }:start()
     wait_for(function() return read_file(marker) ~= nil end, "the exec'd program to fill its memory")
     local n0 = #m:get_stats().t
     wait_for(function() return #m:get_stats().t >= n0 + 3 end, "3 samples after the exec")

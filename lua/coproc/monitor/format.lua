@@ -17,6 +17,8 @@ function M.wall(t)
   return os.date("%Y-%m-%d %H:%M:%S", math.floor(t)) .. (".%03d"):format(math.floor((t % 1) * 1000))
 end
 
+local LINE_BREAKS = { ["\n"] = "\\n", ["\r"] = "\\r" }
+
 --- One readable line for a note (log file): wall time, offset, memory, CPU, text.
 function M.note_line(n, wall0)
   local mem = ("RSS %s"):format(M.bytes(n.rss))
@@ -24,6 +26,7 @@ function M.note_line(n, wall0)
   if n.uss == n.uss then mem = mem .. ("  USS %s"):format(M.bytes(n.uss)) end
   local text = tostring(n.note)
   if n.details ~= nil then text = text .. ": " .. tostring(n.details) end
+  text = text:gsub("[\r\n]", LINE_BREAKS) -- one line per note, whatever it holds
   return ("%s  +%.3fs  %s  CPU %.0f%%  | %s"):format(M.wall(wall0 + n.t), n.t, mem, n.cpu or 0, text)
 end
 

@@ -179,8 +179,25 @@ function Monitor:start()
   return self
 end
 
+-- A worker that died (killed, out of memory) is the monitor's failure, as
+-- docs/monitor.md says: MonitorError, with the messenger's error as cause.
+local function died(w, err, what)
+  if errors.is(err, errors.WorkerDied) or errors.is(err, errors.WorkerIsDeadError) then
+    errors.raise(errors.MonitorError, ("coproc.Monitor: its worker (pid %s) died and cannot %s: %s")
+      :format(w and w:pid() or "?", what, message_of(err)), { cause = err })
+  end
+  error(err, 0)
+end
+
 local function need(self)
   if not self.messenger then errors.raise(errors.MonitorError, "coproc.Monitor: not running (call start())") end
+  if self.owner ~= core.getpid() then
+    -- A forked child (an "inherit" worker) has a copy of the object, but
+    -- the connection to the monitor's worker is the host's alone.
+    errors.raise(errors.MonitorError, ("coproc.Monitor: this monitor belongs to pid %d; process %d (forked from it) "
+      .. "cannot use it: take notes in the host, or start a Monitor here"):format(self.owner, core.getpid()),
+      { pid = core.getpid() })
+  end
   return self.messenger
 end
 
@@ -193,8 +210,10 @@ function Monitor:add_note(note, details, opts, do_label, do_print)
   local o = type(opts) == "table" and options.check(opts, NOTE_OPTS, "add_note", 2)
     or { do_log = opts, do_label = do_label, do_print = do_print }
   local m = need(self)
-  m:send_norequest({ op = "note", t = core.now(), note = tostring(note), details = details ~= nil and tostring(details) or nil,
+  local ok, err = pcall(m.send_norequest, m, { op = "note", t = core.now(), note = tostring(note),
+    details = details ~= nil and tostring(details) or nil,
     do_log = o.do_log ~= false, do_label = o.do_label ~= false, do_print = o.do_print ~= false })
+  if not ok then died(self.worker, err, "take a note") end
   return self
 end
 
@@ -229,7 +248,8 @@ local function answer(w, m, timeout, what)
     local left = deadline - core.now()
     local ok, v = pcall(m.receive_blocking, m, nil, left < 0.5 and (left > 0 and left or 0) or 0.5)
     if ok then return v end
-    if not errors.is(v, errors.Timeout) or core.now() >= deadline then error(v, 0) end
+    if not errors.is(v, errors.Timeout) then died(w, v, what) end
+    if core.now() >= deadline then error(v, 0) end
     if is_stopped(w and w:pid()) then
       errors.raise(errors.MonitorError, ("coproc.Monitor: its worker (pid %d) is stopped and cannot %s")
         :format(w:pid(), what))
@@ -239,7 +259,8 @@ end
 
 local function request(self, msg, timeout)
   local m = need(self)
-  m:send_request(msg)
+  local ok, err = pcall(m.send_request, m, msg)
+  if not ok then died(self.worker, err, "answer") end
   return answer(self.worker, m, timeout or 60, "answer")
 end
 
@@ -281,6 +302,7 @@ function Monitor:stop()
   end)
   w:close()
   if not ok then
+    if errors.is(err, errors.WorkerDied) or errors.is(err, errors.WorkerIsDeadError) then died(w, err, "stop") end
     if errors.is(err) then error(err, 0) end
     errors.raise(errors.MonitorError, "coproc.Monitor: stopping failed: " .. message_of(err), { cause = err })
   end

@@ -333,6 +333,23 @@ end
 local PLOT_OPTS = { font_size = "any", include_notes = "any", include_cpu = "any", metric = "any",
   title = "any", width = "any", height = "any", note_details = "any", max_legend = "any" }
 
+-- Sizes a plot can be drawn at: below MIN_PX the layout has no room for
+-- the panels, past 20000 PLplot's buffers are the limit.
+local MIN_PX, MAX_PX = 100, 20000
+
+local function check_size(opts, k, lo, hi, what)
+  local v = opts[k]
+  if v == nil or v == false then return nil end -- false: the default (as Monitor's font_size)
+  local n
+  if what == "pixels" then n = options.integer(v) elseif type(v) == "number" and v == v then n = v end
+  if not n or n < lo or n > hi then
+    error(("bad option '%s' to 'save_memory_plot' (%s %g..%g expected, got %s)"):format(k,
+      what == "pixels" and "an integer number of pixels" or "a number of points", lo, hi,
+      type(v) == "number" and tostring(v) or type(v)), 4)
+  end
+  return n
+end
+
 --- The spec coproc.plot draws (see bindings/l_plot.c). opts: metric
 -- (default the stats' metric), include_cpu (true), include_notes (true),
 -- note_details (false), max_legend (processes named in the legend, 8),
@@ -343,6 +360,9 @@ function Stats:plot_spec(opts)
   if not METRICS[metric] then
     error(("bad option 'metric' to 'save_memory_plot' (rss, vms, pss or uss expected, got %s)"):format(tostring(metric)), 3)
   end
+  opts.width = check_size(opts, "width", MIN_PX, MAX_PX, "pixels")
+  opts.height = check_size(opts, "height", MIN_PX, MAX_PX, "pixels")
+  opts.font_size = check_size(opts, "font_size", 1, 200, "points")
   local max_legend = opts.max_legend or 8
   max_legend = options.integer(max_legend) or max_legend
   if math.type(max_legend) ~= "integer" or max_legend < 0 or max_legend > 12 then
