@@ -126,6 +126,19 @@ static void prepare(const char *data, size_t len)
     if (g_zpath && g_zcpath) g_zygote = W;
 }
 
+#define WORKER_EXIT_GRACE 0.5 /* seconds between SIGTERM and SIGKILL for its own workers */
+
+/* A worker ends: the workers it started itself (a pool it made, its copy
+ * of the host's pool) are stopped and reaped first, as a host's are at its
+ * exit (l_system.c): left running they would be orphans, and zombies of a
+ * pid 1 that does not reap. */
+static _Noreturn void worker_exit(int code)
+{
+    cp_proc_terminate_all(WORKER_EXIT_GRACE);
+    fflush(NULL);
+    _exit(code & 0xff);
+}
+
 /* A worker of the fork server marks the pages it touched (prefault.h) at
  * its first idle moment after a message came in: its start and its first
  * answer are behind it. */
@@ -156,8 +169,7 @@ static _Noreturn void run_fresh(int fd, int arrival_order, const char *payload, 
     int code = run_worker(W, "main_fresh", 1);
     cp_l_messenger_drain(lm, 10.0);
     /* W is not closed: __gc work of a half-finished worker must not run. */
-    fflush(NULL);
-    _exit(code & 0xff);
+    worker_exit(code);
 }
 
 /* The request of a fresh start (made in the host, read in the child):
@@ -316,8 +328,7 @@ static _Noreturn void inherit_main(lua_State *L, int fd, int arrival_order, l_pr
     lua_pushvalue(L, 2);
     int code = run_worker(L, "run", 2);
     cp_l_messenger_drain(lm, 10.0);
-    fflush(NULL);
-    _exit(code & 0xff);
+    worker_exit(code);
 }
 
 /* Raise OSError{errno = e, call = call}: a system call failed while

@@ -104,3 +104,44 @@ describe("LazyPool: imap and apply", function()
     assert.same({ 3, 7, n = 2 }, lp:starmap(function(a, b) return a + b end, ipairs({ { 1, 2 }, { 3, 4 } })))
   end)
 end)
+
+describe("a worker that starts workers of its own", function()
+  -- The pids of pid's children (/proc/<pid>/task/*/children).
+  local function children_of(pid)
+    local out = {}
+    local p = io.popen("cat /proc/" .. pid .. "/task/*/children 2>/dev/null")
+    for c in p:read("a"):gmatch("%d+") do out[#out + 1] = tonumber(c) end
+    p:close()
+    return out
+  end
+
+  for _, how in ipairs { "its copy of the host's pool", "a pool it makes" } do
+    it("stops and reaps them when it ends (" .. how .. "): no orphan, no zombie", function()
+      local host_pool <close> = coproc.Pool(2)
+      assert.same({ 2, n = 1 }, host_pool:map(function(x) return x * 2 end, { 1 }))
+      _G.inherit_spec_pool = host_pool
+      local own = how == "a pool it makes"
+      local w <close> = coproc.WorkerResource(function(m)
+        local pool = own and coproc.Pool(2) or _G.inherit_spec_pool
+        local r = pool:map(function(x) return x + 1 end, { 1, 2, 3 })
+        m:send_reply({ r = r, kids = children_of(coproc.getpid()) })
+        -- returns without closing the pool: the worker's end must do it
+      end, { method = "inherit" }):start()
+      local got = w.messenger:receive_blocking(nil, 30)
+      _G.inherit_spec_pool = nil
+      assert.same({ 2, 3, 4, n = 3 }, got.r)
+      assert.is_true(#got.kids >= 2)
+      assert.is_true(w:join(30))
+      assert.equal(0, w:exitcode())
+      -- The worker reaped them before it ended: none is left, not even as
+      -- a zombie handed to pid 1.
+      for _, pid in ipairs(got.kids) do
+        local f = io.open("/proc/" .. pid .. "/stat")
+        local st = f and f:read("a")
+        if f then f:close() end
+        assert.is_nil(st, "process " .. pid .. " is still there: " .. tostring(st))
+      end
+      assert.same({ 4, n = 1 }, host_pool:map(function(x) return x * 2 end, { 2 }))  -- the host's pool goes on
+    end)
+  end
+end)

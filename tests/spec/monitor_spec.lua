@@ -303,12 +303,13 @@ describe("coproc.Monitor", function()
     local stats = m:get_stats()
     local path = tmp("size.png")
     os.remove(path)
+    local px = "to 'save_memory_plot' (an integer number of pixels 100..20000 expected, got "
     for _, case in ipairs {
-      { { width = 99 }, "bad option 'width' to 'save_memory_plot' (an integer number of pixels 100..20000 expected, got 99)" },
-      { { height = 1e30 }, "bad option 'height' to 'save_memory_plot' (an integer number of pixels 100..20000 expected, got 1e+30)" },
-      { { width = 640.5 }, "bad option 'width' to 'save_memory_plot' (an integer number of pixels 100..20000 expected, got 640.5)" },
+      { { width = 99 }, "bad option 'width' " .. px .. "99)" },
+      { { height = 1e30 }, "bad option 'height' " .. px .. "1e+30)" },
+      { { width = 640.5 }, "bad option 'width' " .. px .. "640.5)" },
       { { font_size = 0 }, "bad option 'font_size' to 'save_memory_plot' (a number of points 1..200 expected, got 0)" },
-      { { width = "wide" }, "bad option 'width' to 'save_memory_plot' (an integer number of pixels 100..20000 expected, got string)" },
+      { { width = "wide" }, "bad option 'width' " .. px .. "string)" },
     } do
       local ok, err = pcall(stats.save_memory_plot, stats, path, case[1])
       assert.is_false(ok)
