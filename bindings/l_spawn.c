@@ -303,6 +303,14 @@ static int l_prefault_marked(lua_State *L)
     return 1;
 }
 
+/* core._hold_forkserver(on): take (true) or give back (false) a hold on
+ * the fork server (proc.h cp_proc_hold_fresh). */
+static int l_hold_forkserver(lua_State *L)
+{
+    cp_proc_hold_fresh(lua_toboolean(L, 1));
+    return 0;
+}
+
 /* core._forkserver(host): become the fork server of host (started by it
  * with posix_spawn, the socket on fd 3; forksrv.h). Never returns. */
 static int l_forkserver(lua_State *L)
@@ -479,6 +487,8 @@ void cp_l_spawn_open(lua_State *L, int t)
     lua_setfield(L, t, "_forkserver_pid");
     lua_pushcfunction(L, l_forkserver_spares);
     lua_setfield(L, t, "_forkserver_spares");
+    lua_pushcfunction(L, l_hold_forkserver);
+    lua_setfield(L, t, "_hold_forkserver");
     lua_pushcfunction(L, l_prefault_marked);
     lua_setfield(L, t, "_prefault_marked");
 }

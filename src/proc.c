@@ -25,10 +25,11 @@
 static cp_proc *g_procs;   /* live workers of process g_procs_pid */
 static pid_t g_procs_pid;
 static int g_nfresh;       /* how many of them are fresh (cp_proc_spawn_fresh) */
+static int g_holds;        /* cp_proc_hold_fresh calls not yet undone */
 
 static void reg_add(cp_proc *p)
 {
-    if (g_procs_pid != cp_self_pid()) { g_procs = NULL; g_nfresh = 0; g_procs_pid = cp_self_pid(); }
+    if (g_procs_pid != cp_self_pid()) { g_procs = NULL; g_nfresh = 0; g_holds = 0; g_procs_pid = cp_self_pid(); }
     if (p->fresh) g_nfresh++;
     p->prev = NULL;
     p->next = g_procs;
@@ -45,8 +46,19 @@ static void reg_remove(cp_proc *p)
     else if (g_procs == p) g_procs = p->next;
     if (p->next) p->next->prev = p->prev;
     p->prev = p->next = NULL;
-    /* The fork server lives as long as fresh workers do (forksrv.h). */
-    if (listed && p->fresh && --g_nfresh == 0) cp_forksrv_stop();
+    /* The fork server lives as long as fresh workers do (forksrv.h), or
+     * a hold. */
+    if (listed && p->fresh && --g_nfresh == 0 && g_holds == 0) cp_forksrv_stop();
+}
+
+void cp_proc_hold_fresh(int on)
+{
+    if (g_procs_pid != cp_self_pid()) { g_procs = NULL; g_nfresh = 0; g_holds = 0; g_procs_pid = cp_self_pid(); }
+    if (on) {
+        g_holds++;
+    } else if (g_holds > 0 && --g_holds == 0 && g_nfresh == 0) {
+        cp_forksrv_stop();
+    }
 }
 
 /* ---------------------------------------------------------------- fds */
@@ -239,7 +251,7 @@ pid_t cp_proc_spawn_fresh(cp_proc *p, int *fd_out, const cp_fresh *how, int extr
 {
     /* From the fork server's spare, from the server, or forked from here
      * (forksrv.h says when). */
-    int alive = g_procs_pid == cp_self_pid() && g_nfresh > 0;
+    int alive = g_procs_pid == cp_self_pid() && (g_nfresh > 0 || g_holds > 0);
     int conn = -1;
     pid_t pid = cp_forksrv_take_spare(how, alive, extra_fd, data, len, &conn);
     if (pid > 0) {
@@ -460,6 +472,7 @@ void cp_proc_forget_all(void)
     }
     g_procs = NULL;
     g_nfresh = 0;
+    g_holds = 0;
     g_procs_pid = cp_self_pid();
 }
 

@@ -98,6 +98,13 @@ void cp_proc_terminate(cp_proc *p, double grace);
  * inherited from the parent). Does not signal or reap. */
 void cp_proc_release(cp_proc *p);
 
+/* A hold keeps the fork server (and has fresh starts use it) while no
+ * fresh worker runs: a pool takes one once it has replaced a worker, so
+ * that a pool of one does not lose its server with each death. on: take
+ * one; 0: give one back (the last, with no fresh worker, stops the
+ * server). */
+void cp_proc_hold_fresh(int on);
+
 /* Terminate and reap every live worker this process made (Ctrl-C, exit):
  * every group gets SIGTERM at once, then one grace period for all. */
 void cp_proc_terminate_all(double grace);

@@ -123,6 +123,29 @@ describe("fork server", function()
     for _, w in ipairs(ws) do w:terminate() end
   end)
 
+  it("is kept by a pool once it replaced a worker, so a pool of one replaces from a spare", function()
+    local pool = coproc.Pool(1)
+    assert.equal(2, pool:apply(function(x) return x + 1 end, 1))
+    assert.is_nil(core._forkserver_pid())             -- one worker, forked by the host: no server
+    for k = 1, 3 do
+      local f = pool:submit(function() os.exit(3, false) end)
+      local ok, err = pcall(f.result, f, 30)
+      assert.is_false(ok)
+      assert.is_true(coproc.is(err, coproc.WorkerDied), tostring(err))
+      assert.equal(k + 1, pool:apply(function(x) return x + 1 end, k))
+      local srv = core._forkserver_pid()
+      assert.is_number(srv)                           -- kept between the death and the replacement
+      local w = pool:pids()[1]
+      assert.equal(coproc.getpid(), stat(w).ppid)    -- the replacement is the host's child all the same
+    end
+    local srv = core._forkserver_pid()
+    local spares = core._forkserver_spares()
+    pool:terminate()
+    assert.is_nil(core._forkserver_pid())             -- given back with the pool
+    assert.is_true(gone(srv))
+    for _, pid in ipairs(spares) do assert.is_true(gone(pid)) end
+  end)
+
   it("is left out of the Monitor with its spares, which sees the served workers", function()
     local ws = started(3)
     local srv = core._forkserver_pid()
