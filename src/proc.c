@@ -456,6 +456,9 @@ void cp_proc_terminate_all(double grace)
         wait_loop(p, -1, INTR_NONE);
         if (g_procs == p) reg_remove(p);
     }
+    /* And the fork server, even if a pool still holds it. */
+    g_holds = 0;
+    cp_forksrv_stop();
 }
 
 void cp_proc_forget_all(void)

@@ -106,7 +106,8 @@ void cp_proc_release(cp_proc *p);
 void cp_proc_hold_fresh(int on);
 
 /* Terminate and reap every live worker this process made (Ctrl-C, exit):
- * every group gets SIGTERM at once, then one grace period for all. */
+ * every group gets SIGTERM at once, then one grace period for all; then
+ * the fork server and its spares, holds or not. */
 void cp_proc_terminate_all(double grace);
 /* In a freshly forked child: forget (without signalling) every worker
  * inherited from the parent, closing its pidfd. Idempotent. */
