@@ -13,7 +13,9 @@
  * Lifetime. The server lives as long as the fresh workers do: a fresh start
  * with none running forks from a small host, and the server is stopped
  * when the last fresh worker is reaped, so a process without workers has no
- * extra child.
+ * extra child. A hold (cp_proc_hold_fresh: a pool that has replaced a
+ * worker, until it ends) keeps it meanwhile; cp_proc_terminate_all (exit,
+ * Ctrl-C, a worker's end) stops it whatever the holds.
  *
  * Exec'd. The server is started with posix_spawn (nothing of the host is
  * copied) of an executable that serves (cp_fresh.exec_path: coproc-lua,
