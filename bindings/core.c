@@ -35,6 +35,7 @@ int cp_core_open(lua_State *L)
     cp_l_waiter_open(L, t);
     cp_l_process_open(L, t);
     cp_l_spawn_open(L, t);
+    cp_l_pollproxy_open(L, t);
     cp_l_batch_open(L, t);
     cp_l_monitor_open(L, t);
     cp_l_forward_open(L, t);

@@ -14,6 +14,7 @@ void cp_l_codec_open(lua_State *L, int t);
 void cp_l_messenger_open(lua_State *L, int t);
 void cp_l_process_open(lua_State *L, int t);
 void cp_l_spawn_open(lua_State *L, int t);
+void cp_l_pollproxy_open(lua_State *L, int t);
 void cp_l_system_open(lua_State *L, int t);
 void cp_l_clock_open(lua_State *L, int t);
 void cp_l_monitor_open(lua_State *L, int t);

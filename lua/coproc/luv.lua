@@ -7,8 +7,9 @@
 --   drive(pool)              the pool makes progress while the loop runs:
 --                            futures complete, done callbacks run
 --
--- One uv poll handle per messenger (libuv allows one per fd), shared by
--- everything watching it. A prepare handle runs before the loop blocks:
+-- One uv poll handle per messenger, shared by everything watching it, on an
+-- epoll fd that stands for the messenger's socket (core._pollproxy: libuv
+-- would report a dead worker's socket error as EBADF, and luv print it). A prepare handle runs before the loop blocks:
 -- it writes what is corked (nothing stays corked while the loop sleeps),
 -- adds "w" to a poll while output waits for room, and starts an idle
 -- handle (so the loop does not block) when a watched messenger already has
@@ -75,7 +76,7 @@ local function close_watcher(w)
   watchers[w.m] = nil
   remove_from(order, w)
   w.poll:stop()
-  to_close[#to_close + 1] = w.poll
+  to_close[#to_close + 1] = w
 end
 
 -- The watcher is kept while something uses it, referenced (keeping the
@@ -87,8 +88,9 @@ end
 
 local function on_prepare()
   if to_close[1] then
-    for _, poll in ipairs(to_close) do
-      if not poll:is_closing() then poll:close() end
+    for _, w in ipairs(to_close) do
+      -- the proxy's fd once libuv is done with it
+      if not w.poll:is_closing() then w.poll:close(function() core._pollproxy_close(w.pfd) end) end
     end
     to_close = {}
   end
@@ -102,7 +104,7 @@ local function on_prepare()
       local ev = m:unsent() > 0 and "rw" or "r"
       if ev ~= w.events then
         w.events = ev
-        w.poll:start(ev, w.cb)
+        core._pollproxy_set(w.pfd, w.fd, ev)
       end
       if not busy and ready_now(w) then busy = true end
     end
@@ -149,9 +151,17 @@ local function watcher(m)
     hooked[m] = true
     core.on_close(m, on_close)
   end
-  local poll, err = uv.new_poll(m:fileno())
-  if not poll then error("coproc.luv: cannot poll the messenger's socket: " .. tostring(err), 3) end
-  w = { m = m, poll = poll, events = "r", subs = {}, pools = {} }
+  -- libuv polls an epoll fd that stands for the socket (core._pollproxy):
+  -- polled directly, a socket's error (a worker that died with data
+  -- unread) reaches the callback as UV_EBADF, which luv prints.
+  local fd = m:fileno()
+  local pfd = core._pollproxy(fd, "r")
+  local poll, err = uv.new_poll(pfd)
+  if not poll then
+    core._pollproxy_close(pfd)
+    error("coproc.luv: cannot poll the messenger's socket: " .. tostring(err), 3)
+  end
+  w = { m = m, fd = fd, pfd = pfd, poll = poll, events = "r", subs = {}, pools = {} }
   w.cb = function() dispatch(w) end
   poll:start("r", w.cb)
   watchers[m] = w

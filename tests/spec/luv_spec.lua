@@ -263,6 +263,40 @@ describe("coproc.luv, 3 workers x many requests", function()
   end)
 end)
 
+describe("coproc.luv.drive: workers that die", function()
+  it("are replaced and their tasks fail with WorkerDied, with nothing printed by luv", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+local coproc = require "coproc"
+local cluv = require "coproc.luv"
+local uv = require "luv"
+local pool = coproc.Pool(2, { max_restarts = 100 })
+local d = cluv.drive(pool)
+local done, died, ok = 0, 0, 0
+for i = 1, 30 do
+  local fut = pool:submit(function(x) if x % 3 == 0 then os.exit(1, false) end return x end, { i })
+  fut:add_done_callback(function(ft)
+    done = done + 1
+    local good, v = pcall(ft.result, ft, 0)
+    if good and v == i then ok = ok + 1 elseif coproc.is(v, coproc.WorkerDied) then died = died + 1 end
+    if done == 30 then d:stop(); pool:terminate() end
+  end)
+end
+uv.run()
+io.write(("result done=%d ok=%d died=%d\n"):format(done, ok, died))
+]])
+    f:close()
+    local exe = os.getenv("COPROC_LUA") or "coproc-lua"
+    local h = io.popen(exe .. " " .. script .. " 2>&1")
+    local out = h:read("a")
+    h:close()
+    os.remove(script)
+    assert.matches("result done=30 ok=20 died=10\n", out, 1, true)
+    assert.equal("result done=30 ok=20 died=10\n", out)     -- and nothing else (luv printed "EBADF: ...")
+  end)
+end)
+
 describe("coproc.luv.drive: a done callback that raises", function()
   it("ends the loop with the error's message and traceback, not '(null)'", function()
     local script = os.tmpname()
