@@ -215,8 +215,12 @@ function M.main(args)
     local how = interrupted and ("stopped by %s"):format(SIGNAL_NAMES[interrupted] or ("signal " .. interrupted))
       or (cmd and ("exited with %d"):format(exit))
       or (watched_ended and "ended" or "still running at the end of --duration")
-    io.stderr:write(("coproc.monitor: %s %s; %d samples, %d processes, peak %s %s\n"):format(who, how,
-      #stats.t, #stats.procs, stats.metric:upper(), format.bytes(stats:peak())))
+    -- A command that ends within a few ms is seen only as a zombie: 0 B.
+    local peak = stats:peak()
+    local seen = peak > 0 and ("peak %s %s"):format(stats.metric:upper(), format.bytes(peak))
+      or "no memory seen (it ended before a sample could measure it)"
+    io.stderr:write(("coproc.monitor: %s %s; %d samples, %d processes, %s\n"):format(who, how,
+      #stats.t, #stats.procs, seen))
   end
   if interrupted then return 128 + interrupted end
   if failed then return exit ~= 0 and exit or 1 end
