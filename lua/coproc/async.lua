@@ -13,6 +13,7 @@
 -- state). docs/eventloops.md is the contract.
 local core = require "coproc.core"
 local errors = require "coproc.errors"
+local options = require "coproc.options"
 
 local M = {}
 
@@ -314,7 +315,7 @@ end
 -- writing (interruptible by Ctrl-C).
 function M.sleep(seconds)
   if type(seconds) ~= "number" or seconds ~= seconds or seconds < 0 then
-    error(("bad argument #1 to 'sleep' (non-negative number of seconds expected, got %s)"):format(tostring(seconds)), 2)
+    error(("bad argument #1 to 'sleep' (non-negative number of seconds expected, got %s)"):format(options.show(seconds)), 2)
   end
   local w = isyieldable() and core.waiter()
   if w then

@@ -369,7 +369,7 @@ function M.Pool(n, opts)
     if n == nil then
       error(("coproc.mpi.Pool: no free rank (%d serving ranks); start the job with more ranks"):format(#h.ranks), 2)
     end
-    error(("bad argument #1 to 'Pool' (positive integer expected, got %s)"):format(tostring(n)), 2)
+    error(("bad argument #1 to 'Pool' (positive integer expected, got %s)"):format(options.show(n)), 2)
   end
   if ni > #free then
     error(("coproc.mpi.Pool: %d ranks asked for, %d free (of %d serving ranks)"):format(ni, #free, #h.ranks), 2)

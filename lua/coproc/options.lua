@@ -72,6 +72,7 @@ local function show(v)
   if type(v) == "string" then return ("'%s'"):format(v) end
   return tostring(v)
 end
+M.show = show -- a value as an error message shows it: strings quoted
 
 --- check(opts, spec, fname, level) -> a checked copy of opts (nil -> {}).
 -- spec maps each allowed key to a kind name ("posint", "number", ...) or to

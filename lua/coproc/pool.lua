@@ -224,7 +224,7 @@ function M.Pool(n, opts)
   if n == nil then n = coproc.cpu_count() end
   local ni = options.integer(n)
   if not ni or ni < 1 then
-    error(("bad argument #1 to 'Pool' (positive integer expected, got %s)"):format(tostring(n)), 2)
+    error(("bad argument #1 to 'Pool' (positive integer expected, got %s)"):format(options.show(n)), 2)
   end
   n = ni
   if opts.max_frame and (opts.max_frame < 64 or opts.max_frame > 0xffffffff) then
@@ -1323,7 +1323,7 @@ function Pool:_poll() self:_pump(0) end
 -- pool calls do.
 function Pool:pump(timeout)
   if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout or timeout < 0) then
-    error(("bad argument #1 to 'pump' (non-negative number of seconds expected, got %s)"):format(tostring(timeout)), 2)
+    error(("bad argument #1 to 'pump' (non-negative number of seconds expected, got %s)"):format(options.show(timeout)), 2)
   end
   if self.state == "terminated" then return false end
   self:_reap_abandoned()
@@ -1735,7 +1735,7 @@ function M.LazyPool(n, opts)
   if n == nil then n = coproc.cpu_count() end
   local ni = options.integer(n)
   if not ni or ni < 1 then
-    error(("bad argument #1 to 'LazyPool' (positive integer expected, got %s)"):format(tostring(n)), 2)
+    error(("bad argument #1 to 'LazyPool' (positive integer expected, got %s)"):format(options.show(n)), 2)
   end
   return setmetatable({ size = ni, opts = opts }, LazyPool)
 end

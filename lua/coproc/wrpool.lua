@@ -20,7 +20,7 @@ WRP.__name = "coproc.WorkerResourcePool"
 function M.WorkerResourcePool(n, WorkerClass, start_kwargs, opts)
   local ni = options.integer(n)
   if not ni or ni < 1 then
-    error(("bad argument #1 to 'WorkerResourcePool' (positive integer expected, got %s)"):format(tostring(n)), 2)
+    error(("bad argument #1 to 'WorkerResourcePool' (positive integer expected, got %s)"):format(options.show(n)), 2)
   end
   local tc = type(WorkerClass)
   if tc ~= "table" and tc ~= "function" then

@@ -94,21 +94,21 @@ function M.new(opts)
   end
   local iv = o.snapshot_seconds
   if type(iv) ~= "number" or iv ~= iv or iv <= 0 or iv == math.huge then
-    bad(("bad option 'snapshot_seconds' to 'Monitor' (a positive number of seconds expected, got %s)"):format(tostring(iv)))
+    bad(("bad option 'snapshot_seconds' to 'Monitor' (a positive number of seconds expected, got %s)"):format(options.show(iv)))
   end
   if not o.pid then o.pid = core.getpid() end
   if math.type(o.pid) ~= "integer" and type(o.pid) == "number" and o.pid == math.floor(o.pid) then
     o.pid = math.tointeger(o.pid)
   end
   if math.type(o.pid) ~= "integer" or o.pid <= 0 then
-    bad(("bad option 'pid' to 'Monitor' (a positive integer expected, got %s)"):format(tostring(o.pid)))
+    bad(("bad option 'pid' to 'Monitor' (a positive integer expected, got %s)"):format(options.show(o.pid)))
   end
   if not C.exists(o.pid) then
     errors.raise(errors.MonitorError, ("coproc.Monitor: no process with pid %d"):format(o.pid), { pid = o.pid })
   end
   o.save_fig_freq = options.integer(o.save_fig_freq) or o.save_fig_freq
   if math.type(o.save_fig_freq) ~= "integer" or o.save_fig_freq < 1 then
-    bad(("bad option 'save_fig_freq' to 'Monitor' (an integer >= 1 expected, got %s)"):format(tostring(o.save_fig_freq)))
+    bad(("bad option 'save_fig_freq' to 'Monitor' (an integer >= 1 expected, got %s)"):format(options.show(o.save_fig_freq)))
   end
   for _, k in ipairs { "fig_min_seconds", "smaps_seconds", "rescan_seconds" } do
     if type(o[k]) ~= "number" or o[k] ~= o[k] or o[k] < 0 then
@@ -119,12 +119,12 @@ function M.new(opts)
     bad("bad option 'font_size' to 'Monitor' (a positive number of points expected)")
   end
   if not Stats.METRICS[o.metric] then
-    bad(("bad option 'metric' to 'Monitor' (pss, rss, uss or vms expected, got %s)"):format(tostring(o.metric)))
+    bad(("bad option 'metric' to 'Monitor' (pss, rss, uss or vms expected, got %s)"):format(options.show(o.metric)))
   end
   if o.log_path then check_writable(o.log_path, "log_path") end
   if o.fig_path then
     if type(o.fig_path) ~= "string" or not (o.fig_path:lower():match("%.png$") or o.fig_path:lower():match("%.svg$")) then
-      bad(("bad option 'fig_path' to 'Monitor' (a .png or .svg path expected, got %s)"):format(tostring(o.fig_path)))
+      bad(("bad option 'fig_path' to 'Monitor' (a .png or .svg path expected, got %s)"):format(options.show(o.fig_path)))
     end
     if not Stats.have_plot() then
       errors.raise(errors.MonitorError, "coproc.Monitor: fig_path needs coproc.plot (PLplot), which is not installed")

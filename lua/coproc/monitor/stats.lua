@@ -358,7 +358,7 @@ function Stats:plot_spec(opts)
   opts = options.check(opts, PLOT_OPTS, "save_memory_plot", 3)
   local metric = opts.metric or self.metric or "rss"
   if not METRICS[metric] then
-    error(("bad option 'metric' to 'save_memory_plot' (rss, vms, pss or uss expected, got %s)"):format(tostring(metric)), 3)
+    error(("bad option 'metric' to 'save_memory_plot' (rss, vms, pss or uss expected, got %s)"):format(options.show(metric)), 3)
   end
   opts.width = check_size(opts, "width", MIN_PX, MAX_PX, "pixels")
   opts.height = check_size(opts, "height", MIN_PX, MAX_PX, "pixels")
