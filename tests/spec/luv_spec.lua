@@ -263,11 +263,23 @@ describe("coproc.luv, 3 workers x many requests", function()
   end)
 end)
 
+-- Run src as a script under coproc-lua; its stdout and stderr together.
+local function run_script(src)
+  local script = os.tmpname()
+  local f = assert(io.open(script, "w"))
+  f:write(src)
+  f:close()
+  local exe = os.getenv("COPROC_LUA") or "coproc-lua"
+  local h = io.popen(exe .. " " .. script .. " 2>&1")
+  local out = h:read("a")
+  h:close()
+  os.remove(script)
+  return out
+end
+
 describe("coproc.luv.drive: workers that die", function()
   it("are replaced and their tasks fail with WorkerDied, with nothing printed by luv", function()
-    local script = os.tmpname()
-    local f = assert(io.open(script, "w"))
-    f:write([[
+    local out = run_script([[
 local coproc = require "coproc"
 local cluv = require "coproc.luv"
 local uv = require "luv"
@@ -286,12 +298,6 @@ end
 uv.run()
 io.write(("result done=%d ok=%d died=%d\n"):format(done, ok, died))
 ]])
-    f:close()
-    local exe = os.getenv("COPROC_LUA") or "coproc-lua"
-    local h = io.popen(exe .. " " .. script .. " 2>&1")
-    local out = h:read("a")
-    h:close()
-    os.remove(script)
     assert.matches("result done=30 ok=20 died=10\n", out, 1, true)
     assert.equal("result done=30 ok=20 died=10\n", out)     -- and nothing else (luv printed "EBADF: ...")
   end)
@@ -299,9 +305,7 @@ end)
 
 describe("coproc.luv.drive: a done callback that raises", function()
   it("ends the loop with the error's message and traceback, not '(null)'", function()
-    local script = os.tmpname()
-    local f = assert(io.open(script, "w"))
-    f:write([[
+    local out = run_script([[
 local coproc = require "coproc"
 local cluv = require "coproc.luv"
 local uv = require "luv"
@@ -310,12 +314,6 @@ cluv.drive(pool)
 pool:apply_async(function() return 1 end, {}, { callback = function() error("cb boom") end })
 uv.run()
 ]])
-    f:close()
-    local exe = os.getenv("COPROC_LUA") or "coproc-lua"
-    local h = io.popen(exe .. " " .. script .. " 2>&1")
-    local out = h:read("a")
-    h:close()
-    os.remove(script)
     assert.matches("CallbackError: error in a done callback: .*cb boom", out)
     assert.matches("stack traceback", out, 1, true)
     assert.not_matches("(null)", out, 1, true)
