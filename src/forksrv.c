@@ -151,6 +151,17 @@ static int child_running(pid_t pid)
     return r == 0 && si.si_pid == 0;
 }
 
+/* 1 while pid is our child and stopped (SIGSTOP): it serves nothing until
+ * continued, so a start passes it over instead of waiting for it. */
+static int child_stopped(pid_t pid)
+{
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    int r;
+    do r = waitid(P_PID, (id_t)pid, &si, WSTOPPED | WNOHANG | WNOWAIT); while (r < 0 && errno == EINTR);
+    return r == 0 && si.si_pid == pid && si.si_code == CLD_STOPPED;
+}
+
 /* Kill (while it is our unreaped child) and reap pid. */
 static void kill_reap(pid_t pid)
 {
@@ -634,12 +645,18 @@ pid_t cp_forksrv_take_spare(const cp_fresh *how, int alive, int extra_fd, const 
         return 0;
     }
     double deadline = cp_now() + g.timeout;
+    /* A stopped server (SIGSTOP) clones nothing: the spares it made serve,
+     * then a new server does, without waiting for the timeout. */
+    if (spare_ready(0, cp_now()) != 1 && child_stopped(g.pid)) {
+        srv_drop();
+        return 0;
+    }
     int ready = spare_ready(0, deadline);
     if (ready < 0) { /* the server does not even clone: a new one */
         srv_drop();
         return 0;
     }
-    if (!ready || !child_running(g.sp[0].pid)) {
+    if (!ready || !child_running(g.sp[0].pid) || child_stopped(g.sp[0].pid)) {
         spare_drop(deadline);
         return 0;
     }
@@ -681,6 +698,7 @@ pid_t cp_forksrv_spawn(const cp_fresh *how, int alive, int conn, int extra_fd, c
      * while it has no worker); a large one never forks. */
     if (!g.pid && !alive && !g.exec && host_bytes() <= CP_FORKSRV_MAX_HOST) return 0;
 
+    if (g.pid && child_stopped(g.pid)) srv_drop(); /* it would not answer: a new one */
     req q;
     if (req_make(&q, conn, extra_fd, len, call)) return -1;
     pid_t pid = 0;

@@ -71,7 +71,9 @@
  * (prefault.h): on some VMs each fault of a new process costs 25-60 us.
  *
  * Failure. A server that died, or does not answer within CP_FORKSRV_TIMEOUT
- * seconds, is killed, reaped and started again once; if it still cannot
+ * seconds, is killed, reaped and started again once; a stopped one
+ * (SIGSTOP) at once, after its ready spares are used; a stopped spare is
+ * killed, reaped and passed over; if it still cannot
  * serve, or the system refuses clone(CLONE_PARENT) (a sandbox, valgrind),
  * the caller forks the worker itself, as without a server. An error of the
  * fork itself (EAGAIN: out of processes) is the caller's error. */

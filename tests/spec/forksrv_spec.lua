@@ -146,6 +146,28 @@ describe("fork server", function()
     for _, pid in ipairs(spares) do assert.is_true(gone(pid)) end
   end)
 
+  it("passes over a stopped (SIGSTOP) spare or server instead of waiting for it", function()
+    local ws = started(3)
+    local spares = core._forkserver_spares()
+    assert.is_true(#spares >= 1)
+    for _, pid in ipairs(spares) do os.execute("kill -STOP " .. pid) end
+    local t0 = coproc.now()
+    local more = started(2)
+    assert.is_true(coproc.now() - t0 < 2.5, "took " .. (coproc.now() - t0) .. " s")
+    for _, pid in ipairs(spares) do assert.is_true(gone(pid)) end   -- dropped and reaped
+    local srv = core._forkserver_pid()
+    assert.is_number(srv)
+    os.execute("kill -STOP " .. srv)
+    t0 = coproc.now()
+    local again = started(3)   -- its two spares serve, then a new server
+    assert.is_true(coproc.now() - t0 < 2.5, "took " .. (coproc.now() - t0) .. " s")
+    assert.is_true(gone(srv))
+    assert.are_not.equal(srv, core._forkserver_pid())
+    for _, list in ipairs { ws, more, again } do
+      for _, w in ipairs(list) do w:terminate() end
+    end
+  end)
+
   it("is left out of the Monitor with its spares, which sees the served workers", function()
     local ws = started(3)
     local srv = core._forkserver_pid()
