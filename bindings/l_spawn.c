@@ -126,15 +126,13 @@ static void prepare(const char *data, size_t len)
     if (g_zpath && g_zcpath) g_zygote = W;
 }
 
-#define WORKER_EXIT_GRACE 0.5 /* seconds between SIGTERM and SIGKILL for its own workers */
-
 /* A worker ends: the workers it started itself (a pool it made, its copy
  * of the host's pool) are stopped and reaped first, as a host's are at its
  * exit (l_system.c): left running they would be orphans, and zombies of a
  * pid 1 that does not reap. */
 static _Noreturn void worker_exit(int code)
 {
-    cp_proc_terminate_all(WORKER_EXIT_GRACE);
+    cp_proc_terminate_all(CP_EXIT_GRACE);
     fflush(NULL);
     _exit(code & 0xff);
 }

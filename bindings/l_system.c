@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#define EXIT_GRACE 0.5 /* seconds between SIGTERM and SIGKILL at exit */
 
 static int l_cpu_count(lua_State *L)
 {
@@ -67,7 +66,7 @@ static int l_sleep(lua_State *L)
 /* terminate_all(grace): every child this process started, at once. */
 static int l_terminate_all(lua_State *L)
 {
-    coproc_terminate_all(luaL_optnumber(L, 1, EXIT_GRACE));
+    coproc_terminate_all(luaL_optnumber(L, 1, CP_EXIT_GRACE));
     return 0;
 }
 
@@ -103,7 +102,7 @@ static void at_exit(void)
 {
     /* A host that exits (os.exit, end of script, exit() from C) takes its
      * workers along; a forked child's copy of this hook does nothing. */
-    if (g_atexit_pid == getpid()) cp_proc_terminate_all(EXIT_GRACE);
+    if (g_atexit_pid == getpid()) cp_proc_terminate_all(CP_EXIT_GRACE);
 }
 
 void cp_l_system_open(lua_State *L, int t)

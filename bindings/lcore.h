@@ -13,6 +13,10 @@ int  cp_core_open(lua_State *L);
 void cp_l_codec_open(lua_State *L, int t);
 void cp_l_messenger_open(lua_State *L, int t);
 void cp_l_process_open(lua_State *L, int t);
+/* Seconds between SIGTERM and SIGKILL for the workers a process still has
+ * when it ends (a host's exit, a worker's end). */
+#define CP_EXIT_GRACE 0.5
+
 void cp_l_spawn_open(lua_State *L, int t);
 void cp_l_pollproxy_open(lua_State *L, int t);
 void cp_l_system_open(lua_State *L, int t);

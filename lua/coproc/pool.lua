@@ -1093,16 +1093,14 @@ function Pool:_on_death(w, err)
   rs[#rs + 1] = t_death
   while #rs > 0 and rs[1] < t_death - window do table.remove(rs, 1) end
   local too_many = #rs > self.max_restarts
-  -- The replacement first, while the dead one is not yet reaped: the fork
-  -- server (it lives while a fresh worker does) and its spare are still
-  -- there, so the new worker is a spare handed a request, not a fork of the
-  -- host that builds a state of its own (0.5 ms against 3-5).
+  -- The replacement first (it starts while the rest is sorted out), and
+  -- from now on the pool holds the fork server while it lives (given back
+  -- in _stop_workers): with it, a replacement is a spare handed a request
+  -- (about 3 ms to its first answer); without it (the only fresh worker
+  -- died, and its reaping stopped the server), a fork of the host that
+  -- builds its own state (8-10 ms).
   local spawned, spawn_err
   if self.state ~= "terminated" and not too_many then
-    -- From now on the pool keeps the fork server while it lives (given
-    -- back in _stop_workers): with it, a replacement is a spare handed a
-    -- request (about 3 ms to its first answer); without (a pool whose only
-    -- worker died), a fork of the host that builds its own state (8-10).
     if not self.holds_server and self.method == "fresh" and self.new_resource == coproc.WorkerResource then
       self.holds_server = true
       core._hold_forkserver(true)
